@@ -1,0 +1,315 @@
+"""One settings object, read from the environment.
+
+Every variable is documented in `.env.example`. A missing or malformed value raises `ConfigError`
+naming the variable and what to do; secrets never appear in `repr()`, logs or error messages.
+
+When `CATALOGUE_DATABASE_URL` or `CATALOGUE_S3_ENDPOINT` is not set, the local stack (`catalogue up`)
+provides that service and records how to reach it under the state directory; `resolve_services`
+reads that record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACK_RECORD = "stack.json"
+
+# Values shipped in .env.example; refused outside development so a copied example never reaches
+# production.
+PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "minioadmin", "password", "secret"})
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ROLE_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_ENVIRONMENTS = ("development", "production")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what to do."""
+
+    def __init__(self, variable: str, problem: str, fix: str) -> None:
+        self.variable = variable
+        super().__init__(f"{variable}: {problem}. {fix}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "development"
+    database_url: URL | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = field(default=None, repr=False)
+    s3_secret_key: str | None = field(default=None, repr=False)
+    s3_region: str = "us-east-1"
+    s3_public_endpoint: str | None = None
+    s3_create_buckets: bool = True
+    bucket_images: str = "catalogue-images"
+    bucket_models: str = "catalogue-models"
+    state_dir: Path = Path(".catalogue")
+    dataset_dir: Path = REPO_ROOT.parent / "shared" / "data" / "fashion-products"
+    role_prefix: str = "catalogue"
+    s3_port: int = 8333
+    airflow_port: int = 8080
+    airflow_database_url: URL | None = None
+    moderator: str | None = None
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def database_configured(self) -> bool:
+        return self.database_url is not None
+
+    @property
+    def s3_configured(self) -> bool:
+        return self.s3_endpoint is not None
+
+    @property
+    def role_names(self) -> dict[str, str]:
+        """The Postgres group roles the migrations create: application, reader, moderator."""
+        return {
+            "app": f"{self.role_prefix}_app",
+            "reader": f"{self.role_prefix}_reader",
+            "moderator": f"{self.role_prefix}_moderator",
+        }
+
+    @property
+    def safe_database_url(self) -> str:
+        return describe_url(self.database_url) if self.database_url else "(local stack)"
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        get = lambda name: (env.get(name) or "").strip() or None  # noqa: E731
+
+        environment = get("CATALOGUE_ENV") or "development"
+        if environment not in _ENVIRONMENTS:
+            raise ConfigError(
+                "CATALOGUE_ENV",
+                f"'{environment}' is not one of {', '.join(_ENVIRONMENTS)}",
+                "Set it to development (local stack) or production.",
+            )
+
+        endpoint = _s3_endpoint("CATALOGUE_S3_ENDPOINT", get("CATALOGUE_S3_ENDPOINT"))
+        access_key, secret_key = get("CATALOGUE_S3_ACCESS_KEY"), get("CATALOGUE_S3_SECRET_KEY")
+        if endpoint is not None:
+            for name, value in (
+                ("CATALOGUE_S3_ACCESS_KEY", access_key),
+                ("CATALOGUE_S3_SECRET_KEY", secret_key),
+            ):
+                if value is None:
+                    raise ConfigError(
+                        name,
+                        "is not set but CATALOGUE_S3_ENDPOINT is",
+                        "Set the S3 key pair of that server, or unset CATALOGUE_S3_ENDPOINT "
+                        "to use the local stack's S3 server.",
+                    )
+        settings = cls(
+            environment=environment,
+            database_url=_database_url("CATALOGUE_DATABASE_URL", get("CATALOGUE_DATABASE_URL")),
+            s3_endpoint=endpoint,
+            s3_access_key=access_key,
+            s3_secret_key=secret_key,
+            s3_region=get("CATALOGUE_S3_REGION") or "us-east-1",
+            s3_public_endpoint=_s3_endpoint(
+                "CATALOGUE_S3_PUBLIC_ENDPOINT", get("CATALOGUE_S3_PUBLIC_ENDPOINT")
+            ),
+            s3_create_buckets=_boolean(
+                "CATALOGUE_S3_CREATE_BUCKETS", get("CATALOGUE_S3_CREATE_BUCKETS"), default=True
+            ),
+            bucket_images=_bucket("CATALOGUE_S3_BUCKET_IMAGES", get("CATALOGUE_S3_BUCKET_IMAGES"))
+            or "catalogue-images",
+            bucket_models=_bucket("CATALOGUE_S3_BUCKET_MODELS", get("CATALOGUE_S3_BUCKET_MODELS"))
+            or "catalogue-models",
+            state_dir=Path(get("CATALOGUE_STATE_DIR") or ".catalogue").expanduser().resolve(),
+            dataset_dir=Path(get("CATALOGUE_DATASET_DIR") or cls.dataset_dir).expanduser(),
+            role_prefix=_role_prefix(get("CATALOGUE_ROLE_PREFIX")),
+            s3_port=_port("CATALOGUE_S3_PORT", get("CATALOGUE_S3_PORT"), default=8333),
+            airflow_port=_port("CATALOGUE_AIRFLOW_PORT", get("CATALOGUE_AIRFLOW_PORT"), default=8080),
+            airflow_database_url=_database_url(
+                "CATALOGUE_AIRFLOW_DATABASE_URL", get("CATALOGUE_AIRFLOW_DATABASE_URL")
+            ),
+            moderator=get("CATALOGUE_MODERATOR"),
+        )
+        if environment == "production":
+            settings._refuse_development_defaults()
+        return settings
+
+    def _refuse_development_defaults(self) -> None:
+        if self.database_url is None:
+            raise ConfigError(
+                "CATALOGUE_DATABASE_URL",
+                "is not set in production",
+                "Point it at the production Postgres; the embedded one is for development only.",
+            )
+        if self.s3_endpoint is None:
+            raise ConfigError(
+                "CATALOGUE_S3_ENDPOINT",
+                "is not set in production",
+                "Point it at the production S3 server; the local one is for development only.",
+            )
+        if self.s3_secret_key in PLACEHOLDER_SECRETS:
+            raise ConfigError(
+                "CATALOGUE_S3_SECRET_KEY",
+                "is still the placeholder from .env.example",
+                "Set the real secret key.",
+            )
+        if self.database_url.password in PLACEHOLDER_SECRETS:
+            raise ConfigError(
+                "CATALOGUE_DATABASE_URL",
+                "uses the placeholder password from .env.example",
+                "Set the real password.",
+            )
+
+    def with_local_services(self) -> Settings:
+        """Fill the database URL and S3 endpoint that are not configured from the local stack.
+
+        Raises `ConfigError` when a service is neither configured nor started by `catalogue up`.
+        """
+        if self.database_configured and self.s3_configured:
+            return self
+        record = read_stack_record(self.state_dir)
+        changes: dict[str, object] = {}
+        if not self.database_configured:
+            url = record.get("postgres", {}).get("url")
+            if not url:
+                raise ConfigError(
+                    "CATALOGUE_DATABASE_URL",
+                    "is not set and the local stack's Postgres is not running "
+                    f"(no record under {self.state_dir})",
+                    "Run `catalogue up` (or `make up`), or set CATALOGUE_DATABASE_URL.",
+                )
+            changes["database_url"] = make_url(url)
+        if not self.s3_configured:
+            s3 = record.get("s3", {})
+            if not s3.get("endpoint"):
+                raise ConfigError(
+                    "CATALOGUE_S3_ENDPOINT",
+                    "is not set and the local stack's S3 server is not running "
+                    f"(no record under {self.state_dir})",
+                    "Run `catalogue up` (or `make up`), or set CATALOGUE_S3_ENDPOINT and its keys.",
+                )
+            changes.update(
+                s3_endpoint=s3["endpoint"],
+                s3_access_key=s3["access_key"],
+                s3_secret_key=s3["secret_key"],
+            )
+        return replace(self, **changes)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings with the local stack's services filled in where none is configured."""
+    return Settings.from_env(environ).with_local_services()
+
+
+def read_stack_record(state_dir: Path) -> dict:
+    path = state_dir / STACK_RECORD
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            "CATALOGUE_STATE_DIR",
+            f"the local stack record {path} is unreadable ({exc.msg})",
+            "Run `catalogue down` and `catalogue up` again to rewrite it.",
+        ) from exc
+
+
+def describe_url(url: URL | str) -> str:
+    """A database URL fit for messages and logs: the password is masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# -- parsers ----------------------------------------------------------------------------------
+def _database_url(name: str, value: str | None) -> URL | None:
+    if value is None:
+        return None
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigError(
+            name,
+            "is not a database URL",
+            "Use the form postgresql://USER:PASSWORD@HOST:5432/DATABASE.",
+        ) from None
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise ConfigError(
+            name,
+            f"names the '{url.get_backend_name()}' backend; only PostgreSQL is supported",
+            "Use the form postgresql://USER:PASSWORD@HOST:5432/DATABASE.",
+        )
+    if not url.database:
+        raise ConfigError(
+            name, "names no database", "Add the database name: postgresql://USER@HOST:5432/DATABASE."
+        )
+    return url.set(drivername="postgresql+psycopg2")
+
+
+def _s3_endpoint(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value if "://" in value else f"http://{value}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        raise ConfigError(
+            name, f"'{value}' is not an http(s) endpoint", "Use the form http://HOST:PORT."
+        )
+    if parts.path.strip("/") or parts.query:
+        raise ConfigError(
+            name,
+            f"'{value}' has a path; buckets are configured separately",
+            "Give only the scheme, host and port, e.g. http://127.0.0.1:8333.",
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _bucket(name: str, value: str | None) -> str | None:
+    if value is not None and not _BUCKET.match(value):
+        raise ConfigError(
+            name,
+            f"'{value}' is not a valid S3 bucket name",
+            "Use 3-63 lowercase letters, digits, dots and hyphens.",
+        )
+    return value
+
+
+def _role_prefix(value: str | None) -> str:
+    if value is None:
+        return "catalogue"
+    if not _ROLE_PREFIX.match(value):
+        raise ConfigError(
+            "CATALOGUE_ROLE_PREFIX",
+            f"'{value}' is not a plain lowercase SQL identifier",
+            "Use lowercase letters, digits and underscores, starting with a letter.",
+        )
+    return value
+
+
+def _port(name: str, value: str | None, *, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(name, f"'{value}' is not a TCP port", "Use a number from 1 to 65535.")
+    return int(value)
+
+
+def _boolean(name: str, value: str | None, *, default: bool) -> bool:
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"'{value}' is not a boolean", "Use true or false.")

@@ -1,0 +1,86 @@
+"""One engine per process, one session per unit of work, and clear errors when Postgres says no."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.config import describe_url
+
+CONNECT_TIMEOUT_S = 5
+
+
+class DatabaseError(RuntimeError):
+    """Postgres cannot be used with the configured settings; the message says what to fix."""
+
+
+class DatabaseUnreachable(DatabaseError):
+    pass
+
+
+class DatabaseCredentialsRefused(DatabaseError):
+    pass
+
+
+class DatabaseMissing(DatabaseError):
+    pass
+
+
+def explain_operational_error(
+    exc: OperationalError, url: URL, *, setting: str = "CATALOGUE_DATABASE_URL"
+) -> DatabaseError:
+    """Turn psycopg2's connection failure into one line naming the setting to fix."""
+    where = describe_url(url)
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else "unknown"
+    lowered = reason.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered or (
+        "role" in lowered and "does not exist" in lowered
+    ):
+        return DatabaseCredentialsRefused(
+            f"the database at {where} refused the credentials ({reason}): "
+            f"fix the user and password in {setting}"
+        )
+    if "database" in lowered and "does not exist" in lowered:
+        return DatabaseMissing(
+            f"the database named in {setting} does not exist at {where} ({reason}): "
+            "create it (createdb) or name an existing one"
+        )
+    return DatabaseUnreachable(
+        f"cannot reach the database at {where} ({reason}): "
+        f"start Postgres there or fix the host and port in {setting}"
+    )
+
+
+@lru_cache(maxsize=8)
+def _engine(url: URL) -> Engine:
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "catalogue"},
+    )
+
+
+def get_engine(url: URL, *, check: bool = True, setting: str = "CATALOGUE_DATABASE_URL") -> Engine:
+    """The process's engine for `url`; with `check`, prove it answers or raise `DatabaseError`."""
+    engine = _engine(url)
+    if check:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            raise explain_operational_error(exc, url, setting=setting) from None
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One transaction: committed when the block ends, rolled back if it raises."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory.begin() as session:
+        yield session
