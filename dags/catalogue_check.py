@@ -7,14 +7,14 @@ secrets; a failed run names the setting to fix in its log.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import dag, task
 
 
 @dag(
     schedule=None,
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["catalogue", "operations"],
     doc_md=__doc__,
@@ -23,15 +23,17 @@ from airflow.sdk import dag, task
 def catalogue_check():
     @task
     def check_database() -> str:
+        from pipeline.config import load_settings
         from pipeline.db import get_engine
         from pipeline.db.migrate import current_revision, head_revision
-        from pipeline.config import load_settings
 
         settings = load_settings()
         current, head = current_revision(get_engine(settings.database_url)), head_revision()
         if current != head:
-            raise RuntimeError(f"catalogue database at revision {current}, expected {head}: "
-                               "run `catalogue db upgrade`")
+            raise RuntimeError(
+                f"catalogue database at revision {current}, expected {head}: "
+                "run `catalogue db upgrade`"
+            )
         return current
 
     @task

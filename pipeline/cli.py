@@ -55,16 +55,16 @@ def _print_status(statuses) -> None:
 
 # -- database -------------------------------------------------------------------------------------
 def cmd_db(args: argparse.Namespace) -> int:
-    from pipeline.db import get_engine
-    from pipeline.db import migrate
+    from pipeline.db import get_engine, migrate
     from pipeline.storage import ObjectStore
 
     settings = load_settings()
     engine = get_engine(settings.database_url)
     if args.action == "upgrade":
-        migrate.upgrade(engine, role_names=settings.role_names, revision=args.revision or "head")
+        # Both services must accept us before anything changes: nothing is half-written.
         for store in (ObjectStore.for_images(settings), ObjectStore.for_models(settings)):
             store.ensure_bucket(create=settings.s3_create_buckets)
+        migrate.upgrade(engine, role_names=settings.role_names, revision=args.revision or "head")
     elif args.action == "downgrade":
         if not args.revision:
             raise ConfigError(
@@ -93,7 +93,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         store.check()
         _say(f"s3        ok  {store.endpoint}/{store.bucket}")
     if current != head:
-        _say(f"the database is at revision {current or 'none'}, not {head}: run `catalogue db upgrade`")
+        _say(
+            f"the database is at revision {current or 'none'}, not {head}: run `catalogue db upgrade`"
+        )
         return EXIT_FAILED
     return EXIT_OK
 
@@ -169,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     db = add("db", cmd_db, "Apply or revert schema migrations (Alembic).")
     db.add_argument("action", choices=("upgrade", "downgrade", "current"))
     db.add_argument(
-        "revision", nargs="?", help="target revision (upgrade: default head; downgrade: required, "
-        "e.g. base or -1)"
+        "revision",
+        nargs="?",
+        help="target revision (upgrade: default head; downgrade: required, e.g. base or -1)",
     )
     add("check", cmd_check, "Check that the database and the S3 buckets answer.")
     demo = add(
@@ -190,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # retries are reported once, in the final error, not per attempt
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     from infra.local_stack import StackError
     from pipeline.db import DatabaseError
     from pipeline.storage import ObjectStoreError

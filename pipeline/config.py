@@ -132,7 +132,9 @@ class Settings:
             dataset_dir=Path(get("CATALOGUE_DATASET_DIR") or cls.dataset_dir).expanduser(),
             role_prefix=_role_prefix(get("CATALOGUE_ROLE_PREFIX")),
             s3_port=_port("CATALOGUE_S3_PORT", get("CATALOGUE_S3_PORT"), default=8333),
-            airflow_port=_port("CATALOGUE_AIRFLOW_PORT", get("CATALOGUE_AIRFLOW_PORT"), default=8080),
+            airflow_port=_port(
+                "CATALOGUE_AIRFLOW_PORT", get("CATALOGUE_AIRFLOW_PORT"), default=8080
+            ),
             airflow_database_url=_database_url(
                 "CATALOGUE_AIRFLOW_DATABASE_URL", get("CATALOGUE_AIRFLOW_DATABASE_URL")
             ),
@@ -248,7 +250,9 @@ def _database_url(name: str, value: str | None) -> URL | None:
         )
     if not url.database:
         raise ConfigError(
-            name, "names no database", "Add the database name: postgresql://USER@HOST:5432/DATABASE."
+            name,
+            "names no database",
+            "Add the database name: postgresql://USER@HOST:5432/DATABASE.",
         )
     return url.set(drivername="postgresql+psycopg2")
 

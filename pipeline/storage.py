@@ -212,14 +212,18 @@ class ObjectStore:
             return StoredObject(key, sha, size, content_type, existing.last_modified)
         self._call(
             lambda: self._client.fput_object(
-                self.bucket, key, str(path), content_type=content_type,
+                self.bucket,
+                key,
+                str(path),
+                content_type=content_type,
                 part_size=MULTIPART_PART_SIZE,
             )
         )
         return StoredObject(key, sha, size, content_type, created=True)
 
-    def put(self, key: str, data: bytes | BinaryIO, *, content_type: str,
-            length: int | None = None) -> StoredObject:
+    def put(
+        self, key: str, data: bytes | BinaryIO, *, content_type: str, length: int | None = None
+    ) -> StoredObject:
         """Store under a chosen key (manifests, model artefacts); streams a file object."""
         if isinstance(data, bytes):
             length, stream = len(data), io.BytesIO(data)
@@ -231,14 +235,19 @@ class ObjectStore:
             if stream.seekable():
                 stream.seek(0)
             self._client.put_object(
-                self.bucket, key, stream, size, content_type=content_type,
+                self.bucket,
+                key,
+                stream,
+                size,
+                content_type=content_type,
                 part_size=MULTIPART_PART_SIZE,
             )
 
         self._call(upload, key=key)
         stat = self.stat(key)
-        return StoredObject(key, None, stat.size if stat else max(size, 0), content_type,
-                            created=True)
+        return StoredObject(
+            key, None, stat.size if stat else max(size, 0), content_type, created=True
+        )
 
     def delete(self, key: str) -> None:
         self._call(lambda: self._client.remove_object(self.bucket, key), key=key)
@@ -276,9 +285,7 @@ class ObjectStore:
             info = self._call(lambda: self._client.stat_object(self.bucket, key), key=key)
         except ObjectMissing:
             return None
-        return StoredObject(
-            key, None, info.size or 0, info.content_type, info.last_modified
-        )
+        return StoredObject(key, None, info.size or 0, info.content_type, info.last_modified)
 
     def list(self, prefix: str = "", *, recursive: bool = True) -> Iterator[StoredObject]:
         """Objects under `prefix`, page by page as the server returns them."""
@@ -289,8 +296,7 @@ class ObjectStore:
             for item in pages:
                 if item.is_dir:
                     continue
-                yield StoredObject(item.object_name, None, item.size or 0, None,
-                                   item.last_modified)
+                yield StoredObject(item.object_name, None, item.size or 0, None, item.last_modified)
         except (S3Error, Urllib3Error) as exc:
             raise self._explain(exc) from None
 
@@ -334,7 +340,8 @@ class ObjectStore:
             return ObjectStoreError(
                 f"the S3 server at {self.endpoint} answered {exc.code}: {exc.message}"
             )
-        reason = str(getattr(exc, "reason", None) or exc).splitlines()[0][:200]
+        reason = str(getattr(exc, "reason", None) or exc).splitlines()[0]
+        reason = reason.rsplit("new connection: ", 1)[-1][:200]  # "[Errno 111] Connection refused"
         return ObjectStoreUnreachable(
             f"cannot reach the S3 server at {self.endpoint} ({reason}): start it "
             "(catalogue up) or fix CATALOGUE_S3_ENDPOINT"

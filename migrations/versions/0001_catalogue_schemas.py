@@ -244,9 +244,7 @@ def upgrade() -> None:
             name="fk_product_attributes_image_id_products",
             ondelete="CASCADE",
         ),
-        sa.CheckConstraint(
-            "source IN ('moderator', 'model')", name="ck_product_attributes_source"
-        ),
+        sa.CheckConstraint("source IN ('moderator', 'model')", name="ck_product_attributes_source"),
         sa.CheckConstraint(
             "confidence IS NULL OR confidence BETWEEN 0 AND 1",
             name="ck_product_attributes_confidence_range",

@@ -82,12 +82,10 @@ def downgrade() -> None:
     for schema in ALL_SCHEMAS:
         for role in roles.values():
             op.execute(
-                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
-                f"REVOKE ALL ON TABLES FROM {role}"
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON TABLES FROM {role}"
             )
             op.execute(
-                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
-                f"REVOKE ALL ON SEQUENCES FROM {role}"
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON SEQUENCES FROM {role}"
             )
             op.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}")
             op.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}")

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    REAL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -24,7 +25,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    REAL,
     SmallInteger,
     String,
     Text,

@@ -39,8 +39,10 @@ def explain_operational_error(
     where = describe_url(url)
     reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else "unknown"
     lowered = reason.lower()
-    if "password authentication failed" in lowered or "no password supplied" in lowered or (
-        "role" in lowered and "does not exist" in lowered
+    if (
+        "password authentication failed" in lowered
+        or "no password supplied" in lowered
+        or ("role" in lowered and "does not exist" in lowered)
     ):
         return DatabaseCredentialsRefused(
             f"the database at {where} refused the credentials ({reason}): "

@@ -1,0 +1,194 @@
+"""The test harness: real Postgres and a real S3 server, created for the session and removed after.
+
+Postgres, in this order: the server in CATALOGUE_TEST_POSTGRES_URL; the one on 127.0.0.1:5432
+(user postgres) when it answers; otherwise an embedded server from the `pgserver` wheel. Each
+session works in its own database `catalogue_test_<id>` with its own role prefix, so sessions on one
+cluster never collide.
+
+S3: the server in CATALOGUE_TEST_S3_ENDPOINT (with CATALOGUE_TEST_S3_ACCESS_KEY/SECRET_KEY), or
+SeaweedFS's `weed mini` started on a free port for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+from pipeline.config import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class Services:
+    server_url: URL  # maintenance database on the test server
+    database_url: URL  # this session's catalogue database
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str = field(repr=False)
+    role_prefix: str
+    work_dir: Path
+    created_databases: list[str] = field(default_factory=list)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The environment a `catalogue` subprocess needs to use the test services."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CATALOGUE_")}
+        env.update(
+            CATALOGUE_DATABASE_URL=self.database_url.render_as_string(hide_password=False),
+            CATALOGUE_S3_ENDPOINT=self.s3_endpoint,
+            CATALOGUE_S3_ACCESS_KEY=self.s3_access_key,
+            CATALOGUE_S3_SECRET_KEY=self.s3_secret_key,
+            CATALOGUE_S3_BUCKET_IMAGES=f"{self.role_prefix.replace('_', '-')}-images",
+            CATALOGUE_S3_BUCKET_MODELS=f"{self.role_prefix.replace('_', '-')}-models",
+            CATALOGUE_ROLE_PREFIX=self.role_prefix,
+            CATALOGUE_STATE_DIR=str(self.work_dir / "state"),
+        )
+        env.update(overrides)
+        return env
+
+    def settings(self, **overrides: str) -> Settings:
+        return Settings.from_env(self.env(**overrides))
+
+    def create_database(self, name: str | None = None) -> URL:
+        name = name or f"catalogue_test_{secrets.token_hex(4)}"
+        engine = create_engine(self.server_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        self.created_databases.append(name)
+        return self.server_url.set(database=name)
+
+    def drop_database(self, name: str) -> None:
+        from pipeline.db.session import _engine
+
+        _engine.cache_clear()  # close pooled connections to it
+        engine = create_engine(self.server_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def _answers(url: str) -> bool:
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    from infra.local_stack import start_s3_server, stop_process
+
+    work_dir = Path(tempfile.mkdtemp(prefix="catalogue-tests-"))
+    work_dir.chmod(0o755)  # the embedded Postgres runs as its own user when we are root
+    embedded = None
+    configured = os.environ.get("CATALOGUE_TEST_POSTGRES_URL")
+    if configured:
+        server_url = make_url(configured).set(drivername="postgresql+psycopg2")
+    elif os.environ.get("CATALOGUE_TEST_EMBEDDED_POSTGRES") != "1" and _answers(DEFAULT_POSTGRES):
+        server_url = make_url(DEFAULT_POSTGRES)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver
+
+            embedded = pgserver.get_server(work_dir / "postgres", cleanup_mode="stop")
+        server_url = make_url(embedded.get_uri("postgres")).set(drivername="postgresql+psycopg2")
+    print(f"\ntest Postgres: {server_url.render_as_string(hide_password=True)}", file=sys.stderr)
+
+    s3_entry = None
+    endpoint = os.environ.get("CATALOGUE_TEST_S3_ENDPOINT")
+    if endpoint:
+        access_key = os.environ["CATALOGUE_TEST_S3_ACCESS_KEY"]
+        secret_key = os.environ["CATALOGUE_TEST_S3_SECRET_KEY"]
+    else:
+        s3_entry = start_s3_server(
+            work_dir / "s3", port=_free_port(), log_path=work_dir / "s3.log"
+        )
+        endpoint = s3_entry["endpoint"]
+        access_key, secret_key = s3_entry["access_key"], s3_entry["secret_key"]
+
+    token = secrets.token_hex(4)
+    services = Services(
+        server_url=server_url,
+        database_url=server_url,
+        s3_endpoint=endpoint,
+        s3_access_key=access_key,
+        s3_secret_key=secret_key,
+        role_prefix=f"ct{token}",
+        work_dir=work_dir,
+    )
+    services.database_url = services.create_database(f"catalogue_test_{token}")
+    try:
+        yield services
+    finally:
+        for name in services.created_databases:
+            services.drop_database(name)
+        _drop_roles(server_url, services.role_prefix)
+        if s3_entry is not None:
+            stop_process(s3_entry)
+        if embedded is not None:
+            embedded.cleanup()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _drop_roles(server_url: URL, prefix: str) -> None:
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        roles = connection.execute(
+            text("SELECT rolname FROM pg_roles WHERE rolname LIKE :p"), {"p": f"{prefix}%"}
+        ).scalars()
+        for role in list(roles):
+            connection.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(services: Services) -> Settings:
+    return services.settings()
+
+
+@pytest.fixture(scope="session")
+def migrated(services: Services, settings: Settings):
+    """The session's catalogue database at the latest migration, with its buckets."""
+    from pipeline.db import get_engine
+    from pipeline.db.migrate import upgrade
+    from pipeline.storage import ObjectStore
+
+    engine = get_engine(settings.database_url)
+    upgrade(engine, role_names=settings.role_names)
+    for store in (ObjectStore.for_images(settings), ObjectStore.for_models(settings)):
+        store.ensure_bucket()
+    return engine
+
+
+@pytest.fixture
+def fresh_database(services: Services) -> Iterator[URL]:
+    """An empty database of its own, dropped after the test."""
+    url = services.create_database()
+    yield url
+    services.drop_database(url.database)
+    services.created_databases.remove(url.database)

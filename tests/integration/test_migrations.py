@@ -1,0 +1,137 @@
+"""Migrations from an empty database and back, on the real Postgres."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from pipeline.db import get_engine
+from pipeline.db.migrate import current_revision, downgrade, head_revision, upgrade
+from pipeline.db.models import SCHEMAS, Base
+
+EXPECTED_TABLES = {
+    "raw": {"accounts", "posts", "images", "quarantine"},
+    "catalogue": {"taxonomy_versions"},
+    "marketplace": {"products", "product_attributes"},
+}
+
+
+def _tables(engine) -> dict[str, set[str]]:
+    inspector = inspect(engine)
+    present = set(inspector.get_schema_names())
+    return {s: set(inspector.get_table_names(schema=s)) for s in SCHEMAS if s in present}
+
+
+def test_upgrade_downgrade_upgrade_from_empty(fresh_database, settings):
+    engine = get_engine(fresh_database)
+    assert _tables(engine) == {}
+
+    upgrade(engine, role_names=settings.role_names)
+    assert _tables(engine) == EXPECTED_TABLES
+    assert current_revision(engine) == head_revision()
+
+    upgrade(engine, role_names=settings.role_names)  # a second time is harmless
+    assert current_revision(engine) == head_revision()
+
+    downgrade(engine, role_names=settings.role_names, revision="base")
+    assert _tables(engine) == {}
+    assert current_revision(engine) is None
+
+    upgrade(engine, role_names=settings.role_names)
+    assert _tables(engine) == EXPECTED_TABLES
+
+
+def test_models_match_the_migrated_schema(migrated):
+    def include_name(name, type_, parent_names):
+        return name in SCHEMAS if type_ == "schema" else True
+
+    with migrated.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={"include_schemas": True, "include_name": include_name, "compare_type": True},
+        )
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_marketplace_products_follow_the_contract(migrated):
+    columns = {c["name"] for c in inspect(migrated).get_columns("products", schema="marketplace")}
+    contract = {
+        "shortcode", "position", "account", "image_key", "colour", "colour_source",
+        "colour_confidence", "category", "category_source", "category_confidence",
+        "model_version", "needs_review", "updated_at",
+    }  # fmt: skip
+    assert contract <= columns
+
+
+def _account(connection, username: str) -> int:
+    return connection.execute(
+        text("INSERT INTO raw.accounts (username) VALUES (:u) RETURNING id"), {"u": username}
+    ).scalar_one()
+
+
+def _post(connection, account_id: int, shortcode: str, media_id: int) -> int:
+    return connection.execute(
+        text(
+            "INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, media_type, node) "
+            "VALUES (:s, :m, :a, now(), 'sidecar', '{}') RETURNING id"
+        ),
+        {"s": shortcode, "m": media_id, "a": account_id},
+    ).scalar_one()
+
+
+def _image(connection, post_id: int, media_id: int, position: int) -> int:
+    return connection.execute(
+        text(
+            "INSERT INTO raw.images (media_id, post_id, position, object_key, sha256, width, "
+            "height, bytes, content_type) VALUES (:m, :p, :pos, 'images/x.jpg', :sha, 60, 80, 1, "
+            "'image/jpeg') RETURNING id"
+        ),
+        {"m": media_id, "p": post_id, "pos": position, "sha": "a" * 64},
+    ).scalar_one()
+
+
+def test_an_image_keeps_its_identity_when_a_carousel_slide_goes(migrated):
+    """Images are keyed on their own media id; a removed slide frees its position."""
+    with migrated.begin() as connection:
+        account = _account(connection, "shop_identity")
+        post = _post(connection, account, "SIDECAR1", 9_000_001)
+        first = _image(connection, post, 9_100_001, 0)
+        second = _image(connection, post, 9_100_002, 1)
+        connection.execute(
+            text("UPDATE raw.images SET removed_at = now() WHERE id = :id"), {"id": first}
+        )
+        connection.execute(text("UPDATE raw.images SET position = 0 WHERE id = :id"),
+                           {"id": second})
+        rows = connection.execute(
+            text("SELECT media_id, position, removed_at IS NULL FROM raw.images "
+                 "WHERE post_id = :p ORDER BY media_id"), {"p": post}
+        ).all()
+    assert rows == [(9_100_001, 0, False), (9_100_002, 0, True)]
+
+
+@pytest.mark.parametrize(
+    ("statement", "constraint"),
+    [
+        pytest.param("INSERT INTO raw.accounts (username) VALUES ('UpperCase')",
+                     "ck_accounts_username_lowercase", id="username-lowercase"),
+        pytest.param("INSERT INTO raw.accounts (username, status) VALUES ('x1', 'sleepy')",
+                     "ck_accounts_status", id="account-status"),
+    ],
+)
+def test_constraints_refuse_bad_rows(migrated, statement, constraint):
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError, match=constraint), migrated.begin() as connection:
+        connection.execute(text(statement))
+
+
+def test_duplicate_posts_are_refused_by_instagram_ids(migrated):
+    from sqlalchemy.exc import IntegrityError
+
+    with migrated.begin() as connection:
+        account = _account(connection, "shop_dupes")
+        _post(connection, account, "DUPE1", 9_000_100)
+    with pytest.raises(IntegrityError, match="uq_posts_media_id"), migrated.begin() as connection:
+        _post(connection, account, "DUPE2", 9_000_100)

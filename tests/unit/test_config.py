@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.config import ConfigError, Settings, load_settings
+
+S3 = {
+    "CATALOGUE_S3_ENDPOINT": "http://127.0.0.1:8333",
+    "CATALOGUE_S3_ACCESS_KEY": "key",
+    "CATALOGUE_S3_SECRET_KEY": "s3-secret-value",
+}
+
+
+def test_defaults_use_the_local_stack(tmp_path):
+    settings = Settings.from_env({"CATALOGUE_STATE_DIR": str(tmp_path)})
+    assert settings.database_url is None and settings.s3_endpoint is None
+    assert settings.bucket_images == "catalogue-images"
+    assert settings.role_names == {
+        "app": "catalogue_app",
+        "reader": "catalogue_reader",
+        "moderator": "catalogue_moderator",
+    }
+
+
+def test_database_url_is_normalised_to_psycopg2():
+    settings = Settings.from_env({"CATALOGUE_DATABASE_URL": "postgres://u:pw@db:5432/cat", **S3})
+    assert settings.database_url.drivername == "postgresql+psycopg2"
+    assert settings.database_url.database == "cat"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "words"),
+    [
+        pytest.param({"CATALOGUE_DATABASE_URL": "not a url"}, "CATALOGUE_DATABASE_URL",
+                     "not a database URL", id="db-url-garbage"),
+        pytest.param({"CATALOGUE_DATABASE_URL": "mysql://u@h/db"}, "CATALOGUE_DATABASE_URL",
+                     "only PostgreSQL", id="db-url-mysql"),
+        pytest.param({"CATALOGUE_DATABASE_URL": "postgresql://u@h:5432"},
+                     "CATALOGUE_DATABASE_URL", "names no database", id="db-url-no-database"),
+        pytest.param({"CATALOGUE_S3_ENDPOINT": "ftp://x"}, "CATALOGUE_S3_ENDPOINT",
+                     "not an http(s) endpoint", id="s3-scheme"),
+        pytest.param({"CATALOGUE_S3_ENDPOINT": "http://h:99999"}, "CATALOGUE_S3_ENDPOINT",
+                     "not an http(s) endpoint", id="s3-port"),
+        pytest.param({**S3, "CATALOGUE_S3_ENDPOINT": "http://h:9000/bucket"},
+                     "CATALOGUE_S3_ENDPOINT", "has a path", id="s3-path"),
+        pytest.param({"CATALOGUE_S3_ENDPOINT": "http://h:9000"}, "CATALOGUE_S3_ACCESS_KEY",
+                     "is not set", id="s3-missing-key"),
+        pytest.param({"CATALOGUE_S3_BUCKET_IMAGES": "Bad_Bucket"}, "CATALOGUE_S3_BUCKET_IMAGES",
+                     "not a valid S3 bucket name", id="bucket"),
+        pytest.param({"CATALOGUE_AIRFLOW_PORT": "eighty"}, "CATALOGUE_AIRFLOW_PORT",
+                     "not a TCP port", id="port"),
+        pytest.param({"CATALOGUE_S3_CREATE_BUCKETS": "maybe"}, "CATALOGUE_S3_CREATE_BUCKETS",
+                     "not a boolean", id="boolean"),
+        pytest.param({"CATALOGUE_ROLE_PREFIX": "Robert'); DROP"}, "CATALOGUE_ROLE_PREFIX",
+                     "identifier", id="role-prefix-injection"),
+        pytest.param({"CATALOGUE_ENV": "staging"}, "CATALOGUE_ENV", "not one of", id="env"),
+    ],
+)
+def test_malformed_settings_name_the_variable(env, variable, words):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(variable)
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        pytest.param({**S3}, "CATALOGUE_DATABASE_URL", id="no-database"),
+        pytest.param({"CATALOGUE_DATABASE_URL": "postgresql://u:pw@h/db"},
+                     "CATALOGUE_S3_ENDPOINT", id="no-s3"),
+        pytest.param({**S3, "CATALOGUE_S3_SECRET_KEY": "change-me",
+                      "CATALOGUE_DATABASE_URL": "postgresql://u:pw@h/db"},
+                     "CATALOGUE_S3_SECRET_KEY", id="placeholder-s3-secret"),
+        pytest.param({**S3, "CATALOGUE_DATABASE_URL": "postgresql://u:change-me@h/db"},
+                     "CATALOGUE_DATABASE_URL", id="placeholder-db-password"),
+    ],
+)
+def test_production_refuses_development_defaults(env, variable):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CATALOGUE_ENV": "production", **env})
+    assert caught.value.variable == variable
+
+
+def test_secrets_never_show_in_repr_or_description():
+    settings = Settings.from_env(
+        {"CATALOGUE_DATABASE_URL": "postgresql://u:db-password-1@h/db", **S3}
+    )
+    shown = repr(settings) + settings.safe_database_url
+    assert "db-password-1" not in shown
+    assert "s3-secret-value" not in shown
+
+
+def test_unconfigured_services_without_a_running_stack_say_what_to_do(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"CATALOGUE_STATE_DIR": str(tmp_path), **S3})
+    assert caught.value.variable == "CATALOGUE_DATABASE_URL"
+    assert "catalogue up" in str(caught.value)
+
+
+def test_the_local_stack_record_fills_unconfigured_services(tmp_path):
+    (tmp_path / "stack.json").write_text(
+        json.dumps(
+            {
+                "postgres": {"managed": True, "url": "postgresql+psycopg2://postgres@/catalogue"
+                             "?host=/tmp/pg"},
+                "s3": {"managed": True, "endpoint": "http://127.0.0.1:8333",
+                       "access_key": "k", "secret_key": "s"},
+            }
+        )
+    )
+    settings = load_settings({"CATALOGUE_STATE_DIR": str(tmp_path)})
+    assert settings.database_url.database == "catalogue"
+    assert settings.s3_endpoint == "http://127.0.0.1:8333"
+    assert settings.s3_secret_key == "s"
+
+
+def test_a_corrupt_stack_record_is_reported(tmp_path):
+    (tmp_path / "stack.json").write_text("{not json")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"CATALOGUE_STATE_DIR": str(tmp_path)})
+    assert "catalogue down" in str(caught.value)

@@ -1,0 +1,75 @@
+"""The layout tells the story: required folders, stages that never import Airflow."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["dags", "pipeline", "migrations", "docker-compose.yml", "pyproject.toml", "tests", "infra"],
+)
+def test_required_top_level_exists(path):
+    assert (REPO / path).exists()
+
+
+def test_pipeline_never_imports_airflow():
+    offenders = []
+    for source in (REPO / "pipeline").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{source}: {n}" for n in names if n.split(".")[0] == "airflow"]
+    assert offenders == []
+
+
+def test_dag_files_import_nothing_heavy_at_module_level():
+    heavy = {"tensorflow", "keras", "instaloader", "pandas", "pipeline"}
+    for source in (REPO / "dags").glob("*.py"):
+        tree = ast.parse(source.read_text())
+        for node in tree.body:  # module level only; tasks import inside their functions
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            assert not {n.split(".")[0] for n in names} & heavy, f"{source}: {names}"
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_dependency_is_locked_in_constraints():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    locked = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
+    missing = sorted({_requirement_name(r) for r in requirements} - locked)
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["apache-airflow", "instaloader", "sqlalchemy", "psycopg2-binary", "tensorflow", "pillow",
+     "pandas", "minio", "alembic"],
+)
+def test_required_packages_are_dependencies(name):
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert name in {_requirement_name(r) for r in project["dependencies"]}
