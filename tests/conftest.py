@@ -192,3 +192,16 @@ def fresh_database(services: Services) -> Iterator[URL]:
     yield url
     services.drop_database(url.database)
     services.created_databases.remove(url.database)
+
+
+@pytest.fixture(scope="session")
+def airflow(services: Services, migrated):
+    """A migrated Airflow metadata database for this session; returns the environment to use."""
+    from tests.airflow_harness import airflow_env, migrate_airflow
+
+    url = services.create_database(f"{services.database_url.database}_airflow")
+    env = airflow_env(
+        services.env(), services.work_dir / "airflow", url.render_as_string(hide_password=False)
+    )
+    migrate_airflow(env)
+    return env

@@ -1,0 +1,64 @@
+"""Run DAGs under real Airflow for the tests: its own AIRFLOW_HOME and metadata database.
+
+`airflow_dag_test(env, dag_id)` runs `dag.test()` in a subprocess (Airflow reads its configuration
+at import), and returns what Airflow recorded: the DagRun's state and each task instance's state.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_RUNNER = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1])
+result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+          "dag_ids": sorted(bag.dag_ids)}
+if len(sys.argv) > 2:
+    dag = bag.get_dag(sys.argv[2])
+    run = dag.test(run_conf=json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
+    result["state"] = str(run.state)
+    result["tasks"] = {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
+                       for ti in run.get_task_instances()}
+print("RESULT " + json.dumps(result))
+"""
+
+
+def airflow_env(base_env: dict[str, str], home: Path, metadata_url: str) -> dict[str, str]:
+    env = {k: v for k, v in base_env.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=metadata_url,
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    return env
+
+
+def migrate_airflow(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{result.stderr[-3000:]}")
+
+
+def run_dags(env: dict[str, str], dag_id: str | None = None, conf: dict | None = None) -> dict:
+    args = [sys.executable, "-c", _RUNNER, str(REPO_ROOT / "dags")]
+    if dag_id:
+        args += [dag_id, json.dumps(conf or {})]
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"the Airflow run printed no result (exit {result.returncode}):\n"
+                       f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}")

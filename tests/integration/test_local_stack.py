@@ -1,0 +1,131 @@
+"""`catalogue up|status|down`: the local stack with no Docker, started for real."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+
+def catalogue(env: dict[str, str], *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stack_env(services, state_dir: Path) -> dict[str, str]:
+    """No database URL, no S3 endpoint: the embedded defaults a newcomer gets."""
+    env = {k: v for k, v in services.env().items()
+           if k not in ("CATALOGUE_DATABASE_URL", "CATALOGUE_S3_ENDPOINT",
+                        "CATALOGUE_S3_ACCESS_KEY", "CATALOGUE_S3_SECRET_KEY")}
+    env.update(CATALOGUE_STATE_DIR=str(state_dir), CATALOGUE_S3_PORT=str(_free_port()),
+               CATALOGUE_AIRFLOW_PORT=str(_free_port()))
+    return env
+
+
+def _api(url: str, token: str, path: str) -> dict:
+    request = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def _token(url: str, user: str, password: str) -> str:
+    request = urllib.request.Request(
+        f"{url}/auth/token", data=json.dumps({"username": user, "password": password}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["access_token"]
+
+
+def _processes_under(state_dir: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+            environ = process.info["environ"] or {}
+        except psutil.Error:
+            continue
+        if str(state_dir) in cmdline or environ.get("CATALOGUE_STATE_DIR") == str(state_dir):
+            found.append(process)
+    return found
+
+
+@pytest.mark.stack
+def test_up_status_down_with_embedded_defaults(services, tmp_path):
+    state_dir = tmp_path / "state"
+    env = _stack_env(services, state_dir)
+    try:
+        up = catalogue(env, "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        record = json.loads((state_dir / "stack.json").read_text())
+        assert record["postgres"]["managed"] and record["s3"]["managed"]
+
+        status = catalogue(env, "status")
+        assert status.returncode == 0, status.stdout
+        rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}
+        assert rows == {"postgres": "running", "s3": "running", "airflow": "running"}
+        assert "embedded" in status.stdout
+
+        airflow = record["airflow"]
+        password = json.loads(Path(airflow["password_file"]).read_text())[airflow["user"]]
+        token = _token(airflow["url"], airflow["user"], password)
+        dags = {d["dag_id"]: d for d in _api(airflow["url"], token, "/api/v2/dags")["dags"]}
+        assert "catalogue_check" in dags and not dags["catalogue_check"]["is_paused"]
+        assert _api(airflow["url"], token, "/api/v2/importErrors")["total_entries"] == 0
+        pools = {p["name"]: p["slots"] for p in _api(airflow["url"], token, "/api/v2/pools")["pools"]}
+        assert pools["instagram"] == 1 and pools["gpu"] == 1
+
+        again = catalogue(env, "up")
+        assert again.returncode == 0, again.stderr
+        assert "already running" in again.stdout
+        record_again = json.loads((state_dir / "stack.json").read_text())
+        assert record_again["s3"]["pid"] == record["s3"]["pid"]
+        assert record_again["airflow"]["pid"] == record["airflow"]["pid"]
+    finally:
+        down = catalogue(env, "down")
+    assert down.returncode == 0, down.stderr
+    assert "airflow" in down.stdout and "postgres" in down.stdout
+    assert _processes_under(state_dir) == []
+    for port in (env["CATALOGUE_S3_PORT"], env["CATALOGUE_AIRFLOW_PORT"]):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", int(port))) != 0
+    after = catalogue(env, "status")
+    assert after.returncode == 1
+    assert "stopped" in after.stdout
+
+
+def test_configured_database_that_does_not_answer_is_an_error_not_a_fallback(services, tmp_path):
+    env = _stack_env(services, tmp_path / "state")
+    env["CATALOGUE_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{_free_port()}/catalogue"
+    result = catalogue(env, "up", "--no-airflow", timeout=60)
+    assert result.returncode == 1
+    assert "CATALOGUE_DATABASE_URL" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "postgres").exists()  # no embedded server was started
+    assert _processes_under(tmp_path / "state") == []
+
+
+def test_a_taken_port_is_reported_with_what_to_do(services, tmp_path):
+    env = _stack_env(services, tmp_path / "state")
+    env["CATALOGUE_DATABASE_URL"] = services.env()["CATALOGUE_DATABASE_URL"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        env["CATALOGUE_S3_PORT"] = str(squatter.getsockname()[1])
+        result = catalogue(env, "up", "--no-airflow", timeout=60)
+    assert result.returncode == 1
+    assert "already taken" in result.stderr and "CATALOGUE_S3_PORT" in result.stderr
+    assert _processes_under(tmp_path / "state") == []
