@@ -41,13 +41,7 @@ from pipeline.storage import ObjectStore, ObjectStoreError
 
 log = logging.getLogger(__name__)
 
-POOLS = {
-    "instagram": (
-        1,
-        "One Instagram session at a time: collection never runs two accounts at once.",
-    ),
-    "gpu": (1, "One training at a time on the GPU."),
-}
+POOLS_FILE = REPO_ROOT / "infra" / "airflow" / "pools.json"  # shared with docker-compose.yml
 AIRFLOW_USER = "admin"
 START_TIMEOUT_S = {"s3": 60, "airflow": 240}
 
@@ -187,16 +181,7 @@ class LocalStack:
         airflow = _executable("airflow", "apache-airflow")
         self.progress("airflow: migrating its metadata database (first start takes a minute)")
         _run([airflow, "db", "migrate"], env, "airflow db migrate")
-        pools_file = home / "pools.json"
-        pools_file.write_text(
-            json.dumps(
-                {
-                    name: {"slots": slots, "description": description, "include_deferred": False}
-                    for name, (slots, description) in POOLS.items()
-                }
-            )
-        )
-        _run([airflow, "pools", "import", str(pools_file)], env, "airflow pools import")
+        _run([airflow, "pools", "import", str(POOLS_FILE)], env, "airflow pools import")
 
         log_path = self.state_dir / "logs" / "airflow.log"
         self.progress(f"airflow: starting standalone at {url}")

@@ -79,6 +79,17 @@ def cmd_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_buckets(args: argparse.Namespace) -> int:
+    """Create the image and model buckets unless they exist (docker compose's s3-init job)."""
+    from pipeline.storage import ObjectStore
+
+    settings = load_settings()
+    for store in (ObjectStore.for_images(settings), ObjectStore.for_models(settings)):
+        created = store.ensure_bucket(create=True)
+        _say(f"{store.endpoint}/{store.bucket}: {'created' if created else 'exists'}")
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Prove every configured service answers with the configured credentials."""
     from pipeline.db import get_engine
@@ -175,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         help="target revision (upgrade: default head; downgrade: required, e.g. base or -1)",
     )
+    buckets = add("buckets", cmd_buckets, "Create the S3 buckets unless they exist.")
+    buckets.add_argument("action", choices=("create",))
     add("check", cmd_check, "Check that the database and the S3 buckets answer.")
     demo = add(
         "demo",

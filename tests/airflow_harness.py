@@ -46,7 +46,10 @@ def airflow_env(base_env: dict[str, str], home: Path, metadata_url: str) -> dict
 def migrate_airflow(env: dict[str, str]) -> None:
     result = subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if result.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stderr[-3000:]}")
@@ -59,6 +62,8 @@ def run_dags(env: dict[str, str], dag_id: str | None = None, conf: dict | None =
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
     for line in result.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"the Airflow run printed no result (exit {result.returncode}):\n"
-                       f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(
+        f"the Airflow run printed no result (exit {result.returncode}):\n"
+        f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    )

@@ -125,9 +125,7 @@ def services() -> Iterator[Services]:
         access_key = os.environ["CATALOGUE_TEST_S3_ACCESS_KEY"]
         secret_key = os.environ["CATALOGUE_TEST_S3_SECRET_KEY"]
     else:
-        s3_entry = start_s3_server(
-            work_dir / "s3", port=_free_port(), log_path=work_dir / "s3.log"
-        )
+        s3_entry = start_s3_server(work_dir / "s3", port=_free_port(), log_path=work_dir / "s3.log")
         endpoint = s3_entry["endpoint"]
         access_key, secret_key = s3_entry["access_key"], s3_entry["secret_key"]
 

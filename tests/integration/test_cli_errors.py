@@ -13,7 +13,10 @@ from sqlalchemy import inspect
 def catalogue(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -60,8 +63,9 @@ def test_database_unknown_user(services, migrated):
 def test_database_wrong_password(password_postgres, services, migrated):
     url = password_postgres.set(password="wrong-password")
     env = services.env(CATALOGUE_DATABASE_URL=url.render_as_string(hide_password=False))
-    line = _one_clear_line(catalogue(env, "check"), "refused the credentials",
-                           "CATALOGUE_DATABASE_URL")
+    line = _one_clear_line(
+        catalogue(env, "check"), "refused the credentials", "CATALOGUE_DATABASE_URL"
+    )
     assert "wrong-password" not in line
 
 

@@ -16,7 +16,10 @@ import pytest
 def catalogue(env: dict[str, str], *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -28,11 +31,22 @@ def _free_port() -> int:
 
 def _stack_env(services, state_dir: Path) -> dict[str, str]:
     """No database URL, no S3 endpoint: the embedded defaults a newcomer gets."""
-    env = {k: v for k, v in services.env().items()
-           if k not in ("CATALOGUE_DATABASE_URL", "CATALOGUE_S3_ENDPOINT",
-                        "CATALOGUE_S3_ACCESS_KEY", "CATALOGUE_S3_SECRET_KEY")}
-    env.update(CATALOGUE_STATE_DIR=str(state_dir), CATALOGUE_S3_PORT=str(_free_port()),
-               CATALOGUE_AIRFLOW_PORT=str(_free_port()))
+    env = {
+        k: v
+        for k, v in services.env().items()
+        if k
+        not in (
+            "CATALOGUE_DATABASE_URL",
+            "CATALOGUE_S3_ENDPOINT",
+            "CATALOGUE_S3_ACCESS_KEY",
+            "CATALOGUE_S3_SECRET_KEY",
+        )
+    }
+    env.update(
+        CATALOGUE_STATE_DIR=str(state_dir),
+        CATALOGUE_S3_PORT=str(_free_port()),
+        CATALOGUE_AIRFLOW_PORT=str(_free_port()),
+    )
     return env
 
 
@@ -44,8 +58,10 @@ def _api(url: str, token: str, path: str) -> dict:
 
 def _token(url: str, user: str, password: str) -> str:
     request = urllib.request.Request(
-        f"{url}/auth/token", data=json.dumps({"username": user, "password": password}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
+        f"{url}/auth/token",
+        data=json.dumps({"username": user, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)["access_token"]
@@ -86,7 +102,9 @@ def test_up_status_down_with_embedded_defaults(services, tmp_path):
         dags = {d["dag_id"]: d for d in _api(airflow["url"], token, "/api/v2/dags")["dags"]}
         assert "catalogue_check" in dags and not dags["catalogue_check"]["is_paused"]
         assert _api(airflow["url"], token, "/api/v2/importErrors")["total_entries"] == 0
-        pools = {p["name"]: p["slots"] for p in _api(airflow["url"], token, "/api/v2/pools")["pools"]}
+        pools = {
+            p["name"]: p["slots"] for p in _api(airflow["url"], token, "/api/v2/pools")["pools"]
+        }
         assert pools["instagram"] == 1 and pools["gpu"] == 1
 
         again = catalogue(env, "up")

@@ -102,11 +102,15 @@ def test_an_image_keeps_its_identity_when_a_carousel_slide_goes(migrated):
         connection.execute(
             text("UPDATE raw.images SET removed_at = now() WHERE id = :id"), {"id": first}
         )
-        connection.execute(text("UPDATE raw.images SET position = 0 WHERE id = :id"),
-                           {"id": second})
+        connection.execute(
+            text("UPDATE raw.images SET position = 0 WHERE id = :id"), {"id": second}
+        )
         rows = connection.execute(
-            text("SELECT media_id, position, removed_at IS NULL FROM raw.images "
-                 "WHERE post_id = :p ORDER BY media_id"), {"p": post}
+            text(
+                "SELECT media_id, position, removed_at IS NULL FROM raw.images "
+                "WHERE post_id = :p ORDER BY media_id"
+            ),
+            {"p": post},
         ).all()
     assert rows == [(9_100_001, 0, False), (9_100_002, 0, True)]
 
@@ -114,10 +118,16 @@ def test_an_image_keeps_its_identity_when_a_carousel_slide_goes(migrated):
 @pytest.mark.parametrize(
     ("statement", "constraint"),
     [
-        pytest.param("INSERT INTO raw.accounts (username) VALUES ('UpperCase')",
-                     "ck_accounts_username_lowercase", id="username-lowercase"),
-        pytest.param("INSERT INTO raw.accounts (username, status) VALUES ('x1', 'sleepy')",
-                     "ck_accounts_status", id="account-status"),
+        pytest.param(
+            "INSERT INTO raw.accounts (username) VALUES ('UpperCase')",
+            "ck_accounts_username_lowercase",
+            id="username-lowercase",
+        ),
+        pytest.param(
+            "INSERT INTO raw.accounts (username, status) VALUES ('x1', 'sleepy')",
+            "ck_accounts_status",
+            id="account-status",
+        ),
     ],
 )
 def test_constraints_refuse_bad_rows(migrated, statement, constraint):

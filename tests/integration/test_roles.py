@@ -18,7 +18,9 @@ def login_as(services, migrated, settings):
     def connect(group: str):
         login = f"{services.role_prefix}_login_{secrets.token_hex(3)}"
         with migrated.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text(f"CREATE ROLE {login} LOGIN PASSWORD 'test-only' IN ROLE {group}"))
+            connection.execute(
+                text(f"CREATE ROLE {login} LOGIN PASSWORD 'test-only' IN ROLE {group}")
+            )
         created.append(login)
         engine = create_engine(
             services.database_url.set(username=login, password="test-only"),
@@ -66,8 +68,9 @@ def test_reader_reads_catalogue_and_marketplace_but_cannot_write(login_as, setti
     assert not _can(reader, "UPDATE marketplace.products SET colour = 'Red'")
     assert not _can(reader, "DELETE FROM marketplace.products")
     assert not _can(
-        reader, "INSERT INTO catalogue.taxonomy_versions (checksum, name, document) "
-        "VALUES ('x', 'x', '{}')"
+        reader,
+        "INSERT INTO catalogue.taxonomy_versions (checksum, name, document) "
+        "VALUES ('x', 'x', '{}')",
     )
 
 

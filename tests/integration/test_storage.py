@@ -81,13 +81,17 @@ def test_delete_and_missing_objects(store):
     store.delete(stored.key)
     assert not store.exists(stored.key)
     assert store.stat(stored.key) is None
-    with pytest.raises(ObjectMissing, match="tmp/delete-me.json"):
+    with pytest.raises(ObjectMissing, match=r"tmp/delete-me\.json"):
         store.get(stored.key)
 
 
 def test_wrong_keys_are_named(services, settings):
-    bad = ObjectStore(endpoint=services.s3_endpoint, access_key=services.s3_access_key,
-                      secret_key="not-the-secret", bucket=settings.bucket_images)
+    bad = ObjectStore(
+        endpoint=services.s3_endpoint,
+        access_key=services.s3_access_key,
+        secret_key="not-the-secret",
+        bucket=settings.bucket_images,
+    )
     with pytest.raises(ObjectStoreCredentialsRefused, match="CATALOGUE_S3_SECRET_KEY"):
         bad.check()
 
@@ -96,16 +100,24 @@ def test_unreachable_endpoint_is_named(settings):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed once the block ends
-    down = ObjectStore(endpoint=f"http://127.0.0.1:{port}", access_key="k", secret_key="s",
-                       bucket=settings.bucket_images)
+    down = ObjectStore(
+        endpoint=f"http://127.0.0.1:{port}",
+        access_key="k",
+        secret_key="s",
+        bucket=settings.bucket_images,
+    )
     with pytest.raises(ObjectStoreUnreachable, match="CATALOGUE_S3_ENDPOINT"):
         down.check()
 
 
 def test_missing_bucket_is_named_or_created(services):
-    store = ObjectStore(endpoint=services.s3_endpoint, access_key=services.s3_access_key,
-                        secret_key=services.s3_secret_key, bucket=f"{services.role_prefix}-new",
-                        bucket_setting="CATALOGUE_S3_BUCKET_IMAGES")
+    store = ObjectStore(
+        endpoint=services.s3_endpoint,
+        access_key=services.s3_access_key,
+        secret_key=services.s3_secret_key,
+        bucket=f"{services.role_prefix}-new",
+        bucket_setting="CATALOGUE_S3_BUCKET_IMAGES",
+    )
     with pytest.raises(BucketMissing, match="CATALOGUE_S3_BUCKET_IMAGES"):
         store.check()
     with pytest.raises(BucketMissing, match="CATALOGUE_S3_CREATE_BUCKETS"):

@@ -33,28 +33,72 @@ def test_database_url_is_normalised_to_psycopg2():
 @pytest.mark.parametrize(
     ("env", "variable", "words"),
     [
-        pytest.param({"CATALOGUE_DATABASE_URL": "not a url"}, "CATALOGUE_DATABASE_URL",
-                     "not a database URL", id="db-url-garbage"),
-        pytest.param({"CATALOGUE_DATABASE_URL": "mysql://u@h/db"}, "CATALOGUE_DATABASE_URL",
-                     "only PostgreSQL", id="db-url-mysql"),
-        pytest.param({"CATALOGUE_DATABASE_URL": "postgresql://u@h:5432"},
-                     "CATALOGUE_DATABASE_URL", "names no database", id="db-url-no-database"),
-        pytest.param({"CATALOGUE_S3_ENDPOINT": "ftp://x"}, "CATALOGUE_S3_ENDPOINT",
-                     "not an http(s) endpoint", id="s3-scheme"),
-        pytest.param({"CATALOGUE_S3_ENDPOINT": "http://h:99999"}, "CATALOGUE_S3_ENDPOINT",
-                     "not an http(s) endpoint", id="s3-port"),
-        pytest.param({**S3, "CATALOGUE_S3_ENDPOINT": "http://h:9000/bucket"},
-                     "CATALOGUE_S3_ENDPOINT", "has a path", id="s3-path"),
-        pytest.param({"CATALOGUE_S3_ENDPOINT": "http://h:9000"}, "CATALOGUE_S3_ACCESS_KEY",
-                     "is not set", id="s3-missing-key"),
-        pytest.param({"CATALOGUE_S3_BUCKET_IMAGES": "Bad_Bucket"}, "CATALOGUE_S3_BUCKET_IMAGES",
-                     "not a valid S3 bucket name", id="bucket"),
-        pytest.param({"CATALOGUE_AIRFLOW_PORT": "eighty"}, "CATALOGUE_AIRFLOW_PORT",
-                     "not a TCP port", id="port"),
-        pytest.param({"CATALOGUE_S3_CREATE_BUCKETS": "maybe"}, "CATALOGUE_S3_CREATE_BUCKETS",
-                     "not a boolean", id="boolean"),
-        pytest.param({"CATALOGUE_ROLE_PREFIX": "Robert'); DROP"}, "CATALOGUE_ROLE_PREFIX",
-                     "identifier", id="role-prefix-injection"),
+        pytest.param(
+            {"CATALOGUE_DATABASE_URL": "not a url"},
+            "CATALOGUE_DATABASE_URL",
+            "not a database URL",
+            id="db-url-garbage",
+        ),
+        pytest.param(
+            {"CATALOGUE_DATABASE_URL": "mysql://u@h/db"},
+            "CATALOGUE_DATABASE_URL",
+            "only PostgreSQL",
+            id="db-url-mysql",
+        ),
+        pytest.param(
+            {"CATALOGUE_DATABASE_URL": "postgresql://u@h:5432"},
+            "CATALOGUE_DATABASE_URL",
+            "names no database",
+            id="db-url-no-database",
+        ),
+        pytest.param(
+            {"CATALOGUE_S3_ENDPOINT": "ftp://x"},
+            "CATALOGUE_S3_ENDPOINT",
+            "not an http(s) endpoint",
+            id="s3-scheme",
+        ),
+        pytest.param(
+            {"CATALOGUE_S3_ENDPOINT": "http://h:99999"},
+            "CATALOGUE_S3_ENDPOINT",
+            "not an http(s) endpoint",
+            id="s3-port",
+        ),
+        pytest.param(
+            {**S3, "CATALOGUE_S3_ENDPOINT": "http://h:9000/bucket"},
+            "CATALOGUE_S3_ENDPOINT",
+            "has a path",
+            id="s3-path",
+        ),
+        pytest.param(
+            {"CATALOGUE_S3_ENDPOINT": "http://h:9000"},
+            "CATALOGUE_S3_ACCESS_KEY",
+            "is not set",
+            id="s3-missing-key",
+        ),
+        pytest.param(
+            {"CATALOGUE_S3_BUCKET_IMAGES": "Bad_Bucket"},
+            "CATALOGUE_S3_BUCKET_IMAGES",
+            "not a valid S3 bucket name",
+            id="bucket",
+        ),
+        pytest.param(
+            {"CATALOGUE_AIRFLOW_PORT": "eighty"},
+            "CATALOGUE_AIRFLOW_PORT",
+            "not a TCP port",
+            id="port",
+        ),
+        pytest.param(
+            {"CATALOGUE_S3_CREATE_BUCKETS": "maybe"},
+            "CATALOGUE_S3_CREATE_BUCKETS",
+            "not a boolean",
+            id="boolean",
+        ),
+        pytest.param(
+            {"CATALOGUE_ROLE_PREFIX": "Robert'); DROP"},
+            "CATALOGUE_ROLE_PREFIX",
+            "identifier",
+            id="role-prefix-injection",
+        ),
         pytest.param({"CATALOGUE_ENV": "staging"}, "CATALOGUE_ENV", "not one of", id="env"),
     ],
 )
@@ -70,13 +114,25 @@ def test_malformed_settings_name_the_variable(env, variable, words):
     ("env", "variable"),
     [
         pytest.param({**S3}, "CATALOGUE_DATABASE_URL", id="no-database"),
-        pytest.param({"CATALOGUE_DATABASE_URL": "postgresql://u:pw@h/db"},
-                     "CATALOGUE_S3_ENDPOINT", id="no-s3"),
-        pytest.param({**S3, "CATALOGUE_S3_SECRET_KEY": "change-me",
-                      "CATALOGUE_DATABASE_URL": "postgresql://u:pw@h/db"},
-                     "CATALOGUE_S3_SECRET_KEY", id="placeholder-s3-secret"),
-        pytest.param({**S3, "CATALOGUE_DATABASE_URL": "postgresql://u:change-me@h/db"},
-                     "CATALOGUE_DATABASE_URL", id="placeholder-db-password"),
+        pytest.param(
+            {"CATALOGUE_DATABASE_URL": "postgresql://u:pw@h/db"},
+            "CATALOGUE_S3_ENDPOINT",
+            id="no-s3",
+        ),
+        pytest.param(
+            {
+                **S3,
+                "CATALOGUE_S3_SECRET_KEY": "change-me",
+                "CATALOGUE_DATABASE_URL": "postgresql://u:pw@h/db",
+            },
+            "CATALOGUE_S3_SECRET_KEY",
+            id="placeholder-s3-secret",
+        ),
+        pytest.param(
+            {**S3, "CATALOGUE_DATABASE_URL": "postgresql://u:change-me@h/db"},
+            "CATALOGUE_DATABASE_URL",
+            id="placeholder-db-password",
+        ),
     ],
 )
 def test_production_refuses_development_defaults(env, variable):
@@ -105,10 +161,16 @@ def test_the_local_stack_record_fills_unconfigured_services(tmp_path):
     (tmp_path / "stack.json").write_text(
         json.dumps(
             {
-                "postgres": {"managed": True, "url": "postgresql+psycopg2://postgres@/catalogue"
-                             "?host=/tmp/pg"},
-                "s3": {"managed": True, "endpoint": "http://127.0.0.1:8333",
-                       "access_key": "k", "secret_key": "s"},
+                "postgres": {
+                    "managed": True,
+                    "url": "postgresql+psycopg2://postgres@/catalogue?host=/tmp/pg",
+                },
+                "s3": {
+                    "managed": True,
+                    "endpoint": "http://127.0.0.1:8333",
+                    "access_key": "k",
+                    "secret_key": "s",
+                },
             }
         )
     )
@@ -123,3 +185,15 @@ def test_a_corrupt_stack_record_is_reported(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_settings({"CATALOGUE_STATE_DIR": str(tmp_path)})
     assert "catalogue down" in str(caught.value)
+
+
+def test_env_example_documents_every_setting():
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    read = set(re.findall(r'"(CATALOGUE_[A-Z0-9_]+)"', (repo / "pipeline/config.py").read_text()))
+    documented = set(
+        re.findall(r"^#?\s*(CATALOGUE_[A-Z0-9_]+)=", (repo / ".env.example").read_text(), re.M)
+    )
+    assert read - documented == set()

@@ -67,8 +67,17 @@ def test_every_dependency_is_locked_in_constraints():
 
 @pytest.mark.parametrize(
     "name",
-    ["apache-airflow", "instaloader", "sqlalchemy", "psycopg2-binary", "tensorflow", "pillow",
-     "pandas", "minio", "alembic"],
+    [
+        "apache-airflow",
+        "instaloader",
+        "sqlalchemy",
+        "psycopg2-binary",
+        "tensorflow",
+        "pillow",
+        "pandas",
+        "minio",
+        "alembic",
+    ],
 )
 def test_required_packages_are_dependencies(name):
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
