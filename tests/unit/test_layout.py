@@ -82,3 +82,23 @@ def test_every_dependency_is_locked_in_constraints():
 def test_required_packages_are_dependencies(name):
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert name in {_requirement_name(r) for r in project["dependencies"]}
+
+
+def test_locked_versions_satisfy_the_declared_ranges():
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        requirements += [Requirement(r) for r in extra]
+    locked = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if "==" in line:
+            name, version = line.split("==")
+            locked[name.lower().replace("_", "-")] = version.strip()
+    outside = [
+        f"{r.name} {locked[r.name.lower()]} not in {r.specifier}"
+        for r in requirements
+        if not r.specifier.contains(locked[r.name.lower()], prereleases=True)
+    ]
+    assert outside == []
