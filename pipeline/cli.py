@@ -111,6 +111,116 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- accounts and collection -------------------------------------------------------------------
+def cmd_accounts(args: argparse.Namespace) -> int:
+    from pipeline import accounts
+    from pipeline.db import get_engine
+
+    engine = get_engine(load_settings().database_url)
+    if args.action == "list":
+        rows = accounts.list_accounts(engine=engine)
+        if not rows:
+            _say("no accounts yet: `catalogue accounts add USERNAME`")
+        for row in rows:
+            last = row.last_success_at.strftime("%Y-%m-%d %H:%M") if row.last_success_at else "-"
+            state = "enabled" if row.enabled else "disabled"
+            business = {True: "business", False: "personal", None: "unknown"}[row.is_business]
+            _say(
+                f"{row.username:<30} {state:<8} {row.status:<8} {business:<8} "
+                f"posts {row.posts:>6}  images {row.images:>6}  last success {last}"
+                + (f"  last failure: {row.last_failure_reason}" if row.last_failure_reason else "")
+            )
+        return EXIT_OK
+    if not args.usernames:
+        raise accounts.AccountError(f"`catalogue accounts {args.action}` needs a USERNAME")
+    for username in args.usernames:
+        if args.action == "add":
+            name, created = accounts.add_account(
+                engine=engine, username=username, allow_personal=args.allow_personal
+            )
+            _say(f"{name}: {'added' if created else 'already registered'}")
+        elif args.action in ("enable", "disable"):
+            accounts.set_enabled(engine=engine, username=username, enabled=args.action == "enable")
+            _say(f"{accounts.normalise_username(username)}: {args.action}d")
+        else:
+            accounts.remove_account(engine=engine, username=username)
+            _say(f"{accounts.normalise_username(username)}: removed")
+    return EXIT_OK
+
+
+def cmd_import_archive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.collect.archive import import_archive
+    from pipeline.db import get_engine
+    from pipeline.storage import ObjectStore
+
+    settings = load_settings()
+    engine = get_engine(settings.database_url)
+    store = ObjectStore.for_images(settings)
+    store.check()
+
+    def progress(summary) -> None:
+        _say(f"  {summary.posts_seen} posts, {summary.images_new} new images")
+
+    summary = import_archive(
+        Path(args.folder),
+        engine=engine,
+        store=store,
+        workers=args.workers,
+        enable_accounts=args.enable,
+        allow_personal=args.allow_personal,
+        progress=progress,
+    )
+    _say(
+        f"imported {len(summary.accounts)} accounts: {summary.posts_seen} posts "
+        f"({summary.posts_new} new, {summary.posts_updated} updated, "
+        f"{summary.posts_unchanged} unchanged), {summary.images_new} new images, "
+        f"{summary.objects_written} objects written, {summary.quarantined} quarantined, "
+        f"in {summary.seconds:.1f}s"
+    )
+    for name, reason in summary.skipped_accounts.items():
+        _say(f"  skipped {name}: {reason}")
+    if summary.quarantined:
+        _say(
+            "  refused inputs and their reasons: SELECT * FROM raw.quarantine ORDER BY last_seen_at DESC;"
+        )
+    return EXIT_OK
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.samples import generate_sample_accounts
+
+    settings = Settings.from_env()
+    size = None
+    if args.image_size:
+        width, _, height = args.image_size.partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            raise ConfigError(
+                "--image-size", f"'{args.image_size}' is not WIDTHxHEIGHT", "Use e.g. 1080x1350."
+            )
+        size = (int(width), int(height))
+    try:
+        summary = generate_sample_accounts(
+            Path(args.dataset or settings.dataset_dir),
+            Path(args.out),
+            size=args.size,
+            seed=args.seed,
+            image_size=size,
+        )
+    except ValueError as exc:  # bad size or share, unexpected styles.csv header
+        print(f"catalogue: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _say(
+        f"wrote {summary.accounts} sample business accounts to {summary.out_dir}: "
+        f"{summary.posts} posts ({summary.carousels} carousels, {summary.videos} videos), "
+        f"{summary.images} images"
+    )
+    return EXIT_OK
+
+
 # -- the demo ---------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     """Bring the stack up and show that every part answers (later stages join as they land)."""
@@ -188,6 +298,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     buckets = add("buckets", cmd_buckets, "Create the S3 buckets unless they exist.")
     buckets.add_argument("action", choices=("create",))
+    accounts = add("accounts", cmd_accounts, "Manage the Instagram accounts that are collected.")
+    accounts.add_argument("action", choices=("add", "list", "enable", "disable", "remove"))
+    accounts.add_argument(
+        "usernames", nargs="*", metavar="USERNAME", help="username, @username or profile URL"
+    )
+    accounts.add_argument(
+        "--allow-personal",
+        action="store_true",
+        help="with add: collect it even if it is not a business account",
+    )
+    archive = add(
+        "import-archive",
+        cmd_import_archive,
+        "Import folders written by instaloader (<profile>/<date>_UTC.json.xz + pictures) exactly "
+        "as live collection stores posts. Safe to rerun: it completes an interrupted import and "
+        "duplicates nothing.",
+    )
+    archive.add_argument("folder", help="a folder of profile folders, or one profile folder")
+    archive.add_argument("--workers", type=int, default=8, help="parallel uploads (default 8)")
+    archive.add_argument(
+        "--enable",
+        action="store_true",
+        help="enable new accounts for live collection (default: disabled)",
+    )
+    archive.add_argument(
+        "--allow-personal", action="store_true", help="import personal (non-business) accounts too"
+    )
+    samples = add(
+        "samples",
+        cmd_samples,
+        "Write sample business accounts in instaloader's archive format from the fashion "
+        "product photos (CATALOGUE_DATASET_DIR): one account per brand.",
+    )
+    samples.add_argument("out", help="folder to write the archive to")
+    samples.add_argument("--size", type=int, help="number of product photos (default: all)")
+    samples.add_argument("--seed", type=int, default=7)
+    samples.add_argument("--image-size", help="re-encode pictures to WIDTHxHEIGHT, e.g. 1080x1350")
+    samples.add_argument("--dataset", help="dataset folder (default: CATALOGUE_DATASET_DIR)")
     add("check", cmd_check, "Check that the database and the S3 buckets answer.")
     demo = add(
         "demo",
@@ -209,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # retries are reported once, in the final error, not per attempt
         logging.getLogger("urllib3").setLevel(logging.ERROR)
     from infra.local_stack import StackError
+    from pipeline.accounts import AccountError
+    from pipeline.collect.archive import ArchiveError
     from pipeline.db import DatabaseError
     from pipeline.storage import ObjectStoreError
 
@@ -217,7 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"catalogue: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (DatabaseError, ObjectStoreError, StackError) as exc:
+    except (DatabaseError, ObjectStoreError, StackError, AccountError, ArchiveError) as exc:
+        print(f"catalogue: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (FileNotFoundError, FileExistsError) as exc:
         print(f"catalogue: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

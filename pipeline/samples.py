@@ -419,7 +419,9 @@ def _write_profile(loader: instaloader.Instaloader, account: Account, *, post_co
         },
     )
     folder = loader.dirname_pattern.format(profile=account.username, target=account.username)
-    loader.save_metadata_json(os.path.join(folder, f"{account.username}_{account.profile_id}"), profile)
+    loader.save_metadata_json(
+        os.path.join(folder, f"{account.username}_{account.profile_id}"), profile
+    )
     loader.save_profile_id(profile)
 
 
@@ -528,7 +530,9 @@ def _write_post(
     ]
 
 
-def _write_picture(source: Path, target: Path, image_size: tuple[int, int] | None) -> tuple[int, int]:
+def _write_picture(
+    source: Path, target: Path, image_size: tuple[int, int] | None
+) -> tuple[int, int]:
     if image_size is None:
         shutil.copyfile(source, target)
         with Image.open(target) as image:
@@ -550,12 +554,12 @@ def _display_url(media_id: int) -> str:
 
 
 def _caption(products: Sequence[Product]) -> str:
+    words = [word for p in products for word in (p.base_colour, p.article_type)]
     tags: list[str] = []
-    for product in products:
-        for word in (product.base_colour, product.article_type, product.username):
-            tag = "" if word.upper() == "NA" else _NOT_HASHTAG.sub("", word.lower())
-            if tag and tag not in tags:
-                tags.append(tag)
+    for word in [*words, products[0].username]:
+        tag = "" if word.upper() == "NA" else _NOT_HASHTAG.sub("", word.lower())
+        if tag and tag not in tags:
+            tags.append(tag)
     return products[0].display_name + "\n\n" + " ".join(f"#{tag}" for tag in tags)
 
 

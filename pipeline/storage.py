@@ -185,12 +185,17 @@ class ObjectStore:
 
     # -- writes ---------------------------------------------------------------------------------
     def put_content(
-        self, data: bytes, *, content_type: str, prefix: str = "images"
+        self, data: bytes, *, content_type: str, prefix: str = "images", check_existing: bool = True
     ) -> StoredObject:
-        """Store `data` under its content hash; a second put of the same bytes writes nothing."""
+        """Store `data` under its content hash; a second put of the same bytes writes nothing.
+
+        `check_existing=False` skips the HEAD request when the caller already knows the object is
+        new (the catalogue references no picture with this hash); a PUT of the same content to
+        the same key is harmless anyway.
+        """
         sha = sha256_of(data)
         key = content_key(sha, content_type, prefix=prefix)
-        existing = self.stat(key)
+        existing = self.stat(key) if check_existing else None
         if existing is not None and existing.size == len(data):
             return StoredObject(key, sha, len(data), content_type, existing.last_modified)
         self._call(

@@ -203,3 +203,24 @@ def airflow(services: Services, migrated):
     )
     migrate_airflow(env)
     return env
+
+
+def dataset_dir() -> Path:
+    """The shared fashion product photos (or CATALOGUE_DATASET_DIR)."""
+    configured = os.environ.get("CATALOGUE_DATASET_DIR")
+    return (
+        Path(configured)
+        if configured
+        else REPO_ROOT.parent / "shared" / "data" / "fashion-products"
+    )
+
+
+@pytest.fixture(scope="session")
+def dataset() -> Path:
+    path = dataset_dir()
+    if not (path / "styles.csv").exists():
+        pytest.skip(
+            f"the fashion product photos are not at {path}: put the Kaggle 'Fashion Product "
+            "Images (Small)' layout (images/, styles.csv) there or set CATALOGUE_DATASET_DIR"
+        )
+    return path

@@ -1,0 +1,127 @@
+"""The Instagram accounts whose posts are collected: add, list, enable, disable, remove."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine, text
+
+from pipeline.collect.posts import upsert_account
+
+_USERNAME = re.compile(r"^(?!.*\.\.)(?!\.)[a-z0-9._]{1,30}(?<!\.)$")
+
+
+class AccountError(ValueError):
+    """A user's request about an account cannot be done; the message says why and what to do."""
+
+
+class InvalidUsername(AccountError):
+    pass
+
+
+class UnknownAccount(AccountError):
+    pass
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    username: str
+    enabled: bool
+    status: str
+    is_business: bool | None
+    instagram_id: int | None
+    posts: int
+    images: int
+    last_success_at: datetime | None
+    last_failure_reason: str | None
+
+
+def normalise_username(value: str) -> str:
+    """`@Shop.Name`, `shop.name` or `https://www.instagram.com/shop.name/` -> `shop.name`."""
+    candidate = value.strip()
+    if "instagram.com" in candidate:
+        candidate = urlsplit(candidate if "://" in candidate else f"https://{candidate}").path
+        candidate = candidate.strip("/").split("/")[0]
+    candidate = candidate.lstrip("@").lower()
+    if not _USERNAME.match(candidate):
+        raise InvalidUsername(
+            f"'{value}' is not an Instagram username: use 1-30 letters, digits, '.' and '_' "
+            "(no leading, trailing or double '.')"
+        )
+    return candidate
+
+
+def add_account(*, engine: Engine, username: str, allow_personal: bool = False) -> tuple[str, bool]:
+    """Register an account for collection; returns (username, created)."""
+    name = normalise_username(username)
+    with engine.begin() as connection:
+        existed = connection.execute(
+            text("SELECT 1 FROM raw.accounts WHERE username = :u"), {"u": name}
+        ).scalar()
+        upsert_account(connection=connection, username=name)
+        connection.execute(
+            text(
+                "UPDATE raw.accounts SET allow_personal = allow_personal OR :allow "
+                "WHERE username = :u"
+            ),
+            {"u": name, "allow": allow_personal},
+        )
+    return name, not existed
+
+
+def set_enabled(*, engine: Engine, username: str, enabled: bool) -> None:
+    name = normalise_username(username)
+    with engine.begin() as connection:
+        updated = connection.execute(
+            text(
+                "UPDATE raw.accounts SET enabled = :enabled, updated_at = now(), "
+                "status = CASE WHEN :enabled AND status IN ('failing', 'blocked') "
+                "THEN 'active' ELSE status END WHERE username = :u"
+            ),
+            {"u": name, "enabled": enabled},
+        ).rowcount
+    if not updated:
+        raise UnknownAccount(f"no account '{name}': add it with `catalogue accounts add {name}`")
+
+
+def remove_account(*, engine: Engine, username: str) -> None:
+    """Forget an account that has nothing collected; one with posts needs a purge (takedown)."""
+    name = normalise_username(username)
+    with engine.begin() as connection:
+        row = connection.execute(
+            text(
+                "SELECT a.id, count(p.id) AS posts FROM raw.accounts a "
+                "LEFT JOIN raw.posts p ON p.account_id = a.id WHERE a.username = :u GROUP BY a.id"
+            ),
+            {"u": name},
+        ).first()
+        if row is None:
+            raise UnknownAccount(f"no account '{name}' to remove (see `catalogue accounts list`)")
+        if row.posts:
+            raise AccountError(
+                f"account '{name}' has {row.posts} collected posts: `catalogue accounts disable "
+                f"{name}` stops collecting them; `catalogue purge {name}` deletes them for a "
+                "takedown request"
+            )
+        connection.execute(text("DELETE FROM raw.accounts WHERE id = :id"), {"id": row.id})
+
+
+def list_accounts(*, engine: Engine) -> list[AccountRow]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                """
+                SELECT a.username, a.enabled, a.status, a.is_business, a.instagram_id,
+                       count(DISTINCT p.id) AS posts, count(i.id) AS images,
+                       a.last_success_at, a.last_failure_reason
+                FROM raw.accounts a
+                LEFT JOIN raw.posts p ON p.account_id = a.id
+                LEFT JOIN raw.images i ON i.post_id = p.id AND i.removed_at IS NULL
+                GROUP BY a.id ORDER BY a.username
+                """
+            )
+        ).all()
+    return [AccountRow(*row) for row in rows]

@@ -1,0 +1,336 @@
+"""Archive import: folders that instaloader already downloaded, loaded as live collection would.
+
+Layout (instaloader's defaults): `<root>/<profile>/<profile>_<id>.json.xz` (the profile),
+`<date>_UTC.json.xz` or `.json` (a post, read with instaloader's own `load_structure_from_file`),
+`<date>_UTC.jpg` (a single picture or a video's cover) and `<date>_UTC_1.jpg`, `_2.jpg`... (a
+carousel's pictures). `<root>` may also be one profile folder itself.
+
+Names from the archive are untrusted: folders must be Instagram usernames, files are only ever
+found by listing a folder, and a file (or link) that resolves outside the archive is refused. No
+request ever goes to Instagram: metadata missing from a file is a refusal, not a download.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from pipeline.accounts import AccountError, normalise_username
+from pipeline.collect.posts import (
+    CollectedImage,
+    StoreOutcome,
+    child_media_ids,
+    from_instaloader,
+    quarantine,
+    store_post,
+    upsert_account,
+)
+from pipeline.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+SOURCE = "archive"
+POST_FILE = re.compile(r"^(?P<stem>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_UTC)\.json(\.xz)?$")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+class ArchiveError(ValueError):
+    """The archive folder cannot be imported at all; the message says why."""
+
+
+@dataclass
+class ImportSummary:
+    accounts: list[str] = field(default_factory=list)
+    skipped_accounts: dict[str, str] = field(default_factory=dict)
+    posts_seen: int = 0
+    posts_new: int = 0
+    posts_updated: int = 0
+    images_new: int = 0
+    objects_written: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+
+    @property
+    def posts_unchanged(self) -> int:
+        return self.posts_seen - self.posts_new - self.posts_updated
+
+    def add(self, outcome: StoreOutcome) -> None:
+        self.posts_seen += 1
+        self.posts_new += int(outcome.post_inserted)
+        self.posts_updated += int(outcome.post_updated)
+        self.images_new += outcome.images_inserted
+        self.objects_written += outcome.objects_written
+        self.quarantined += outcome.images_quarantined
+
+
+@dataclass(frozen=True)
+class _ArchivePost:
+    account: str
+    account_id: int
+    path: Path
+
+
+Progress = Callable[[ImportSummary], None]
+
+
+def offline_context():
+    """An instaloader context that refuses to go online: archives are read, never completed."""
+    import instaloader
+    import requests
+    from requests.adapters import BaseAdapter
+
+    class _Offline(BaseAdapter):
+        def send(self, request, **kwargs):
+            raise requests.ConnectionError(
+                f"archive import never contacts Instagram (wanted {request.url})"
+            )
+
+        def close(self) -> None:
+            pass
+
+    context = instaloader.Instaloader(
+        quiet=True, sleep=False, max_connection_attempts=1, iphone_support=False
+    ).context
+    for prefix in ("https://", "http://"):
+        context._session.mount(prefix, _Offline())
+    return context
+
+
+def import_archive(
+    root: Path,
+    *,
+    engine: Engine,
+    store: ObjectStore,
+    workers: int = 8,
+    enable_accounts: bool = False,
+    allow_personal: bool = False,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Load every profile folder under `root`; a rerun completes an interrupted one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ArchiveError(f"archive folder {root} does not exist or is not a folder")
+    root = root.resolve()
+    started = time.monotonic()
+    summary = ImportSummary()
+    context = offline_context()
+
+    posts: list[_ArchivePost] = []
+    for folder in _profile_folders(root):
+        account = _register_account(
+            folder,
+            root=root,
+            engine=engine,
+            context=context,
+            enable=enable_accounts,
+            allow_personal=allow_personal,
+            summary=summary,
+        )
+        if account is None:
+            continue
+        name, account_id = account
+        summary.accounts.append(name)
+        posts += [
+            _ArchivePost(name, account_id, path)
+            for path in sorted(folder.iterdir())
+            if POST_FILE.match(path.name)
+        ]
+
+    def load(item: _ArchivePost) -> StoreOutcome:
+        return _import_post(item, root=root, engine=engine, store=store, context=context)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for outcome in pool.map(load, posts):
+            summary.add(outcome)
+            if progress and summary.posts_seen % 200 == 0:
+                progress(summary)
+
+    _record_success(engine, summary.accounts)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _profile_folders(root: Path) -> Iterator[Path]:
+    if any(POST_FILE.match(p.name) for p in root.iterdir()):
+        yield root
+        return
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            yield entry
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return path.is_file()
+
+
+def _register_account(
+    folder: Path,
+    *,
+    root: Path,
+    engine: Engine,
+    context,
+    enable: bool,
+    allow_personal: bool,
+    summary: ImportSummary,
+) -> tuple[str, int] | None:
+    from instaloader.exceptions import InstaloaderException
+    from instaloader.structures import Profile, load_structure_from_file
+
+    relative = str(folder.relative_to(root)) or folder.name
+    try:
+        username = normalise_username(folder.name)
+    except AccountError as exc:
+        with engine.begin() as connection:
+            quarantine(
+                connection=connection,
+                source=SOURCE,
+                input_ref=relative,
+                reason="folder name is not an Instagram username",
+                detail=str(exc),
+            )
+        summary.skipped_accounts[folder.name] = "folder name is not an Instagram username"
+        return None
+
+    facts: dict = {}
+    for candidate in sorted(folder.glob(f"{folder.name}_*.json*")):
+        if not _inside(candidate, root):
+            continue
+        try:
+            profile = load_structure_from_file(context, str(candidate))
+            if isinstance(profile, Profile):
+                facts = {
+                    "instagram_id": profile.userid,
+                    "full_name": profile.full_name,
+                    "is_business": profile.is_business_account,
+                    "follower_count": profile.followers,
+                }
+                break
+        except (InstaloaderException, KeyError, ValueError, OSError, EOFError) as exc:
+            log.warning("profile file %s unreadable: %s", candidate, exc)
+
+    with engine.begin() as connection:
+        account_id = upsert_account(
+            connection=connection, username=username, enabled=enable, **facts
+        )
+        allowed = connection.execute(
+            text(
+                "UPDATE raw.accounts SET allow_personal = allow_personal OR :allow "
+                "WHERE id = :id RETURNING allow_personal"
+            ),
+            {"id": account_id, "allow": allow_personal},
+        ).scalar_one()
+        if facts.get("is_business") is False and not allowed:
+            reason = (
+                "personal (non-business) account: not collected; "
+                f"`catalogue accounts add {username} --allow-personal` allows it"
+            )
+            connection.execute(
+                text(
+                    "UPDATE raw.accounts SET status = 'personal', enabled = false, "
+                    "status_reason = :reason WHERE id = :id"
+                ),
+                {"id": account_id, "reason": reason},
+            )
+            summary.skipped_accounts[username] = reason
+            return None
+    return username, account_id
+
+
+def _import_post(
+    item: _ArchivePost, *, root: Path, engine: Engine, store: ObjectStore, context
+) -> StoreOutcome:
+    from instaloader.exceptions import InstaloaderException
+    from instaloader.structures import Post, load_structure_from_file
+
+    relative = str(item.path.relative_to(root))
+    try:
+        if not _inside(item.path, root):
+            raise ValueError("the file resolves outside the archive folder")
+        post = load_structure_from_file(context, str(item.path))
+        if not isinstance(post, Post):
+            raise ValueError(f"holds a {type(post).__name__}, not a Post")
+        stem = POST_FILE.match(item.path.name)["stem"]
+        images = _images(post, item.path.parent, stem, root)
+        collected = from_instaloader(post, images=images, source=SOURCE)
+    except (InstaloaderException, KeyError, ValueError, TypeError, OSError, EOFError) as exc:
+        reason = f"unreadable post file: {type(exc).__name__}: {exc}"
+        with engine.begin() as connection:
+            quarantine(
+                connection=connection,
+                source=SOURCE,
+                input_ref=relative,
+                reason=reason[:500],
+                account=item.account,
+            )
+        outcome = StoreOutcome(images_quarantined=1)
+        outcome.refusals.append(f"{relative}: {reason}")
+        return outcome
+    return store_post(
+        engine=engine, store=store, account_id=item.account_id, account=item.account,
+        post=collected,
+    )  # fmt: skip
+
+
+def _images(post, folder: Path, stem: str, root: Path) -> list[CollectedImage]:
+    """The picture files of a post: `<stem>.jpg`, or `<stem>_1.jpg`... for a carousel."""
+    if post.typename == "GraphSidecar":
+        media_ids = child_media_ids(post._node)
+        if not media_ids:
+            raise KeyError("carousel without edge_sidecar_to_children")
+        names = [f"{stem}_{index}" for index in range(1, len(media_ids) + 1)]
+    else:
+        media_ids, names = [post.mediaid], [stem]
+    return [
+        CollectedImage(
+            media_id=media_id,
+            position=position,
+            read=_reader(folder, name, root),
+            source_ref=str((folder / name).relative_to(root)),
+            is_video_cover=post.typename == "GraphVideo",
+        )
+        for position, (media_id, name) in enumerate(zip(media_ids, names, strict=True))
+    ]
+
+
+def _reader(folder: Path, name: str, root: Path) -> Callable[[], bytes]:
+    def read() -> bytes:
+        for suffix in IMAGE_SUFFIXES:
+            path = folder / f"{name}{suffix}"
+            if path.exists() or path.is_symlink():
+                if not _inside(path, root):
+                    raise OSError("the file resolves outside the archive folder")
+                return path.read_bytes()
+        raise FileNotFoundError(f"{name}.jpg")
+
+    return read
+
+
+def _record_success(engine: Engine, accounts: list[str]) -> None:
+    if not accounts:
+        return
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                UPDATE raw.accounts a SET last_success_at = now(), updated_at = now(),
+                    newest_post_taken_at = newest.taken_at, newest_shortcode = newest.shortcode
+                FROM (
+                    SELECT DISTINCT ON (account_id) account_id, taken_at, shortcode
+                    FROM raw.posts ORDER BY account_id, taken_at DESC
+                ) AS newest
+                WHERE newest.account_id = a.id AND a.username = ANY(:accounts)
+                """
+            ),
+            {"accounts": accounts},
+        )

@@ -1,0 +1,324 @@
+"""Storing collected posts: objects first, rows second, upserts keyed on Instagram's ids.
+
+Live collection and archive import both hand `CollectedPost`s to `store_post`, so a post loads the
+same way whichever door it came through. Per post: every picture is checked and written to the
+object store (content-addressed, so a picture already referenced is not uploaded again), then the
+post and its images are upserted in one transaction. A crash leaves at most an unreferenced
+object, never a row without its picture, and a rerun changes nothing that did not change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from pipeline.collect.images import CheckedImage, ImageRefused, check_image
+from pipeline.storage import ObjectStore, content_key, sha256_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CollectedImage:
+    """One picture of a post, not yet fetched: `read()` returns its bytes."""
+
+    media_id: int
+    position: int
+    read: Callable[[], bytes]
+    source_ref: str  # where it came from (URL, archive path), for quarantine and messages
+    is_video_cover: bool = False
+
+
+@dataclass(frozen=True)
+class CollectedPost:
+    shortcode: str
+    media_id: int
+    taken_at: datetime
+    media_type: str  # image, sidecar, video
+    caption: str | None
+    hashtags: list[str]
+    like_count: int | None
+    comment_count: int | None
+    location: dict[str, Any] | None
+    node: dict[str, Any]
+    images: Sequence[CollectedImage]
+    source: str = "instagram"
+
+
+@dataclass
+class StoreOutcome:
+    post_id: int | None = None
+    post_inserted: bool = False
+    post_updated: bool = False
+    images_inserted: int = 0
+    images_quarantined: int = 0
+    objects_written: int = 0
+    refusals: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _ReadyImage:
+    image: CollectedImage
+    data: bytes
+    key: str
+    sha256: str
+    checked: CheckedImage
+
+
+def upsert_account(
+    *,
+    connection: Connection,
+    username: str,
+    instagram_id: int | None = None,
+    full_name: str | None = None,
+    is_business: bool | None = None,
+    follower_count: int | None = None,
+    enabled: bool = True,
+) -> int:
+    """The account's id; profile facts are refreshed, the operator's choices (enabled) kept."""
+    return connection.execute(
+        text(
+            """
+            INSERT INTO raw.accounts (username, instagram_id, full_name, is_business,
+                                      follower_count, enabled)
+            VALUES (:username, :instagram_id, :full_name, :is_business, :follower_count, :enabled)
+            ON CONFLICT (username) DO UPDATE SET
+                instagram_id = COALESCE(EXCLUDED.instagram_id, raw.accounts.instagram_id),
+                full_name = COALESCE(EXCLUDED.full_name, raw.accounts.full_name),
+                is_business = COALESCE(EXCLUDED.is_business, raw.accounts.is_business),
+                follower_count = COALESCE(EXCLUDED.follower_count, raw.accounts.follower_count),
+                updated_at = now()
+            RETURNING id
+            """
+        ),
+        {
+            "username": username,
+            "instagram_id": instagram_id,
+            "full_name": full_name,
+            "is_business": is_business,
+            "follower_count": follower_count,
+            "enabled": enabled,
+        },
+    ).scalar_one()
+
+
+def quarantine(
+    *,
+    connection: Connection,
+    source: str,
+    input_ref: str,
+    reason: str,
+    account: str | None = None,
+    shortcode: str | None = None,
+    position: int | None = None,
+    detail: str | None = None,
+    sha256: str | None = None,
+    size: int | None = None,
+) -> None:
+    """Record a refused input; seeing it again updates the same row and counts the attempt."""
+    connection.execute(
+        text(
+            """
+            INSERT INTO raw.quarantine (source, input_ref, account, shortcode, position, reason,
+                                        detail, sha256, bytes)
+            VALUES (:source, :input_ref, :account, :shortcode, :position, :reason, :detail,
+                    :sha256, :bytes)
+            ON CONFLICT (source, input_ref) DO UPDATE SET
+                reason = EXCLUDED.reason, detail = EXCLUDED.detail,
+                attempts = raw.quarantine.attempts + 1, last_seen_at = now()
+            """
+        ),
+        {
+            "source": source,
+            "input_ref": input_ref,
+            "account": account,
+            "shortcode": shortcode,
+            "position": position,
+            "reason": reason,
+            "detail": detail,
+            "sha256": sha256,
+            "bytes": size,
+        },
+    )
+
+
+_UPSERT_POST = text(
+    """
+    INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, caption, hashtags,
+                           like_count, comment_count, media_type, location, node, source)
+    VALUES (:shortcode, :media_id, :account_id, :taken_at, :caption, :hashtags, :like_count,
+            :comment_count, :media_type, :location, :node, :source)
+    ON CONFLICT (media_id) DO UPDATE SET
+        caption = EXCLUDED.caption, hashtags = EXCLUDED.hashtags,
+        like_count = EXCLUDED.like_count, comment_count = EXCLUDED.comment_count,
+        location = EXCLUDED.location, node = EXCLUDED.node,
+        refreshed_at = now(), unavailable_since = NULL
+    WHERE (raw.posts.caption, raw.posts.hashtags, raw.posts.like_count, raw.posts.comment_count,
+           raw.posts.location, raw.posts.node, raw.posts.unavailable_since IS NULL)
+          IS DISTINCT FROM
+          (EXCLUDED.caption, EXCLUDED.hashtags, EXCLUDED.like_count, EXCLUDED.comment_count,
+           EXCLUDED.location, EXCLUDED.node, true)
+    RETURNING id, (xmax = 0) AS inserted
+    """
+).bindparams(bindparam("location", type_=JSONB), bindparam("node", type_=JSONB))
+
+_UPSERT_IMAGE = text(
+    """
+    INSERT INTO raw.images (media_id, post_id, position, is_video_cover, object_key, sha256,
+                            width, height, bytes, content_type)
+    VALUES (:media_id, :post_id, :position, :is_video_cover, :object_key, :sha256, :width,
+            :height, :bytes, :content_type)
+    ON CONFLICT (media_id) DO UPDATE SET
+        position = EXCLUDED.position, removed_at = NULL
+    WHERE (raw.images.position, raw.images.removed_at IS NULL)
+          IS DISTINCT FROM (EXCLUDED.position, true)
+    RETURNING (xmax = 0) AS inserted
+    """
+)
+
+
+def store_post(
+    *, engine: Engine, store: ObjectStore, account_id: int, account: str, post: CollectedPost
+) -> StoreOutcome:
+    """Check and store every picture of `post`, then upsert the post and its images."""
+    outcome = StoreOutcome()
+    ready: list[_ReadyImage] = []
+    refused: list[tuple[CollectedImage, str, str | None, int | None]] = []
+    for image in post.images:
+        try:
+            data = image.read()
+        except FileNotFoundError:
+            refused.append((image, "image file missing", None, None))
+            continue
+        except OSError as exc:
+            refused.append((image, f"image could not be read: {exc}", None, None))
+            continue
+        sha = sha256_of(data)
+        try:
+            checked = check_image(data)
+        except ImageRefused as exc:
+            refused.append((image, exc.reason, sha, len(data)))
+            continue
+        ready.append(_ReadyImage(image, data, content_key(sha, checked.content_type), sha, checked))
+
+    known = _known_objects(engine, [r.sha256 for r in ready])
+    for item in ready:
+        if item.sha256 not in known:
+            stored = store.put_content(
+                item.data, content_type=item.checked.content_type, check_existing=False
+            )
+            outcome.objects_written += int(stored.created)
+
+    with engine.begin() as connection:
+        row = connection.execute(
+            _UPSERT_POST,
+            {
+                "shortcode": post.shortcode,
+                "media_id": post.media_id,
+                "account_id": account_id,
+                "taken_at": post.taken_at,
+                "caption": post.caption,
+                "hashtags": post.hashtags,
+                "like_count": post.like_count,
+                "comment_count": post.comment_count,
+                "media_type": post.media_type,
+                "location": post.location,
+                "node": post.node,
+                "source": post.source,
+            },
+        ).first()
+        if row is None:
+            outcome.post_id = connection.execute(
+                text("SELECT id FROM raw.posts WHERE media_id = :m"), {"m": post.media_id}
+            ).scalar_one()
+        else:
+            outcome.post_id = row.id
+            outcome.post_inserted, outcome.post_updated = row.inserted, not row.inserted
+        # Slides the shop removed leave the post (their labels stay with them); positions free.
+        connection.execute(
+            text(
+                "UPDATE raw.images SET removed_at = now() WHERE post_id = :post_id "
+                "AND removed_at IS NULL AND NOT (media_id = ANY(:media_ids))"
+            ),
+            {"post_id": outcome.post_id, "media_ids": [i.media_id for i in post.images]},
+        )
+        for item in ready:
+            inserted = connection.execute(
+                _UPSERT_IMAGE,
+                {
+                    "media_id": item.image.media_id,
+                    "post_id": outcome.post_id,
+                    "position": item.image.position,
+                    "is_video_cover": item.image.is_video_cover,
+                    "object_key": item.key,
+                    "sha256": item.sha256,
+                    "width": item.checked.width,
+                    "height": item.checked.height,
+                    "bytes": len(item.data),
+                    "content_type": item.checked.content_type,
+                },
+            ).scalar()
+            outcome.images_inserted += int(bool(inserted))
+        for image, reason, sha, size in refused:
+            quarantine(
+                connection=connection,
+                source=post.source,
+                input_ref=image.source_ref,
+                reason=reason,
+                account=account,
+                shortcode=post.shortcode,
+                position=image.position,
+                sha256=sha,
+                size=size,
+            )
+            outcome.images_quarantined += 1
+            outcome.refusals.append(f"{image.source_ref}: {reason}")
+    return outcome
+
+
+def _known_objects(engine: Engine, shas: list[str]) -> set[str]:
+    """Pictures already referenced by a row: their object exists (objects are written first)."""
+    if not shas:
+        return set()
+    with engine.connect() as connection:
+        return set(
+            connection.execute(
+                text("SELECT DISTINCT sha256 FROM raw.images WHERE sha256 = ANY(:shas)"),
+                {"shas": shas},
+            ).scalars()
+        )
+
+
+MEDIA_TYPES = {"GraphImage": "image", "GraphSidecar": "sidecar", "GraphVideo": "video"}
+
+
+def child_media_ids(node: dict[str, Any]) -> list[int]:
+    """The carousel children's own media ids, in the order Instagram shows them."""
+    edges = (node.get("edge_sidecar_to_children") or {}).get("edges") or []
+    return [int(edge["node"]["id"]) for edge in edges]
+
+
+def from_instaloader(post: Any, *, images: Sequence[CollectedImage], source: str) -> CollectedPost:
+    """A `CollectedPost` from an instaloader `Post` (live or loaded from an archive file)."""
+    taken_at = post.date_utc.replace(tzinfo=UTC)
+    return CollectedPost(
+        shortcode=post.shortcode,
+        media_id=post.mediaid,
+        taken_at=taken_at,
+        media_type=MEDIA_TYPES.get(post.typename, "image"),
+        caption=post.caption,
+        hashtags=post.caption_hashtags,
+        like_count=post.likes,
+        comment_count=post.comments,
+        # Post.location would ask Instagram when the node lacks it; store what the node holds.
+        location=post._node.get("location"),
+        node=post._node,
+        images=images,
+        source=source,
+    )

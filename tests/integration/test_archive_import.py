@@ -1,0 +1,251 @@
+"""Archive import of instaloader-format folders into the real Postgres and S3 server."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from pipeline.collect.archive import import_archive
+from pipeline.samples import generate_sample_accounts
+from pipeline.storage import ObjectStore
+
+
+@pytest.fixture
+def clean_catalogue(migrated):
+    """Each test starts with empty raw tables."""
+    with migrated.begin() as connection:
+        connection.execute(text("TRUNCATE raw.accounts, raw.quarantine CASCADE"))
+    return migrated
+
+
+@pytest.fixture(scope="module")
+def sample_archive(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("archive")
+    generate_sample_accounts(dataset, out, size=150, seed=11)
+    return out
+
+
+def _counts(engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            table: connection.execute(text(f"SELECT count(*) FROM raw.{table}")).scalar_one()
+            for table in ("accounts", "posts", "images", "quarantine")
+        }
+
+
+def _manifest(archive: Path) -> list[dict[str, str]]:
+    with (archive / "manifest.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_import_loads_every_post_and_picture_once(clean_catalogue, settings, sample_archive):
+    store = ObjectStore.for_images(settings)
+    manifest = _manifest(sample_archive)
+    summary = import_archive(sample_archive, engine=clean_catalogue, store=store, workers=4)
+
+    counts = _counts(clean_catalogue)
+    assert counts["posts"] == len({row["shortcode"] for row in manifest}) == summary.posts_new
+    assert counts["images"] == len(manifest) == summary.images_new
+    assert counts["quarantine"] == 0
+    assert counts["accounts"] == len({row["account"] for row in manifest})
+
+    with clean_catalogue.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT p.shortcode, i.position, i.media_id, i.object_key, i.sha256, a.username "
+                "FROM raw.images i JOIN raw.posts p ON p.id = i.post_id "
+                "JOIN raw.accounts a ON a.id = p.account_id"
+            )
+        ).all()
+    by_place = {(r.shortcode, r.position): r for r in rows}
+    for entry in manifest:
+        row = by_place[(entry["shortcode"], int(entry["position"]))]
+        assert row.media_id == int(entry["media_id"]) and row.username == entry["account"]
+        # the stored object is the product photo itself
+        original = (sample_archive / entry["file"]).read_bytes()
+        assert store.get(row.object_key) == original
+
+    sidecars = [r for r in manifest if int(r["position"]) > 0]
+    assert sidecars, "the sample should contain carousels"
+
+
+def test_reimport_changes_nothing(clean_catalogue, settings, sample_archive):
+    store = ObjectStore.for_images(settings)
+    import_archive(sample_archive, engine=clean_catalogue, store=store, workers=4)
+    before = _counts(clean_catalogue)
+    with clean_catalogue.connect() as connection:
+        snapshot = connection.execute(
+            text("SELECT media_id, like_count, refreshed_at FROM raw.posts ORDER BY media_id")
+        ).all()
+    again = import_archive(sample_archive, engine=clean_catalogue, store=store, workers=4)
+    assert _counts(clean_catalogue) == before
+    assert again.posts_new == again.posts_updated == again.images_new == 0
+    assert again.objects_written == 0
+    with clean_catalogue.connect() as connection:
+        assert (
+            connection.execute(
+                text("SELECT media_id, like_count, refreshed_at FROM raw.posts ORDER BY media_id")
+            ).all()
+            == snapshot
+        )
+
+
+def test_same_picture_in_two_posts_is_one_object(
+    clean_catalogue, settings, sample_archive, tmp_path
+):
+    archive = tmp_path / "archive"
+    shutil.copytree(sample_archive, archive)
+    manifest = _manifest(archive)
+    first, second = manifest[0], next(r for r in manifest if r["account"] != manifest[0]["account"])
+    shutil.copyfile(archive / first["file"], archive / second["file"])
+    store = ObjectStore.for_images(settings)
+    import_archive(archive, engine=clean_catalogue, store=store, workers=4)
+    with clean_catalogue.connect() as connection:
+        keys = (
+            connection.execute(
+                text(
+                    "SELECT i.object_key FROM raw.images i JOIN raw.posts p ON p.id = i.post_id "
+                    "WHERE (p.shortcode, i.position) IN ((:s1, :p1), (:s2, :p2))"
+                ),
+                {
+                    "s1": first["shortcode"],
+                    "p1": int(first["position"]),
+                    "s2": second["shortcode"],
+                    "p2": int(second["position"]),
+                },
+            )
+            .scalars()
+            .all()
+        )
+    assert len(keys) == 2 and keys[0] == keys[1]
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        pytest.param(lambda p: _write(p, b""), "empty file", id="zero-bytes"),
+        pytest.param(
+            lambda p: _write(p, p.read_bytes()[: len(p.read_bytes()) // 2]),
+            "truncated or corrupt",
+            id="truncated",
+        ),
+        pytest.param(
+            lambda p: _write(p, b"<html>not a picture</html>"), "not an image", id="not-an-image"
+        ),
+        pytest.param(
+            lambda p: _write(p, b"\xff\xd8\xff\xe0" + os.urandom(3000)),
+            "corrupt|not an image",
+            id="corrupt-jpeg",
+        ),
+        pytest.param(lambda p: p.unlink(), "image file missing", id="missing"),
+    ],
+)
+def test_bad_pictures_are_quarantined_and_the_run_goes_on(
+    clean_catalogue, settings, sample_archive, tmp_path, damage, reason
+):
+    archive = tmp_path / "archive"
+    shutil.copytree(sample_archive, archive)
+    manifest = _manifest(archive)
+    victim = manifest[3]
+    damage(archive / victim["file"])
+    summary = import_archive(
+        archive, engine=clean_catalogue, store=ObjectStore.for_images(settings), workers=4
+    )
+    assert summary.quarantined == 1
+    assert summary.images_new == len(manifest) - 1
+    with clean_catalogue.connect() as connection:
+        row = connection.execute(
+            text("SELECT shortcode, position, reason FROM raw.quarantine")
+        ).one()
+    assert (row.shortcode, row.position) == (victim["shortcode"], int(victim["position"]))
+    assert re.search(reason, row.reason), row.reason
+
+
+def test_oversized_picture_is_refused_by_the_pixel_guard(
+    clean_catalogue, settings, sample_archive, tmp_path
+):
+    from PIL import Image
+
+    archive = tmp_path / "archive"
+    shutil.copytree(sample_archive, archive)
+    victim = _manifest(archive)[5]
+    Image.new("L", (9000, 9000)).save(archive / victim["file"], "PNG")
+    summary = import_archive(
+        archive, engine=clean_catalogue, store=ObjectStore.for_images(settings), workers=4
+    )
+    assert summary.quarantined == 1
+    with clean_catalogue.connect() as connection:
+        reason = connection.execute(text("SELECT reason FROM raw.quarantine")).scalar_one()
+    assert "decompression-bomb guard" in reason
+
+
+def test_untrusted_names_never_leave_the_archive(
+    clean_catalogue, settings, sample_archive, tmp_path
+):
+    archive = tmp_path / "archive"
+    shutil.copytree(sample_archive, archive)
+    outside = tmp_path / "secret.jpg"
+    shutil.copyfile(next(archive.rglob("*_UTC.jpg")), outside)
+    victim = _manifest(archive)[7]
+    link = archive / victim["file"]
+    link.unlink()
+    link.symlink_to(outside)  # a picture that points outside the archive
+    (archive / "..evil").mkdir()
+    (archive / "Not A User!").mkdir()
+    summary = import_archive(
+        archive, engine=clean_catalogue, store=ObjectStore.for_images(settings), workers=4
+    )
+    assert "Not A User!" in summary.skipped_accounts and "..evil" in summary.skipped_accounts
+    with clean_catalogue.connect() as connection:
+        reasons = connection.execute(text("SELECT input_ref, reason FROM raw.quarantine")).all()
+    assert any("outside the archive" in r.reason for r in reasons)
+
+
+def test_kill_during_import_then_rerun_completes_without_duplicates(
+    clean_catalogue, services, settings, sample_archive
+):
+    env = services.env()
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "import-archive",
+        str(sample_archive),
+        "--workers",
+        "2",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if _counts(clean_catalogue)["images"] >= 20:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = _counts(clean_catalogue)["images"]
+    assert 0 < partial < len(_manifest(sample_archive)), "the kill should land mid-import"
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    manifest = _manifest(sample_archive)
+    counts = _counts(clean_catalogue)
+    assert counts["images"] == len(manifest)
+    assert counts["posts"] == len({r["shortcode"] for r in manifest})
+    store = ObjectStore.for_images(settings)
+    with clean_catalogue.connect() as connection:
+        keys = connection.execute(text("SELECT DISTINCT object_key FROM raw.images")).scalars()
+        assert all(store.exists(key) for key in keys)  # no row without its picture
