@@ -20,11 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from instaloader.exceptions import InstaloaderException
 from sqlalchemy import Engine, text
 
 from pipeline.accounts import AccountError, normalise_username
 from pipeline.collect.posts import (
     CollectedImage,
+    CollectedPost,
     StoreOutcome,
     child_media_ids,
     from_instaloader,
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 SOURCE = "archive"
 POST_FILE = re.compile(r"^(?P<stem>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_UTC)\.json(\.xz)?$")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# What a damaged or hostile post file can raise while instaloader reads it.
+_UNREADABLE = (InstaloaderException, KeyError, ValueError, TypeError, OSError, EOFError)
 
 
 class ArchiveError(ValueError):
@@ -122,8 +126,7 @@ def import_archive(
     summary = ImportSummary()
     context = offline_context()
 
-    posts: list[_ArchivePost] = []
-    for folder in _profile_folders(root):
+    def register(folder: Path) -> list[_ArchivePost]:
         account = _register_account(
             folder,
             root=root,
@@ -134,22 +137,34 @@ def import_archive(
             summary=summary,
         )
         if account is None:
-            continue
+            return []
         name, account_id = account
-        summary.accounts.append(name)
-        posts += [
+        return [
             _ArchivePost(name, account_id, path)
             for path in sorted(folder.iterdir())
             if POST_FILE.match(path.name)
         ]
 
-    def load(item: _ArchivePost) -> StoreOutcome:
-        return _import_post(item, root=root, engine=engine, store=store, context=context)
-
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for outcome in pool.map(load, posts):
+        posts = [post for found in pool.map(register, _profile_folders(root)) for post in found]
+        summary.accounts = sorted({post.account for post in posts})
+        # Read every post file first, so one query tells which posts are new: their pictures go
+        # straight to the object store without a lookup each.
+        loaded = list(pool.map(lambda item: _load_post(item, root=root, context=context), posts))
+        stored_ids = _stored_post_ids(engine, [p.media_id for p in loaded if p is not None])
+
+        def load(pair: tuple[_ArchivePost, CollectedPost | None]) -> StoreOutcome:
+            item, collected = pair
+            if collected is None:
+                return _refuse_post(item, root=root, engine=engine, context=context)
+            return store_post(
+                engine=engine, store=store, account_id=item.account_id, account=item.account,
+                post=collected, known_new=collected.media_id not in stored_ids,
+            )  # fmt: skip
+
+        for outcome in pool.map(load, zip(posts, loaded, strict=True)):
             summary.add(outcome)
-            if progress and summary.posts_seen % 200 == 0:
+            if progress and summary.posts_seen % 500 == 0:
                 progress(summary)
 
     _record_success(engine, summary.accounts)
@@ -167,10 +182,13 @@ def _profile_folders(root: Path) -> Iterator[Path]:
 
 
 def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-    except ValueError:
-        return False
+    """Is `path` a regular file inside `root`? Folders come from listing `root` (never links), so
+    only a link can lead outside; only links are resolved (resolving every file costs)."""
+    if path.is_symlink():
+        try:
+            path.resolve().relative_to(root)
+        except ValueError:
+            return False
     return path.is_file()
 
 
@@ -184,7 +202,6 @@ def _register_account(
     allow_personal: bool,
     summary: ImportSummary,
 ) -> tuple[str, int] | None:
-    from instaloader.exceptions import InstaloaderException
     from instaloader.structures import Profile, load_structure_from_file
 
     relative = str(folder.relative_to(root)) or folder.name
@@ -247,39 +264,55 @@ def _register_account(
     return username, account_id
 
 
-def _import_post(
-    item: _ArchivePost, *, root: Path, engine: Engine, store: ObjectStore, context
-) -> StoreOutcome:
-    from instaloader.exceptions import InstaloaderException
+def _load_post(item: _ArchivePost, *, root: Path, context) -> CollectedPost | None:
+    """The post in a file, or None when it cannot be read (`_refuse_post` says why)."""
+    try:
+        return _read_post(item, root=root, context=context)
+    except _UNREADABLE:
+        return None
+
+
+def _read_post(item: _ArchivePost, *, root: Path, context) -> CollectedPost:
     from instaloader.structures import Post, load_structure_from_file
 
+    if not _inside(item.path, root):
+        raise ValueError("the file resolves outside the archive folder")
+    post = load_structure_from_file(context, str(item.path))
+    if not isinstance(post, Post):
+        raise ValueError(f"holds a {type(post).__name__}, not a Post")
+    stem = POST_FILE.match(item.path.name)["stem"]
+    images = _images(post, item.path.parent, stem, root)
+    return from_instaloader(post, images=images, source=SOURCE)
+
+
+def _refuse_post(item: _ArchivePost, *, root: Path, engine: Engine, context) -> StoreOutcome:
     relative = str(item.path.relative_to(root))
     try:
-        if not _inside(item.path, root):
-            raise ValueError("the file resolves outside the archive folder")
-        post = load_structure_from_file(context, str(item.path))
-        if not isinstance(post, Post):
-            raise ValueError(f"holds a {type(post).__name__}, not a Post")
-        stem = POST_FILE.match(item.path.name)["stem"]
-        images = _images(post, item.path.parent, stem, root)
-        collected = from_instaloader(post, images=images, source=SOURCE)
-    except (InstaloaderException, KeyError, ValueError, TypeError, OSError, EOFError) as exc:
+        _read_post(item, root=root, context=context)
+        reason = "unreadable post file"
+    except _UNREADABLE as exc:
         reason = f"unreadable post file: {type(exc).__name__}: {exc}"
-        with engine.begin() as connection:
-            quarantine(
-                connection=connection,
-                source=SOURCE,
-                input_ref=relative,
-                reason=reason[:500],
-                account=item.account,
-            )
-        outcome = StoreOutcome(images_quarantined=1)
-        outcome.refusals.append(f"{relative}: {reason}")
-        return outcome
-    return store_post(
-        engine=engine, store=store, account_id=item.account_id, account=item.account,
-        post=collected,
-    )  # fmt: skip
+    with engine.begin() as connection:
+        quarantine(
+            connection=connection,
+            source=SOURCE,
+            input_ref=relative,
+            reason=reason[:500],
+            account=item.account,
+        )
+    outcome = StoreOutcome(images_quarantined=1)
+    outcome.refusals.append(f"{relative}: {reason}")
+    return outcome
+
+
+def _stored_post_ids(engine: Engine, media_ids: list[int]) -> set[int]:
+    with engine.connect() as connection:
+        return set(
+            connection.execute(
+                text("SELECT media_id FROM raw.posts WHERE media_id = ANY(:ids)"),
+                {"ids": media_ids},
+            ).scalars()
+        )
 
 
 def _images(post, folder: Path, stem: str, root: Path) -> list[CollectedImage]:

@@ -13,9 +13,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from pipeline.collect.images import CheckedImage, ImageRefused, check_image
@@ -148,45 +149,101 @@ def quarantine(
     )
 
 
-_UPSERT_POST = text(
+_LOOKUP = text(
     """
-    INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, caption, hashtags,
-                           like_count, comment_count, media_type, location, node, source)
-    VALUES (:shortcode, :media_id, :account_id, :taken_at, :caption, :hashtags, :like_count,
-            :comment_count, :media_type, :location, :node, :source)
-    ON CONFLICT (media_id) DO UPDATE SET
-        caption = EXCLUDED.caption, hashtags = EXCLUDED.hashtags,
-        like_count = EXCLUDED.like_count, comment_count = EXCLUDED.comment_count,
-        location = EXCLUDED.location, node = EXCLUDED.node,
-        refreshed_at = now(), unavailable_since = NULL
-    WHERE (raw.posts.caption, raw.posts.hashtags, raw.posts.like_count, raw.posts.comment_count,
-           raw.posts.location, raw.posts.node, raw.posts.unavailable_since IS NULL)
-          IS DISTINCT FROM
-          (EXCLUDED.caption, EXCLUDED.hashtags, EXCLUDED.like_count, EXCLUDED.comment_count,
-           EXCLUDED.location, EXCLUDED.node, true)
-    RETURNING id, (xmax = 0) AS inserted
+    SELECT ARRAY(SELECT DISTINCT sha256 FROM raw.images WHERE sha256 = ANY(:shas)) AS known,
+           EXISTS (SELECT 1 FROM raw.posts WHERE media_id = :media_id) AS post_exists
     """
-).bindparams(bindparam("location", type_=JSONB), bindparam("node", type_=JSONB))
+)
 
-_UPSERT_IMAGE = text(
+_REMOVE_MISSING_SLIDES = text(
     """
-    INSERT INTO raw.images (media_id, post_id, position, is_video_cover, object_key, sha256,
-                            width, height, bytes, content_type)
-    VALUES (:media_id, :post_id, :position, :is_video_cover, :object_key, :sha256, :width,
-            :height, :bytes, :content_type)
-    ON CONFLICT (media_id) DO UPDATE SET
-        position = EXCLUDED.position, removed_at = NULL
-    WHERE (raw.images.position, raw.images.removed_at IS NULL)
-          IS DISTINCT FROM (EXCLUDED.position, true)
-    RETURNING (xmax = 0) AS inserted
+    UPDATE raw.images SET removed_at = now()
+    WHERE post_id = (SELECT id FROM raw.posts WHERE media_id = :media_id)
+      AND removed_at IS NULL AND NOT (media_id = ANY(:media_ids))
     """
 )
 
 
+@lru_cache(maxsize=32)
+def _upsert_statement(image_count: int) -> TextClause:
+    """The post and its images in one statement (one round trip per post).
+
+    A post whose fields did not change is not rewritten (`refreshed_at` keeps its value); its id
+    then comes from the second branch of `post`.
+    """
+    values = ",\n".join(
+        f"(:media_id_{i}, :position_{i}, :is_video_cover_{i}, :object_key_{i}, :sha256_{i}, "
+        f":width_{i}, :height_{i}, :bytes_{i}, :content_type_{i})"
+        for i in range(image_count)
+    )
+    images = (
+        f"""
+        , new_images AS (
+            INSERT INTO raw.images (media_id, post_id, position, is_video_cover, object_key,
+                                    sha256, width, height, bytes, content_type)
+            SELECT v.media_id, post.id, v.position, v.is_video_cover, v.object_key, v.sha256,
+                   v.width, v.height, v.bytes, v.content_type
+            FROM post, (VALUES {values}) AS v(media_id, position, is_video_cover, object_key,
+                                              sha256, width, height, bytes, content_type)
+            ON CONFLICT (media_id) DO UPDATE SET
+                position = EXCLUDED.position, removed_at = NULL
+            WHERE (raw.images.position, raw.images.removed_at IS NULL)
+                  IS DISTINCT FROM (EXCLUDED.position, true)
+            RETURNING (xmax = 0) AS inserted
+        )"""
+        if image_count
+        else ""
+    )
+    inserted_images = "(SELECT count(*) FROM new_images WHERE inserted)" if image_count else "0"
+    statement = text(
+        f"""
+        WITH changed AS (
+            INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, caption, hashtags,
+                                   like_count, comment_count, media_type, location, node, source)
+            VALUES (:shortcode, :media_id, :account_id, :taken_at, :caption, :hashtags,
+                    :like_count, :comment_count, :media_type, :location, :node, :source)
+            ON CONFLICT (media_id) DO UPDATE SET
+                caption = EXCLUDED.caption, hashtags = EXCLUDED.hashtags,
+                like_count = EXCLUDED.like_count, comment_count = EXCLUDED.comment_count,
+                location = EXCLUDED.location, node = EXCLUDED.node,
+                refreshed_at = now(), unavailable_since = NULL
+            WHERE (raw.posts.caption, raw.posts.hashtags, raw.posts.like_count,
+                   raw.posts.comment_count, raw.posts.location, raw.posts.node,
+                   raw.posts.unavailable_since IS NULL)
+                  IS DISTINCT FROM
+                  (EXCLUDED.caption, EXCLUDED.hashtags, EXCLUDED.like_count,
+                   EXCLUDED.comment_count, EXCLUDED.location, EXCLUDED.node, true)
+            RETURNING id, (xmax = 0) AS inserted, true AS updated
+        ), post AS (
+            SELECT id, inserted, updated FROM changed
+            UNION ALL
+            SELECT id, false, false FROM raw.posts
+            WHERE media_id = :media_id AND NOT EXISTS (SELECT 1 FROM changed)
+        ){images}
+        SELECT id, inserted, updated AND NOT inserted AS updated,
+               {inserted_images} AS images_inserted
+        FROM post
+        """
+    )
+    return statement.bindparams(bindparam("location", type_=JSONB), bindparam("node", type_=JSONB))
+
+
 def store_post(
-    *, engine: Engine, store: ObjectStore, account_id: int, account: str, post: CollectedPost
+    *,
+    engine: Engine,
+    store: ObjectStore,
+    account_id: int,
+    account: str,
+    post: CollectedPost,
+    known_new: bool = False,
 ) -> StoreOutcome:
-    """Check and store every picture of `post`, then upsert the post and its images."""
+    """Check and store every picture of `post`, then upsert the post and its images.
+
+    `known_new`: the caller checked that no row has this post, so the lookup of already stored
+    pictures is skipped and each picture is uploaded (an upload of content that is there already
+    rewrites the same key with the same bytes, so nothing is duplicated).
+    """
     outcome = StoreOutcome()
     ready: list[_ReadyImage] = []
     refused: list[tuple[CollectedImage, str, str | None, int | None]] = []
@@ -207,64 +264,60 @@ def store_post(
             continue
         ready.append(_ReadyImage(image, data, content_key(sha, checked.content_type), sha, checked))
 
-    known = _known_objects(engine, [r.sha256 for r in ready])
-    for item in ready:
-        if item.sha256 not in known:
-            stored = store.put_content(
-                item.data, content_type=item.checked.content_type, check_existing=False
-            )
-            outcome.objects_written += int(stored.created)
-
+    # One connection per post: the lookup, the uploads, then the rows. The transaction commits
+    # only after every object is written, so a row never points at a missing picture.
     with engine.begin() as connection:
-        row = connection.execute(
-            _UPSERT_POST,
-            {
-                "shortcode": post.shortcode,
-                "media_id": post.media_id,
-                "account_id": account_id,
-                "taken_at": post.taken_at,
-                "caption": post.caption,
-                "hashtags": post.hashtags,
-                "like_count": post.like_count,
-                "comment_count": post.comment_count,
-                "media_type": post.media_type,
-                "location": post.location,
-                "node": post.node,
-                "source": post.source,
-            },
-        ).first()
-        if row is None:
-            outcome.post_id = connection.execute(
-                text("SELECT id FROM raw.posts WHERE media_id = :m"), {"m": post.media_id}
-            ).scalar_one()
+        if known_new:
+            known, post_exists = set(), False
         else:
-            outcome.post_id = row.id
-            outcome.post_inserted, outcome.post_updated = row.inserted, not row.inserted
-        # Slides the shop removed leave the post (their labels stay with them); positions free.
-        connection.execute(
-            text(
-                "UPDATE raw.images SET removed_at = now() WHERE post_id = :post_id "
-                "AND removed_at IS NULL AND NOT (media_id = ANY(:media_ids))"
-            ),
-            {"post_id": outcome.post_id, "media_ids": [i.media_id for i in post.images]},
-        )
+            lookup = connection.execute(
+                _LOOKUP, {"shas": [r.sha256 for r in ready], "media_id": post.media_id}
+            ).one()
+            known, post_exists = set(lookup.known), lookup.post_exists
         for item in ready:
-            inserted = connection.execute(
-                _UPSERT_IMAGE,
+            if item.sha256 not in known:
+                stored = store.put_content(
+                    item.data, content_type=item.checked.content_type, check_existing=False
+                )
+                outcome.objects_written += int(stored.created)
+        if post_exists:
+            # Slides the shop removed leave the post (their labels stay with them).
+            connection.execute(
+                _REMOVE_MISSING_SLIDES,
+                {"media_id": post.media_id, "media_ids": [i.media_id for i in post.images]},
+            )
+        parameters: dict[str, Any] = {
+            "shortcode": post.shortcode,
+            "media_id": post.media_id,
+            "account_id": account_id,
+            "taken_at": post.taken_at,
+            "caption": post.caption,
+            "hashtags": post.hashtags,
+            "like_count": post.like_count,
+            "comment_count": post.comment_count,
+            "media_type": post.media_type,
+            "location": post.location,
+            "node": post.node,
+            "source": post.source,
+        }
+        for i, item in enumerate(ready):
+            parameters.update(
                 {
-                    "media_id": item.image.media_id,
-                    "post_id": outcome.post_id,
-                    "position": item.image.position,
-                    "is_video_cover": item.image.is_video_cover,
-                    "object_key": item.key,
-                    "sha256": item.sha256,
-                    "width": item.checked.width,
-                    "height": item.checked.height,
-                    "bytes": len(item.data),
-                    "content_type": item.checked.content_type,
-                },
-            ).scalar()
-            outcome.images_inserted += int(bool(inserted))
+                    f"media_id_{i}": item.image.media_id,
+                    f"position_{i}": item.image.position,
+                    f"is_video_cover_{i}": item.image.is_video_cover,
+                    f"object_key_{i}": item.key,
+                    f"sha256_{i}": item.sha256,
+                    f"width_{i}": item.checked.width,
+                    f"height_{i}": item.checked.height,
+                    f"bytes_{i}": len(item.data),
+                    f"content_type_{i}": item.checked.content_type,
+                }
+            )
+        row = connection.execute(_upsert_statement(len(ready)), parameters).one()
+        outcome.post_id = row.id
+        outcome.post_inserted, outcome.post_updated = row.inserted, row.updated
+        outcome.images_inserted = row.images_inserted
         for image, reason, sha, size in refused:
             quarantine(
                 connection=connection,
@@ -282,19 +335,6 @@ def store_post(
     return outcome
 
 
-def _known_objects(engine: Engine, shas: list[str]) -> set[str]:
-    """Pictures already referenced by a row: their object exists (objects are written first)."""
-    if not shas:
-        return set()
-    with engine.connect() as connection:
-        return set(
-            connection.execute(
-                text("SELECT DISTINCT sha256 FROM raw.images WHERE sha256 = ANY(:shas)"),
-                {"shas": shas},
-            ).scalars()
-        )
-
-
 MEDIA_TYPES = {"GraphImage": "image", "GraphSidecar": "sidecar", "GraphVideo": "video"}
 
 
@@ -306,11 +346,10 @@ def child_media_ids(node: dict[str, Any]) -> list[int]:
 
 def from_instaloader(post: Any, *, images: Sequence[CollectedImage], source: str) -> CollectedPost:
     """A `CollectedPost` from an instaloader `Post` (live or loaded from an archive file)."""
-    taken_at = post.date_utc.replace(tzinfo=UTC)
     return CollectedPost(
         shortcode=post.shortcode,
         media_id=post.mediaid,
-        taken_at=taken_at,
+        taken_at=post.date_utc.replace(tzinfo=UTC),
         media_type=MEDIA_TYPES.get(post.typename, "image"),
         caption=post.caption,
         hashtags=post.caption_hashtags,

@@ -1,0 +1,286 @@
+"""Archive import throughput against the raw bound measured in the same run.
+
+    .venv/bin/python bench/archive_import.py --size 10000                     # 60x80 photos
+    .venv/bin/python bench/archive_import.py --size 10000 --image-size 1080x1350
+
+Uses the configured services (CATALOGUE_DATABASE_URL / CATALOGUE_S3_*, or the local stack from
+`catalogue up --no-airflow`), in a scratch database and scratch buckets that are removed afterwards.
+
+The bound is the raw cost of the same work with the same concurrency: PUT every picture's bytes to
+the S3 server, plus INSERT the same post and image rows into Postgres (one transaction per post,
+no checks, no upsert logic). Import throughput is reported as a ratio of that bound; target >= 0.6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from pipeline.collect.archive import import_archive  # noqa: E402
+from pipeline.config import load_settings  # noqa: E402
+from pipeline.db import get_engine  # noqa: E402
+from pipeline.db.migrate import upgrade  # noqa: E402
+from pipeline.samples import generate_sample_accounts  # noqa: E402
+from pipeline.storage import ObjectStore  # noqa: E402
+
+
+def _scratch_database(settings) -> tuple[str, object]:
+    name = f"catalogue_bench_{secrets.token_hex(4)}"
+    admin = create_engine(
+        settings.database_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    engine = get_engine(settings.database_url.set(database=name))
+    upgrade(engine, role_names=settings.role_names)
+    return name, engine
+
+
+def _drop_database(settings, name: str) -> None:
+    from pipeline.db.session import _engine
+
+    _engine.cache_clear()
+    admin = create_engine(
+        settings.database_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _store(settings, bucket: str) -> ObjectStore:
+    store = ObjectStore(
+        endpoint=settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        bucket=bucket,
+        region=settings.s3_region,
+    )
+    store.ensure_bucket()
+    return store
+
+
+def _empty_bucket(store: ObjectStore) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda o: store.delete(o.key), store.list("")))
+    store._client.remove_bucket(store.bucket)
+
+
+def measure_put(store: ObjectStore, files: list[Path], workers: int, *, prefix: str) -> float:
+    def put(path: Path) -> None:
+        data = path.read_bytes()
+        key = f"{prefix}/{hashlib.sha256(data).hexdigest()}.jpg"
+        store._client.put_object(
+            store.bucket, key, io.BytesIO(data), len(data), content_type="image/jpeg"
+        )
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(put, files))
+    return time.perf_counter() - started
+
+
+def load_rows(archive: Path, posts: dict[str, list[dict]]) -> list[tuple[dict, list[dict]]]:
+    """The same post rows the import writes (node JSON, caption, hashtags), read beforehand."""
+    from instaloader.structures import load_structure_from_file
+
+    from pipeline.collect.archive import POST_FILE, offline_context
+    from pipeline.collect.posts import from_instaloader
+
+    context = offline_context()
+    by_shortcode = {}
+    for path in archive.glob("*/*_UTC.json.xz"):
+        if POST_FILE.match(path.name):
+            post = from_instaloader(
+                load_structure_from_file(context, str(path)), images=[], source="archive"
+            )
+            by_shortcode[post.shortcode] = post
+    return [(by_shortcode[shortcode], images) for shortcode, images in posts.items()]
+
+
+def measure_insert(engine, rows: list[tuple[object, list[dict]]], workers: int) -> float:
+    """One transaction per post: a plain INSERT of the post row, then of each image row."""
+    from sqlalchemy import bindparam
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    with engine.begin() as connection:
+        account_id = connection.execute(
+            text("INSERT INTO raw.accounts (username) VALUES ('bound') RETURNING id")
+        ).scalar_one()
+    insert_post = text(
+        "INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, caption, hashtags, "
+        "like_count, comment_count, media_type, location, node, source) VALUES (:shortcode, "
+        ":media_id, :account_id, :taken_at, :caption, :hashtags, :like_count, :comment_count, "
+        ":media_type, :location, :node, 'archive') RETURNING id"
+    ).bindparams(bindparam("location", type_=JSONB), bindparam("node", type_=JSONB))
+    insert_image = text(
+        "INSERT INTO raw.images (media_id, post_id, position, object_key, sha256, width, height, "
+        "bytes, content_type) VALUES (:m, :p, :pos, :key, :sha, 60, 80, 1500, 'image/jpeg')"
+    )
+
+    def insert(item) -> None:
+        post, images = item
+        with engine.begin() as connection:
+            post_id = connection.execute(
+                insert_post,
+                {
+                    "shortcode": post.shortcode,
+                    "media_id": post.media_id,
+                    "account_id": account_id,
+                    "taken_at": post.taken_at,
+                    "caption": post.caption,
+                    "hashtags": post.hashtags,
+                    "like_count": post.like_count,
+                    "comment_count": post.comment_count,
+                    "media_type": post.media_type,
+                    "location": post.location,
+                    "node": post.node,
+                },
+            ).scalar_one()
+            for image in images:
+                connection.execute(
+                    insert_image,
+                    {
+                        "m": int(image["media_id"]),
+                        "p": post_id,
+                        "pos": int(image["position"]),
+                        "key": f"images/{image['media_id']}.jpg",
+                        "sha": "0" * 64,
+                    },
+                )
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(insert, rows))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=10_000, help="product photos (default 10000)")
+    parser.add_argument("--image-size", help="re-encode to WIDTHxHEIGHT, e.g. 1080x1350")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--archive", type=Path, help="reuse a generated archive folder")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args()
+
+    settings = load_settings()
+    image_size = tuple(int(v) for v in args.image_size.split("x")) if args.image_size else None
+    work = Path(tempfile.mkdtemp(prefix="bench-archive-"))
+    archive = args.archive
+    if archive is None:
+        archive = work / "archive"
+        started = time.perf_counter()
+        generate_sample_accounts(
+            settings.dataset_dir, archive, size=args.size, seed=7, image_size=image_size
+        )
+        print(f"generated the archive in {time.perf_counter() - started:.1f}s", flush=True)
+    with (archive / "manifest.csv").open() as handle:
+        manifest = list(csv.DictReader(handle))
+    files = [archive / row["file"] for row in manifest]
+    posts: dict[str, list[dict]] = defaultdict(list)
+    for row in manifest:
+        posts[row["shortcode"]].append(row)
+    total_bytes = sum(f.stat().st_size for f in files)
+    token = secrets.token_hex(3)
+
+    # The bound: raw PUTs and raw INSERTs of the same data with the same concurrency, measured
+    # before and after the import (the S3 server warms up as its volumes grow); the faster of the
+    # two counts, so the ratio is conservative. Everything goes to one scratch bucket.
+    store = _store(settings, f"bench-{token}")
+    rows = load_rows(archive, posts)
+    put_runs, insert_runs = [], []
+
+    def measure_bound(run: int) -> None:
+        db, engine = _scratch_database(settings)
+        try:
+            put_runs.append(measure_put(store, files, args.workers, prefix=f"bound{run}"))
+            insert_runs.append(measure_insert(engine, rows, args.workers))
+        finally:
+            _drop_database(settings, db)
+        print(
+            f"bound run {run}: PUT {len(files) / put_runs[-1]:.0f} img/s, "
+            f"INSERT {len(files) / insert_runs[-1]:.0f} img/s",
+            flush=True,
+        )
+
+    try:
+        measure_bound(1)
+        db, engine = _scratch_database(settings)
+        try:
+            started = time.perf_counter()
+            summary = import_archive(archive, engine=engine, store=store, workers=args.workers)
+            import_s = time.perf_counter() - started
+            assert summary.images_new == len(files), (summary, len(files))
+            assert summary.quarantined == 0
+        finally:
+            _drop_database(settings, db)
+        print(f"import: {len(files) / import_s:.0f} img/s", flush=True)
+        measure_bound(2)
+    finally:
+        _empty_bucket(store)
+    put_s, insert_s = min(put_runs), min(insert_runs)
+
+    bound_rate = len(files) / (put_s + insert_s)
+    import_rate = len(files) / import_s
+    result = {
+        "benchmark": "archive_import",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "data": {
+            "images": len(files),
+            "posts": len(posts),
+            "bytes": total_bytes,
+            "image_size": args.image_size or "native (60x80)",
+            "source": str(settings.dataset_dir),
+            "seed": 7,
+        },
+        "workers": args.workers,
+        "bound": {
+            "put_seconds": round(put_s, 2),
+            "insert_seconds": round(insert_s, 2),
+            "put_images_per_s": round(len(files) / put_s, 1),
+            "insert_images_per_s": round(len(files) / insert_s, 1),
+            "images_per_s": round(bound_rate, 1),
+        },
+        "import": {"seconds": round(import_s, 2), "images_per_s": round(import_rate, 1)},
+        "ratio": round(import_rate / bound_rate, 3),
+        "target_ratio": 0.6,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    variant = (args.image_size or "native").replace("x", "x")
+    path = args.out / f"archive_import-{variant}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
