@@ -221,6 +221,27 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from pipeline.collect.purge import purge
+    from pipeline.db import get_engine
+    from pipeline.storage import ObjectStore
+
+    settings = load_settings()
+    outcome = purge(
+        engine=get_engine(settings.database_url),
+        store=ObjectStore.for_images(settings),
+        target=args.target,
+        reason=args.reason,
+        requested_by=settings.moderator,
+    )
+    _say(
+        f"purged {outcome.target_kind} {outcome.target}: {outcome.posts} posts, "
+        f"{outcome.images} images, {outcome.objects_deleted} objects deleted "
+        "(audit record in raw.purges)"
+    )
+    return EXIT_OK
+
+
 # -- the demo ---------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     """Bring the stack up and show that every part answers (later stages join as they land)."""
@@ -325,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     archive.add_argument(
         "--allow-personal", action="store_true", help="import personal (non-business) accounts too"
     )
+    purge = add(
+        "purge",
+        cmd_purge,
+        "Takedown: delete an account's (or one post's) rows and pictures, leaving an audit "
+        "record in raw.purges.",
+    )
+    purge.add_argument("target", metavar="ACCOUNT|SHORTCODE")
+    purge.add_argument("--reason", help="why (e.g. the takedown request's reference)")
     samples = add(
         "samples",
         cmd_samples,

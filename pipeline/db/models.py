@@ -209,6 +209,28 @@ class QuarantinedInput(Base):
     last_seen_at: Mapped[datetime] = created_at_column()
 
 
+class Purge(Base):
+    """The audit record of a takedown: what was deleted, for whom, by whom."""
+
+    __tablename__ = "purges"
+    __table_args__ = (
+        CheckConstraint("target_kind IN ('account', 'post')", name="target_kind"),
+        {"schema": "raw"},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    target_kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    target: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(
+        Text, nullable=False, server_default=text("current_user")
+    )
+    posts: Mapped[int] = mapped_column(Integer, nullable=False)
+    images: Mapped[int] = mapped_column(Integer, nullable=False)
+    objects_deleted: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+
 # -- catalogue ----------------------------------------------------------------------------------
 class TaxonomyVersion(Base):
     """One loaded version of the colour/category taxonomy (a YAML document), by content hash."""

@@ -249,3 +249,84 @@ def test_kill_during_import_then_rerun_completes_without_duplicates(
     with clean_catalogue.connect() as connection:
         keys = connection.execute(text("SELECT DISTINCT object_key FROM raw.images")).scalars()
         assert all(store.exists(key) for key in keys)  # no row without its picture
+
+
+def test_purge_an_account_deletes_rows_and_pictures_and_keeps_an_audit_record(
+    clean_catalogue, settings, sample_archive, services
+):
+    store = ObjectStore.for_images(settings)
+    import_archive(sample_archive, engine=clean_catalogue, store=store, workers=4)
+    manifest = _manifest(sample_archive)
+    account = manifest[0]["account"]
+    with clean_catalogue.connect() as connection:
+        keys = (
+            connection.execute(
+                text(
+                    "SELECT i.object_key FROM raw.images i JOIN raw.posts p ON p.id = i.post_id "
+                    "JOIN raw.accounts a ON a.id = p.account_id WHERE a.username = :u"
+                ),
+                {"u": account},
+            )
+            .scalars()
+            .all()
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "purge", account, "--reason", "takedown #1"],
+        env=services.env(CATALOGUE_MODERATOR="legal-team"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert keys and not any(store.exists(key) for key in keys)
+    with clean_catalogue.connect() as connection:
+        assert (
+            connection.execute(
+                text("SELECT count(*) FROM raw.accounts WHERE username = :u"), {"u": account}
+            ).scalar_one()
+            == 0
+        )
+        audit = connection.execute(text("SELECT * FROM raw.purges")).one()
+    assert (audit.target_kind, audit.target, audit.requested_by) == (
+        "account",
+        account,
+        "legal-team",
+    )
+    assert audit.images == len(keys) and audit.reason == "takedown #1"
+    others = [r for r in manifest if r["account"] != account]
+    assert _counts(clean_catalogue)["images"] == len(others)
+
+    unknown = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "purge", account],
+        env=services.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unknown.returncode == 1 and "neither a collected post" in unknown.stderr
+
+
+def test_purge_one_post_keeps_a_picture_another_post_shares(
+    clean_catalogue, settings, sample_archive, tmp_path
+):
+    from pipeline.collect.purge import purge
+
+    archive = tmp_path / "archive"
+    shutil.copytree(sample_archive, archive)
+    manifest = _manifest(archive)
+    first = next(r for r in manifest if r["position"] == "0")
+    second = next(r for r in manifest if r["account"] != first["account"])
+    shutil.copyfile(archive / first["file"], archive / second["file"])
+    store = ObjectStore.for_images(settings)
+    import_archive(archive, engine=clean_catalogue, store=store, workers=4)
+    outcome = purge(engine=clean_catalogue, store=store, target=first["shortcode"])
+    assert outcome.target_kind == "post" and outcome.objects_deleted == 0
+    with clean_catalogue.connect() as connection:
+        key = connection.execute(
+            text(
+                "SELECT i.object_key FROM raw.images i JOIN raw.posts p ON p.id = i.post_id "
+                "WHERE p.shortcode = :s AND i.position = :pos"
+            ),
+            {"s": second["shortcode"], "pos": int(second["position"])},
+        ).scalar_one()
+    assert store.exists(key)  # the other account's post still shows the same picture
