@@ -244,24 +244,69 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 # -- the demo ---------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Bring the stack up and show that every part answers (later stages join as they land)."""
+    """The product end to end on embedded defaults, as far as it is built: stack, samples, import."""
+
     from infra.local_stack import LocalStack
+    from pipeline.collect.archive import import_archive
+    from pipeline.db import get_engine
+    from pipeline.samples import generate_sample_accounts
+    from pipeline.storage import ObjectStore
 
     settings = Settings.from_env()
-    _say("== starting the local stack (Postgres, S3, Airflow)")
+    _say("== 1/3 starting the local stack (Postgres, S3, Airflow)")
     statuses = LocalStack(settings, progress=_say).up(airflow=not args.no_airflow)
     _print_status(statuses)
-    _say("== checking the catalogue")
-    code = cmd_check(args)
-    airflow = next(s for s in statuses if s.name == "airflow")
+    settings = settings.with_local_services()
+
+    _say(f"== 2/3 sample business accounts from {settings.dataset_dir}")
+    if not (settings.dataset_dir / "styles.csv").exists():
+        _say(
+            f"the fashion product photos are not at {settings.dataset_dir}: download Kaggle's "
+            "'Fashion Product Images (Small)' (images/<id>.jpg + styles.csv) and set "
+            "CATALOGUE_DATASET_DIR to its folder, then run `make demo` again"
+        )
+        return EXIT_FAILED
+    archive = settings.state_dir / "samples" / f"size-{args.size}"
+    if not (archive / "manifest.csv").exists():
+        summary = generate_sample_accounts(settings.dataset_dir, archive, size=args.size)
+        _say(f"wrote {summary.accounts} accounts, {summary.posts} posts, {summary.images} images")
+    else:
+        _say(f"reusing {archive}")
+
+    _say("== 3/3 importing them as an instaloader archive")
+    engine = get_engine(settings.database_url)
+    imported = import_archive(
+        archive,
+        engine=engine,
+        store=ObjectStore.for_images(settings),
+        progress=lambda s: _say(f"  {s.posts_seen} posts, {s.images_new} new images"),
+    )
+    _say(
+        f"{imported.posts_seen} posts ({imported.posts_new} new), {imported.images_new} new "
+        f"images, {imported.quarantined} quarantined, in {imported.seconds:.1f}s"
+    )
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        accounts, posts, images = connection.execute(
+            text(
+                "SELECT (SELECT count(*) FROM raw.accounts), (SELECT count(*) FROM raw.posts), "
+                "(SELECT count(*) FROM raw.images WHERE removed_at IS NULL)"
+            )
+        ).one()
     _say("")
+    _say(f"catalogue: {accounts} accounts, {posts} posts, {images} images")
     _say("next:")
+    airflow = next(s for s in statuses if s.name == "airflow")
     if airflow.healthy:
         _say(f"  Airflow UI   {airflow.url}  ({airflow.detail})")
-    _say("  SQL          catalogue sql  -- or psql with the URL above; try")
-    _say("               SELECT account, colour, category FROM marketplace.products LIMIT 10;")
-    _say("  stop         catalogue down")
-    return code
+    _say("  accounts     .venv/bin/catalogue accounts list")
+    _say(
+        '  SQL          .venv/bin/catalogue sql "SELECT a.username, count(*) FROM raw.posts p '
+        'JOIN raw.accounts a ON a.id = p.account_id GROUP BY 1 ORDER BY 2 DESC LIMIT 5"'
+    )
+    _say("  stop         .venv/bin/catalogue down")
+    return EXIT_OK
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -369,9 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add(
         "demo",
         cmd_demo,
-        "Run the product end to end on embedded defaults (today: start the stack, migrate, check).",
+        "Run the product end to end on embedded defaults: start the stack, generate sample "
+        "business accounts from the fashion product photos, import them (collection, moderation, "
+        "training and prediction join as they are built).",
     )
     demo.add_argument("--no-airflow", action="store_true", help="skip Airflow")
+    demo.add_argument("--size", type=int, default=2000, help="product photos to use (default 2000)")
     sql = add("sql", cmd_sql, "Run one SQL statement against the catalogue and print the rows.")
     sql.add_argument("query")
     return parser
