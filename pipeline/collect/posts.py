@@ -25,6 +25,11 @@ from pipeline.storage import ObjectStore, content_key, sha256_of
 log = logging.getLogger(__name__)
 
 
+class ImageDownloadFailed(RuntimeError):
+    """A picture could not be fetched (a transient failure, not bad content): its post is not
+    stored, so the next run fetches it again."""
+
+
 @dataclass(frozen=True)
 class CollectedImage:
     """One picture of a post, not yet fetched: `read()` returns its bytes."""

@@ -231,6 +231,21 @@ class Purge(Base):
     created_at: Mapped[datetime] = created_at_column()
 
 
+class InstagramRequest(Base):
+    """One request the rate controller let through: its sliding windows survive processes."""
+
+    __tablename__ = "instagram_requests"
+    __table_args__ = (
+        Index("ix_instagram_requests_session_requested_at", "session", "requested_at"),
+        {"schema": "raw"},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    session: Mapped[str] = mapped_column(Text, nullable=False)
+    query_type: Mapped[str] = mapped_column(Text, nullable=False)
+    requested_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+
+
 # -- catalogue ----------------------------------------------------------------------------------
 class TaxonomyVersion(Base):
     """One loaded version of the colour/category taxonomy (a YAML document), by content hash."""

@@ -12,7 +12,7 @@ from pipeline.db.migrate import current_revision, downgrade, head_revision, upgr
 from pipeline.db.models import SCHEMAS, Base
 
 EXPECTED_TABLES = {
-    "raw": {"accounts", "posts", "images", "quarantine", "purges"},
+    "raw": {"accounts", "posts", "images", "quarantine", "purges", "instagram_requests"},
     "catalogue": {"taxonomy_versions"},
     "marketplace": {"products", "product_attributes"},
 }
