@@ -188,6 +188,56 @@ def cmd_import_archive(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from pipeline.collect.instagram import (
+        CollectOptions,
+        collect_account,
+        enabled_accounts,
+        make_loader,
+    )
+    from pipeline.db import get_engine
+    from pipeline.storage import ObjectStore
+
+    settings = load_settings()
+    engine = get_engine(settings.database_url)
+    store = ObjectStore.for_images(settings)
+    store.check()
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since).replace(tzinfo=UTC)
+        except ValueError:
+            raise ConfigError(
+                "--since", f"'{args.since}' is not a date", "Use YYYY-MM-DD."
+            ) from None
+    options = CollectOptions(max_posts=args.max_posts, since=since, refresh_days=args.refresh_days)
+    loader = make_loader(
+        engine=engine,
+        session_file=settings.instagram_session_file,
+        username=settings.instagram_username,
+    )
+    accounts = enabled_accounts(engine, args.accounts)
+    if not accounts:
+        _say("no enabled accounts: `catalogue accounts add USERNAME`")
+    failed = 0
+    for name in accounts:  # one at a time: never two accounts at once against Instagram
+        run = collect_account(engine=engine, store=store, loader=loader, username=name,
+                              options=options)  # fmt: skip
+        line = (
+            f"{name}: {run.status}, {run.posts_new} new posts, {run.posts_refreshed} refreshed, "
+            f"{run.images_new} new images, {run.quarantined} quarantined"
+        )
+        if run.backfill_pending:
+            line += ", backfill continues next run"
+        if run.reason:
+            line += f" ({run.reason})"
+        _say(line)
+        failed += int(run.status in ("blocked", "failing"))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def cmd_samples(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -373,6 +423,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-personal",
         action="store_true",
         help="with add: collect it even if it is not a business account",
+    )
+    collect = add(
+        "collect",
+        cmd_collect,
+        "Collect the new posts of enabled accounts from Instagram, one account at a time, "
+        "through instaloader; anonymous unless CATALOGUE_INSTAGRAM_SESSION_FILE is set.",
+    )
+    collect.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="default: every enabled")
+    collect.add_argument(
+        "--max-posts",
+        type=int,
+        help="new posts per account this run; the rest is backfilled next runs",
+    )
+    collect.add_argument("--since", help="backfill no further back than this date (YYYY-MM-DD)")
+    collect.add_argument(
+        "--refresh-days",
+        type=int,
+        default=3,
+        help="refresh likes/comments and notice deletions this far back (3)",
     )
     archive = add(
         "import-archive",

@@ -60,6 +60,8 @@ class Settings:
     airflow_port: int = 8080
     airflow_database_url: URL | None = None
     moderator: str | None = None
+    instagram_session_file: Path | None = None
+    instagram_username: str | None = None
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -139,7 +141,15 @@ class Settings:
                 "CATALOGUE_AIRFLOW_DATABASE_URL", get("CATALOGUE_AIRFLOW_DATABASE_URL")
             ),
             moderator=get("CATALOGUE_MODERATOR"),
+            instagram_session_file=_session_file(get("CATALOGUE_INSTAGRAM_SESSION_FILE")),
+            instagram_username=get("CATALOGUE_INSTAGRAM_USERNAME"),
         )
+        if settings.instagram_session_file and not settings.instagram_username:
+            raise ConfigError(
+                "CATALOGUE_INSTAGRAM_USERNAME",
+                "is not set but CATALOGUE_INSTAGRAM_SESSION_FILE is",
+                "Set the Instagram login whose session the file holds.",
+            )
         if environment == "production":
             settings._refuse_development_defaults()
         return settings
@@ -276,6 +286,20 @@ def _s3_endpoint(name: str, value: str | None) -> str | None:
             "Give only the scheme, host and port, e.g. http://127.0.0.1:8333.",
         )
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _session_file(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            "CATALOGUE_INSTAGRAM_SESSION_FILE",
+            f"{path} is not a file",
+            "Create it with `instaloader --login USER` (it writes the session file) or unset the "
+            "variable to collect anonymously.",
+        )
+    return path
 
 
 def _bucket(name: str, value: str | None) -> str | None:

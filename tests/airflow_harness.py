@@ -26,6 +26,16 @@ if len(sys.argv) > 2:
     result["state"] = str(run.state)
     result["tasks"] = {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
                        for ti in run.get_task_instances()}
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    with create_session() as session:
+        result["asset_events"] = [
+            {"uri": uri, "source_dag_id": event.source_dag_id, "source_run_id": event.source_run_id,
+             "source_map_index": event.source_map_index}
+            for event, uri in session.query(AssetEvent, AssetModel.uri)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .filter(AssetEvent.source_run_id == run.run_id)
+        ]
 print("RESULT " + json.dumps(result))
 """
 

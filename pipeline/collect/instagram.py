@@ -528,3 +528,50 @@ def _record_failure(
             ),
             {"status": status, "reason": reason, "now": now, "id": account_id},
         )
+
+
+# -- running it -------------------------------------------------------------------------------------
+def make_loader(
+    *,
+    engine: Engine,
+    session_file: Any = None,
+    username: str | None = None,
+    rate_controller: Callable[[Any], Any] | None = None,
+) -> Any:
+    """An instaloader that downloads nothing itself, its request history kept in Postgres, logged
+    in from a session file when one is given (anonymous otherwise)."""
+    import instaloader
+
+    from pipeline.collect.rate_limits import PersistentRateController
+
+    session = username or "anonymous"
+    loader = instaloader.Instaloader(
+        quiet=True,
+        download_pictures=False,
+        download_videos=False,
+        download_video_thumbnails=False,
+        save_metadata=False,
+        max_connection_attempts=3,
+        rate_controller=rate_controller
+        or (lambda context: PersistentRateController(context, engine=engine, session=session)),
+    )
+    if session_file is not None:
+        loader.load_session_from_file(username, str(session_file))
+    return loader
+
+
+def enabled_accounts(engine: Engine, only: list[str] | None = None) -> list[str]:
+    with engine.connect() as connection:
+        names = connection.execute(
+            text("SELECT username FROM raw.accounts WHERE enabled ORDER BY username")
+        ).scalars()
+        enabled = list(names)
+    if only:
+        wanted = [normalise_username(name) for name in only]
+        unknown = sorted(set(wanted) - set(enabled))
+        if unknown:
+            raise UnknownAccount(
+                f"not registered or disabled: {', '.join(unknown)} (see `catalogue accounts list`)"
+            )
+        return wanted
+    return enabled

@@ -23,3 +23,30 @@ def test_catalogue_check_fails_when_a_bucket_is_missing(airflow):
     assert result["state"] == "failed"
     assert result["tasks"]["check_database"] == "success"
     assert result["tasks"]["check_buckets"] == "failed"
+
+
+def test_collect_posts_imports_the_sample_accounts_one_mapped_task_each(
+    airflow, migrated, dataset, tmp_path
+):
+    from sqlalchemy import text
+
+    from pipeline.samples import generate_sample_accounts
+
+    with migrated.begin() as connection:
+        connection.execute(text("TRUNCATE raw.accounts, raw.quarantine CASCADE"))
+    archive = tmp_path / "archive"
+    summary = generate_sample_accounts(dataset, archive, size=15, seed=3)
+    accounts = sorted(p.name for p in archive.iterdir() if p.is_dir())
+
+    result = run_dags(airflow, "collect_posts", {"archive_dir": str(archive)})
+    assert result["state"] == "success", result
+    mapped = {k: v for k, v in result["tasks"].items() if k.startswith("collect[")}
+    assert len(mapped) == len(accounts) == summary.accounts
+    assert set(mapped.values()) == {"success"}
+    events = [e for e in result["asset_events"] if e["uri"] == "catalogue://raw/images"]
+    assert len(events) == len(accounts)  # one announcement per account's task
+    with migrated.connect() as connection:
+        posts, images = connection.execute(
+            text("SELECT (SELECT count(*) FROM raw.posts), (SELECT count(*) FROM raw.images)")
+        ).one()
+    assert (posts, images) == (summary.posts, summary.images)
