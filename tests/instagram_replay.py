@@ -263,7 +263,7 @@ class InstagramReplay:
         self._mock.stop()
         self._mock.reset()
 
-    # -- what the tests see and do ------------------------------------------------------------------
+    # -- what the tests see and do -----------------------------------------------------------------
     def count(self, kind: str) -> int:
         """How many requests of this kind were answered so far."""
         return sum(r.kind == kind for r in self.requests)
@@ -320,7 +320,7 @@ class InstagramReplay:
                 return post
         raise KeyError(f"{account.username} has no post {shortcode}")
 
-    # -- routing ------------------------------------------------------------------------------------
+    # -- routing -----------------------------------------------------------------------------------
     def _respond(self, request: requests.PreparedRequest) -> _Answer:
         with self._lock:
             kind, answer = self._route(request)
@@ -378,9 +378,10 @@ class InstagramReplay:
             return "profile_info", lambda: self._profile_query(variables, web_api=web_api)
         return "other", lambda: _body(404, f"the Instagram replay has no doc_id {doc_id!r}")
 
-    # -- www.instagram.com pages --------------------------------------------------------------------
+    # -- www.instagram.com pages -------------------------------------------------------------------
     def _start_page(self, request: requests.PreparedRequest) -> _Answer:
-        """The start page: tokens for `InstaloaderContext._web_api_tokens`, cookie for `_csrf_token`.
+        """The start page: the tokens `InstaloaderContext._web_api_tokens` reads, and the cookie
+        `_csrf_token` wants.
 
         Logged out it has no `DTSGInitialData`, and `IG_USER_EIMU` is 0.
         """
@@ -434,7 +435,7 @@ class InstagramReplay:
         return 200, {"Content-Type": "text/html; charset=utf-8"}, html.encode()
 
     def _web_profile_info(self, username: str) -> _Answer:
-        """`api/v1/users/web_profile_info/`: the legacy profile node (`Profile._obtain_metadata`)."""
+        """`api/v1/users/web_profile_info/`: the legacy node (`Profile._obtain_metadata`)."""
         account = self._accounts.get(username.lower())
         if account is None:
             return _body(404, {"message": "User not found", "status": "fail"})
@@ -472,7 +473,7 @@ class InstagramReplay:
         }
         return _body(200, {"data": {"user": user}, "status": "ok"})
 
-    # -- GraphQL ------------------------------------------------------------------------------------
+    # -- GraphQL -----------------------------------------------------------------------------------
     def _timeline_anonymous(self, variables: dict[str, Any]) -> _Answer:
         """doc_id 28904005159232689: `d["data"]["node"]["polaris_ordered_timeline_connection"]`."""
         account = next(
@@ -494,8 +495,9 @@ class InstagramReplay:
         return _body(200, {"data": {"node": node}, "extensions": {"is_final": True}})
 
     def _timeline_logged_in(self, variables: dict[str, Any]) -> _Answer:
-        """doc_id 29104886249145907: `d["data"]["xdt_api__v1__feed__user_timeline_graphql_connection"]`
-        whose nodes are iPhone media structs (`Post.from_iphone_struct`)."""
+        """doc_id 29104886249145907:
+        `d["data"]["xdt_api__v1__feed__user_timeline_graphql_connection"]`, whose nodes are iPhone
+        media structs (`Post.from_iphone_struct`)."""
         account = self._accounts.get(str(variables.get("username", "")).lower())
         if account is None or account.is_private:
             connection: dict[str, Any] = {
@@ -520,7 +522,9 @@ class InstagramReplay:
         # The viewer, logged in or not, follows no one: a private account's posts are not shown.
         if found is not None and not found[0].is_private:
             items = [_media(*found)]
-        body: dict[str, Any] = {"data": {"xdt_api__v1__media__shortcode__web_info": {"items": items}}}
+        body: dict[str, Any] = {
+            "data": {"xdt_api__v1__media__shortcode__web_info": {"items": items}}
+        }
         body["extensions"] = {"is_final": True}
         if not web_api:
             body["status"] = "ok"  # graphql/query answers carry a status
@@ -608,7 +612,7 @@ class InstagramReplay:
             },
         }
 
-    # -- the CDN ------------------------------------------------------------------------------------
+    # -- the CDN -----------------------------------------------------------------------------------
     def _media_file(self, media_id: int, kind: str) -> _Answer:
         """A picture (`InstaloaderContext.get_raw`, `Instaloader.download_pic`) or a video."""
         if media_id not in self._removed_media:
@@ -629,7 +633,7 @@ class InstagramReplay:
         return None
 
 
-# -- response bodies --------------------------------------------------------------------------------
+# -- response bodies -------------------------------------------------------------------------------
 def _media(account: ReplayAccount, post: ReplayPost) -> dict[str, Any]:
     """An Instagram media struct (XDTMediaDict), the shape of the logged-in timeline's nodes
     (`Post.from_iphone_struct`), of `xdt_api__v1__media__shortcode__web_info.items[0]`
@@ -668,9 +672,7 @@ def _media(account: ReplayAccount, post: ReplayPost) -> dict[str, Any]:
         "original_width": cover.width,
         "original_height": cover.height,
         "image_versions2": {"candidates": [_candidate(cover)]},
-        "location": (
-            {"pk": str(post.location["id"]), **post.location} if post.location else None
-        ),
+        "location": ({"pk": str(post.location["id"]), **post.location} if post.location else None),
         "timeline_pinned_user_ids": [account.profile_id] if post.pinned else [],
         "usertags": None,
         "carousel_media_count": None,
@@ -699,7 +701,7 @@ def _media(account: ReplayAccount, post: ReplayPost) -> dict[str, Any]:
                 "type": 101,
                 "width": cover.width,
                 "height": cover.height,
-                "url": f"{CDN}/v/t50.2886-16/{post.media_id}_n.mp4?_nc_ht=scontent.cdninstagram.com",
+                "url": f"{CDN}/v/t50.2886-16/{post.media_id}_n.mp4?_nc_cat=1&_nc_ht=scontent",
             }
         ]
         media["video_duration"] = 12.5
@@ -756,46 +758,24 @@ def _page_id(account: ReplayAccount) -> str:
 
 def _relay_payloads(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Query results as the web app embeds them: `__bbox.result.data` inside the
-    `RelayPrefetchedStreamCache` entries of a `ScheduledServerJS` payload (`_embedded_query_data`)."""
-    return [
-        {
-            "require": [
-                [
-                    "ScheduledServerJS",
-                    "handle",
-                    None,
-                    [
-                        {
-                            "__bbox": {
-                                "require": [
-                                    [
-                                        "RelayPrefetchedStreamCache",
-                                        "next",
-                                        [],
-                                        [
-                                            f"adp_PolarisProfilePageQueryRelayPreloader_{i}",
-                                            {"__bbox": {"complete": True, "result": {"data": data}}},
-                                        ],
-                                    ]
-                                ]
-                            }
-                        }
-                    ],
-                ]
-            ]
-        }
-        for i, data in enumerate(results)
-    ]
+    `RelayPrefetchedStreamCache` entries of a `ScheduledServerJS` payload, which
+    `instaloadercontext._embedded_query_data` walks."""
+    payloads = []
+    for i, data in enumerate(results):
+        preloaded = [
+            f"adp_PolarisProfilePageQueryRelayPreloader_{i}",
+            {"__bbox": {"complete": True, "result": {"data": data}}},
+        ]
+        handle = {"__bbox": {"require": [["RelayPrefetchedStreamCache", "next", [], preloaded]]}}
+        payloads.append({"require": [["ScheduledServerJS", "handle", None, [handle]]]})
+    return payloads
 
 
 def _html(title: str, payloads: list[dict[str, Any]]) -> str:
+    texts = [json.dumps(p, separators=(",", ":")).replace("<", "\\u003c") for p in payloads]
     scripts = "\n".join(
-        '<script type="application/json" data-content-len="{}" data-sjs>{}</script>'.format(
-            len(text), text
-        )
-        for text in (
-            json.dumps(p, separators=(",", ":")).replace("<", "\\u003c") for p in payloads
-        )
+        f'<script type="application/json" data-content-len="{len(text)}" data-sjs>{text}</script>'
+        for text in texts
     )
     return textwrap.dedent(
         """\
@@ -815,7 +795,11 @@ def _not_found_page() -> _Answer:
 
 def _body(status: int, body: str | dict[str, Any]) -> _Answer:
     if isinstance(body, dict):
-        return status, {"Content-Type": "application/json; charset=utf-8"}, json.dumps(body).encode()
+        return (
+            status,
+            {"Content-Type": "application/json; charset=utf-8"},
+            json.dumps(body).encode(),
+        )
     return status, {"Content-Type": "text/html; charset=utf-8"}, body.encode()
 
 
@@ -825,7 +809,7 @@ def _cookies(request: requests.PreparedRequest) -> dict[str, str]:
     return {name: value for name, value in pairs}
 
 
-# -- archives ---------------------------------------------------------------------------------------
+# -- archives --------------------------------------------------------------------------------------
 def accounts_from_archive(archive_dir: Path) -> list[ReplayAccount]:
     """The accounts of an instaloader-format archive (as `pipeline.samples` writes), to replay.
 
@@ -843,9 +827,7 @@ def accounts_from_archive(archive_dir: Path) -> list[ReplayAccount]:
     context = instaloader.InstaloaderContext(sleep=False, quiet=True)
     accounts = []
     for folder in sorted(p for p in archive_dir.iterdir() if p.is_dir()):
-        profile_files = [
-            f for f in folder.glob(f"{folder.name}_*.json*") if "_UTC" not in f.name
-        ]
+        profile_files = [f for f in folder.glob(f"{folder.name}_*.json*") if "_UTC" not in f.name]
         if not profile_files:
             continue
         profile = instaloader.load_structure_from_file(context, str(profile_files[0]))
@@ -853,7 +835,9 @@ def accounts_from_archive(archive_dir: Path) -> list[ReplayAccount]:
         posts = []
         for post_file in sorted(folder.glob("*_UTC.json*")):
             post = instaloader.load_structure_from_file(context, str(post_file))
-            posts.append(_archive_post(post._node, pictures[folder.name, post.shortcode], archive_dir))
+            posts.append(
+                _archive_post(post._node, pictures[folder.name, post.shortcode], archive_dir)
+            )
         accounts.append(
             ReplayAccount(
                 username=node["username"],
@@ -918,4 +902,3 @@ __all__ = [
     "replay_loader",
     "session_data",
 ]
-

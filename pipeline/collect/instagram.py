@@ -22,6 +22,7 @@ renamed or deleted account is recorded as such and disabled instead of retried f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -114,7 +115,7 @@ def collect_account(
         until = max(bounds) if bounds else None
 
         # 1. new posts (and the freshness window), newest first
-        iterator = profile.get_posts()
+        iterator = _with_backoff(profile.get_posts, options, sleep)
         finished = True
         for index, post in enumerate(_with_backoff_iter(iterator, options, sleep)):
             taken_at = post.date_utc.replace(tzinfo=UTC)
@@ -243,7 +244,15 @@ def _store(
     stored: set[str],
     budget: list[float],
 ) -> None:
-    collected = from_instaloader(post, images=_images(loader, post), source=SOURCE)
+    every_image = _images(loader, post)
+    images = every_image
+    if post.shortcode in stored:  # a refresh: pictures already stored are not fetched again
+        have = _stored_media_ids(engine, post.mediaid)
+        images = [image for image in every_image if image.media_id not in have]
+    collected = dataclasses.replace(
+        from_instaloader(post, images=images, source=SOURCE),
+        all_media_ids=tuple(image.media_id for image in every_image),
+    )
     outcome = store_post(
         engine=engine,
         store=store,
@@ -264,7 +273,7 @@ def _store(
 def _images(loader: Any, post: Any) -> list[CollectedImage]:
     """A post's pictures: a carousel's children, a single image, or a video's cover."""
     if post.typename == "GraphSidecar":
-        media_ids = child_media_ids(post._node) or _iphone_child_ids(post._node)
+        media_ids = child_media_ids(post._node)
         urls = [node.display_url for node in post.get_sidecar_nodes()]
         if len(media_ids) != len(urls):
             raise _StopAccount(
@@ -282,11 +291,6 @@ def _images(loader: Any, post: Any) -> list[CollectedImage]:
         )
         for position, (media_id, url) in enumerate(zip(media_ids, urls, strict=True))
     ]
-
-
-def _iphone_child_ids(node: dict[str, Any]) -> list[int]:
-    media = (node.get("iphone_struct") or {}).get("carousel_media") or []
-    return [int(str(item.get("pk") or item["id"]).split("_")[0]) for item in media]
 
 
 def _downloader(loader: Any, url: str, attempts: int = 3) -> Callable[[], bytes]:
@@ -328,7 +332,7 @@ def _backfill(
     from instaloader import FrozenNodeIterator
     from instaloader.exceptions import InvalidArgumentException
 
-    iterator = profile.get_posts()
+    iterator = _with_backoff(profile.get_posts, options, sleep)
     try:
         iterator.thaw(FrozenNodeIterator(**segment["iterator"]))
     except (InvalidArgumentException, TypeError, KeyError) as exc:
@@ -383,7 +387,7 @@ def _classify(exc: BaseException) -> tuple[str, str, bool]:
         return ("failing", "Instagram asks to wait a few minutes (401/429); retried later", True)
     if isinstance(exc, ConnectionException):
         return ("failing", f"connection to Instagram failed: {message}", True)
-    raise exc
+    return ("failing", f"unexpected answer from Instagram: {type(exc).__name__}: {message}", True)
 
 
 def _refusals() -> tuple[type[BaseException], ...]:
@@ -449,6 +453,19 @@ def _account_row(engine: Engine, name: str) -> dict:
     if row is None:
         raise UnknownAccount(f"no account '{name}': add it with `catalogue accounts add {name}`")
     return dict(row)
+
+
+def _stored_media_ids(engine: Engine, post_media_id: int) -> set[int]:
+    with engine.connect() as connection:
+        return set(
+            connection.execute(
+                text(
+                    "SELECT i.media_id FROM raw.images i JOIN raw.posts p ON p.id = i.post_id "
+                    "WHERE p.media_id = :m AND i.removed_at IS NULL"
+                ),
+                {"m": post_media_id},
+            ).scalars()
+        )
 
 
 def _stored_shortcodes(engine: Engine, account_id: int) -> set[str]:
@@ -537,6 +554,7 @@ def make_loader(
     session_file: Any = None,
     username: str | None = None,
     rate_controller: Callable[[Any], Any] | None = None,
+    sleep: bool = True,
 ) -> Any:
     """An instaloader that downloads nothing itself, its request history kept in Postgres, logged
     in from a session file when one is given (anonymous otherwise)."""
@@ -546,6 +564,7 @@ def make_loader(
 
     session = username or "anonymous"
     loader = instaloader.Instaloader(
+        sleep=sleep,  # instaloader's own pauses between requests; tests turn them off
         quiet=True,
         download_pictures=False,
         download_videos=False,

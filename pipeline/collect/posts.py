@@ -55,6 +55,9 @@ class CollectedPost:
     node: dict[str, Any]
     images: Sequence[CollectedImage]
     source: str = "instagram"
+    # Every picture the post has now; when a refresh fetches only new pictures, `images` holds
+    # fewer, and the stored ones listed here must not be taken for removed slides.
+    all_media_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -289,7 +292,10 @@ def store_post(
             # Slides the shop removed leave the post (their labels stay with them).
             connection.execute(
                 _REMOVE_MISSING_SLIDES,
-                {"media_id": post.media_id, "media_ids": [i.media_id for i in post.images]},
+                {
+                    "media_id": post.media_id,
+                    "media_ids": list(post.all_media_ids) or [i.media_id for i in post.images],
+                },
             )
         parameters: dict[str, Any] = {
             "shortcode": post.shortcode,
@@ -344,9 +350,34 @@ MEDIA_TYPES = {"GraphImage": "image", "GraphSidecar": "sidecar", "GraphVideo": "
 
 
 def child_media_ids(node: dict[str, Any]) -> list[int]:
-    """The carousel children's own media ids, in the order Instagram shows them."""
+    """The carousel children's own media ids, in the order Instagram shows them.
+
+    Where they are depends on how instaloader got the post: GraphQL nodes (archives) keep them in
+    `edge_sidecar_to_children`, the anonymous web timeline in `carousel_media`, the logged-in
+    timeline in `iphone_struct.carousel_media`.
+    """
     edges = (node.get("edge_sidecar_to_children") or {}).get("edges") or []
-    return [int(edge["node"]["id"]) for edge in edges]
+    ids = [edge.get("node", {}).get("id") for edge in edges]
+    if ids and all(ids):
+        return [int(i) for i in ids]
+    for media in (
+        node.get("carousel_media"),
+        (node.get("iphone_struct") or {}).get("carousel_media"),
+    ):
+        if media:
+            return [int(str(item.get("pk") or item.get("id")).split("_")[0]) for item in media]
+    return []
+
+
+def _count(node: dict[str, Any], *paths: tuple[str, ...]) -> int | None:
+    """A count the node already holds; None rather than a request to Instagram for it."""
+    for path in paths:
+        value: Any = node
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def from_instaloader(post: Any, *, images: Sequence[CollectedImage], source: str) -> CollectedPost:
@@ -358,8 +389,21 @@ def from_instaloader(post: Any, *, images: Sequence[CollectedImage], source: str
         media_type=MEDIA_TYPES.get(post.typename, "image"),
         caption=post.caption,
         hashtags=post.caption_hashtags,
-        like_count=post.likes,
-        comment_count=post.comments,
+        # instaloader's `likes`/`comments` ask Instagram when the node lacks the field (logged in,
+        # every post would cost a request); read what the node holds.
+        like_count=_count(
+            post._node,
+            ("edge_media_preview_like", "count"),
+            ("edge_liked_by", "count"),
+            ("like_count",),
+        ),
+        comment_count=_count(
+            post._node,
+            ("edge_media_to_comment", "count"),
+            ("edge_media_to_parent_comment", "count"),
+            ("comment_count",),
+            ("comments",),
+        ),
         # Post.location would ask Instagram when the node lacks it; store what the node holds.
         location=post._node.get("location"),
         node=post._node,
