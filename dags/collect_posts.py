@@ -72,6 +72,7 @@ def collect_posts():
 
     @task(pool="instagram", outlets=[NEW_IMAGES], map_index_template="{{ account }}")
     def collect(account: str) -> dict:
+        import json
         from datetime import UTC
         from datetime import datetime as dt
         from pathlib import Path
@@ -102,10 +103,17 @@ def collect_posts():
             max_posts=params.get("max_posts"),
             since=dt.fromisoformat(since).replace(tzinfo=UTC) if since else None,
         )
+        # A logged-in session: the settings' session file, or the Airflow Variable
+        # catalogue_instagram_session = {"username": ..., "cookies": {...}} (never in code).
+        from airflow.sdk import Variable
+
+        session = Variable.get("catalogue_instagram_session", default=None)
+        session = json.loads(session) if session else {}
         loader = make_loader(
             engine=engine,
             session_file=settings.instagram_session_file,
-            username=settings.instagram_username,
+            username=settings.instagram_username or session.get("username"),
+            session_cookies=session.get("cookies"),
         )
         run = collect_account(
             engine=engine, store=store, loader=loader, username=account, options=options

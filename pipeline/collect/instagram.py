@@ -553,11 +553,12 @@ def make_loader(
     engine: Engine,
     session_file: Any = None,
     username: str | None = None,
+    session_cookies: dict[str, str] | None = None,
     rate_controller: Callable[[Any], Any] | None = None,
     sleep: bool = True,
 ) -> Any:
     """An instaloader that downloads nothing itself, its request history kept in Postgres, logged
-    in from a session file when one is given (anonymous otherwise)."""
+    in from a session file or its cookies (an Airflow Variable) when given, anonymous otherwise."""
     import instaloader
 
     from pipeline.collect.rate_limits import PersistentRateController
@@ -576,6 +577,8 @@ def make_loader(
     )
     if session_file is not None:
         loader.load_session_from_file(username, str(session_file))
+    elif session_cookies:
+        loader.load_session(username, session_cookies)
     return loader
 
 

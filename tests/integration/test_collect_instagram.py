@@ -337,3 +337,31 @@ def test_the_request_history_outlives_the_process(catalogue, store):
         session="test-session", clock=time.clock, wall=time.wall, sleep=time.sleep,
     )  # fmt: skip
     assert sum(len(v) for v in controller._query_timestamps.values()) == recorded
+
+
+def test_a_renamed_account_is_recorded_with_its_new_name(catalogue, store):
+    add_account(engine=catalogue, username="shopname")
+    with InstagramReplay([_shop()]) as replay:
+        _collect(catalogue, store, time=VirtualTime())
+        replay.rename("shopname", "shopname.official")
+        run = _collect(catalogue, store, time=VirtualTime())
+    assert run.status == "renamed" and "@shopname.official" in run.reason
+    account = _account(catalogue)
+    assert not account["enabled"] and "catalogue accounts add shopname.official" in (
+        account["last_failure_reason"]
+    )
+    assert _stored(catalogue)["posts"] == 31  # what was collected stays
+
+
+def test_since_bounds_the_first_run(catalogue, store):
+    add_account(engine=catalogue, username="shopname")
+    with InstagramReplay([_shop()]):
+        run = _collect(catalogue, store, time=VirtualTime(), since=NOW - timedelta(days=20))
+    assert run.ok
+    with catalogue.connect() as connection:
+        oldest = connection.execute(
+            text("SELECT min(taken_at) FROM raw.posts WHERE shortcode <> 'P0900xyz'")
+        ).scalar_one()
+        posts = connection.execute(text("SELECT count(*) FROM raw.posts")).scalar_one()
+    assert oldest >= NOW - timedelta(days=20)
+    assert posts == 10 + 1  # posts 1..10 are within 20 days; the pinned one is taken too
