@@ -347,8 +347,9 @@ def test_a_renamed_account_is_recorded_with_its_new_name(catalogue, store):
         run = _collect(catalogue, store, time=VirtualTime())
     assert run.status == "renamed" and "@shopname.official" in run.reason
     account = _account(catalogue)
-    assert not account["enabled"] and "catalogue accounts add shopname.official" in (
-        account["last_failure_reason"]
+    assert (
+        not account["enabled"]
+        and "catalogue accounts add shopname.official" in (account["last_failure_reason"])
     )
     assert _stored(catalogue)["posts"] == 31  # what was collected stays
 
@@ -365,3 +366,57 @@ def test_since_bounds_the_first_run(catalogue, store):
         posts = connection.execute(text("SELECT count(*) FROM raw.posts")).scalar_one()
     assert oldest >= NOW - timedelta(days=20)
     assert posts == 10 + 1  # posts 1..10 are within 20 days; the pinned one is taken too
+
+
+_KILLABLE_RUN = """
+import sys, time
+sys.path.insert(0, {repo!r})
+import pipeline.collect.instagram as instagram
+from pipeline.config import load_settings
+from pipeline.db import get_engine
+from pipeline.storage import ObjectStore
+from tests.instagram_replay import InstagramReplay
+from tests.integration.test_collect_instagram import VirtualTime, _collect, _shop
+
+store_post = instagram.store_post
+def slow_store_post(**kwargs):  # slow enough that the kill lands mid-run
+    time.sleep(0.1)
+    return store_post(**kwargs)
+instagram.store_post = slow_store_post
+settings = load_settings()
+engine = get_engine(settings.database_url)
+with InstagramReplay([_shop()]):
+    _collect(engine, ObjectStore.for_images(settings), time=VirtualTime())
+"""
+
+
+def test_kill_during_collection_then_rerun_completes_without_duplicates(catalogue, store, services):
+    import signal
+    import subprocess
+    import sys
+    import time as clock
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    add_account(engine=catalogue, username="shopname")
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE_RUN.format(repo=str(repo))],
+        env=services.env(), cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = clock.monotonic() + 60
+    while clock.monotonic() < deadline and _stored(catalogue)["posts"] < 15:
+        clock.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = _stored(catalogue)["posts"]
+    assert 15 <= partial < 31, process.stderr.read().decode()[-2000:]
+    assert _account(catalogue)["resume_cursor"] is not None
+
+    with InstagramReplay([_shop()]):
+        rerun = _collect(catalogue, store, time=VirtualTime())
+    assert rerun.ok and rerun.posts_new == 31 - partial
+    assert _stored(catalogue) == {"posts": 31, "images": 35, "distinct_posts": 31}
+    with catalogue.connect() as connection:
+        keys = connection.execute(text("SELECT object_key FROM raw.images")).scalars().all()
+    assert all(store.exists(key) for key in keys)
+    assert _account(catalogue)["resume_cursor"] is None
