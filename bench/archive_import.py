@@ -18,72 +18,30 @@ import csv
 import hashlib
 import io
 import json
-import os
-import platform
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
+from bench.scratch import (  # noqa: E402
+    drop_database,
+    empty_bucket,
+    result_header,
+    scratch_bucket,
+    scratch_database,
+)
 from pipeline.collect.archive import import_archive  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
-from pipeline.db import get_engine  # noqa: E402
-from pipeline.db.migrate import upgrade  # noqa: E402
 from pipeline.samples import generate_sample_accounts  # noqa: E402
 from pipeline.storage import ObjectStore  # noqa: E402
-
-
-def _scratch_database(settings) -> tuple[str, object]:
-    name = f"catalogue_bench_{secrets.token_hex(4)}"
-    admin = create_engine(
-        settings.database_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    engine = get_engine(settings.database_url.set(database=name))
-    upgrade(engine, role_names=settings.role_names)
-    return name, engine
-
-
-def _drop_database(settings, name: str) -> None:
-    from pipeline.db.session import _engine
-
-    _engine.cache_clear()
-    admin = create_engine(
-        settings.database_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _store(settings, bucket: str) -> ObjectStore:
-    store = ObjectStore(
-        endpoint=settings.s3_endpoint,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        bucket=bucket,
-        region=settings.s3_region,
-    )
-    store.ensure_bucket()
-    return store
-
-
-def _empty_bucket(store: ObjectStore) -> None:
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda o: store.delete(o.key), store.list("")))
-    store._client.remove_bucket(store.bucket)
 
 
 def measure_put(store: ObjectStore, files: list[Path], workers: int, *, prefix: str) -> float:
@@ -207,17 +165,17 @@ def main() -> None:
     # The bound: raw PUTs and raw INSERTs of the same data with the same concurrency, measured
     # before and after the import (the S3 server warms up as its volumes grow); the faster of the
     # two counts, so the ratio is conservative. Everything goes to one scratch bucket.
-    store = _store(settings, f"bench-{token}")
+    store = scratch_bucket(settings, f"bench-{token}")
     rows = load_rows(archive, posts)
     put_runs, insert_runs = [], []
 
     def measure_bound(run: int) -> None:
-        db, engine = _scratch_database(settings)
+        db, engine = scratch_database(settings)
         try:
             put_runs.append(measure_put(store, files, args.workers, prefix=f"bound{run}"))
             insert_runs.append(measure_insert(engine, rows, args.workers))
         finally:
-            _drop_database(settings, db)
+            drop_database(settings, db)
         print(
             f"bound run {run}: PUT {len(files) / put_runs[-1]:.0f} img/s, "
             f"INSERT {len(files) / insert_runs[-1]:.0f} img/s",
@@ -226,7 +184,7 @@ def main() -> None:
 
     try:
         measure_bound(1)
-        db, engine = _scratch_database(settings)
+        db, engine = scratch_database(settings)
         try:
             started = time.perf_counter()
             summary = import_archive(archive, engine=engine, store=store, workers=args.workers)
@@ -234,26 +192,17 @@ def main() -> None:
             assert summary.images_new == len(files), (summary, len(files))
             assert summary.quarantined == 0
         finally:
-            _drop_database(settings, db)
+            drop_database(settings, db)
         print(f"import: {len(files) / import_s:.0f} img/s", flush=True)
         measure_bound(2)
     finally:
-        _empty_bucket(store)
+        empty_bucket(store)
     put_s, insert_s = min(put_runs), min(insert_runs)
 
     bound_rate = len(files) / (put_s + insert_s)
     import_rate = len(files) / import_s
     result = {
-        "benchmark": "archive_import",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **result_header("archive_import"),
         "data": {
             "images": len(files),
             "posts": len(posts),

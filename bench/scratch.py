@@ -1,0 +1,80 @@
+"""What every benchmark needs: a scratch database and bucket on the configured services, removed
+afterwards, and the header of a result file (commit, machine, time)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+
+from pipeline.db import get_engine
+from pipeline.db.migrate import upgrade
+from pipeline.storage import ObjectStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def scratch_database(settings) -> tuple[str, Engine]:
+    """A new, migrated database beside the configured one."""
+    name = f"catalogue_bench_{secrets.token_hex(4)}"
+    admin = create_engine(
+        settings.database_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    engine = get_engine(settings.database_url.set(database=name))
+    upgrade(engine, role_names=settings.role_names)
+    return name, engine
+
+
+def drop_database(settings, name: str) -> None:
+    from pipeline.db.session import _engine
+
+    _engine.cache_clear()
+    admin = create_engine(
+        settings.database_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def scratch_bucket(settings, bucket: str) -> ObjectStore:
+    store = ObjectStore(
+        endpoint=settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        bucket=bucket,
+        region=settings.s3_region,
+    )
+    store.ensure_bucket()
+    return store
+
+
+def empty_bucket(store: ObjectStore) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda o: store.delete(o.key), store.list("")))
+    store._client.remove_bucket(store.bucket)
+
+
+def result_header(name: str) -> dict:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "benchmark": name,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
