@@ -44,6 +44,7 @@ from tests.instagram_replay import (  # noqa: E402
     ReplayAccount,
     ReplayImage,
     ReplayPost,
+    VirtualTime,
     jpeg,
     session_data,
 )
@@ -73,25 +74,11 @@ def timeline(posts: int) -> ReplayAccount:
                          posts=items)  # fmt: skip
 
 
-class VirtualTime:
-    def __init__(self) -> None:
-        self.elapsed = 0.0
-
-    def clock(self) -> float:
-        return self.elapsed
-
-    def wall(self) -> datetime:
-        return START + timedelta(seconds=self.elapsed)
-
-    def sleep(self, seconds: float) -> None:
-        self.elapsed += seconds
-
-
 def measure(settings, posts: int, *, logged_in: bool) -> dict:
     account = timeline(posts)
     db, engine = scratch_database(settings)
     store = scratch_bucket(settings, f"bench-live-{secrets.token_hex(3)}")
-    virtual = VirtualTime()
+    virtual = VirtualTime(START)
     try:
         add_account(engine=engine, username=account.username)
 

@@ -63,7 +63,7 @@ import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -902,3 +902,23 @@ __all__ = [
     "replay_loader",
     "session_data",
 ]
+
+
+class VirtualTime:
+    """A clock for the collector and its rate controller that advances only when they sleep:
+    `clock` (monotonic seconds), `wall` (a datetime from `start`) and `sleep`."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self.elapsed = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.elapsed
+
+    def wall(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.elapsed += seconds

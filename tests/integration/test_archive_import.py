@@ -18,6 +18,7 @@ from sqlalchemy import text
 from pipeline.collect.archive import import_archive
 from pipeline.samples import generate_sample_accounts
 from pipeline.storage import ObjectStore
+from tests.cli import catalogue
 
 
 @pytest.fixture
@@ -270,12 +271,8 @@ def test_purge_an_account_deletes_rows_and_pictures_and_keeps_an_audit_record(
             .scalars()
             .all()
         )
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "purge", account, "--reason", "takedown #1"],
-        env=services.env(CATALOGUE_MODERATOR="legal-team"),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = catalogue(
+        services.env(CATALOGUE_MODERATOR="legal-team"), "purge", account, "--reason", "takedown #1"
     )
     assert result.returncode == 0, result.stderr
     assert keys and not any(store.exists(key) for key in keys)
@@ -296,13 +293,7 @@ def test_purge_an_account_deletes_rows_and_pictures_and_keeps_an_audit_record(
     others = [r for r in manifest if r["account"] != account]
     assert _counts(clean_catalogue)["images"] == len(others)
 
-    unknown = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "purge", account],
-        env=services.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    unknown = catalogue(services.env(), "purge", account)
     assert unknown.returncode == 1 and "neither a collected post" in unknown.stderr
 
 

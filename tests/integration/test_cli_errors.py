@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 
 import pytest
 from sqlalchemy import inspect
 
-
-def catalogue(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.cli import catalogue
 
 
 def _closed_port() -> int:

@@ -17,29 +17,12 @@ from tests.instagram_replay import (
     ReplayAccount,
     ReplayImage,
     ReplayPost,
+    VirtualTime,
     jpeg,
     session_data,
 )
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-class VirtualTime:
-    """A clock that advances only when the rate controller or the back-off sleeps."""
-
-    def __init__(self) -> None:
-        self.elapsed = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.elapsed
-
-    def wall(self) -> datetime:
-        return NOW + timedelta(seconds=self.elapsed)
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.elapsed += seconds
 
 
 def _post(
@@ -140,7 +123,7 @@ def test_first_run_stores_every_post_and_picture(catalogue, store, logged_in):
     shop = _shop()
     add_account(engine=catalogue, username="shopname")
     with InstagramReplay([shop]) as replay:
-        run = _collect(catalogue, store, time=VirtualTime(), logged_in=logged_in)
+        run = _collect(catalogue, store, time=VirtualTime(NOW), logged_in=logged_in)
     assert run.ok, run.reason
     assert run.posts_new == 31
     assert _stored(catalogue) == {"posts": 31, "images": 31 + 2 * 2, "distinct_posts": 31}
@@ -177,11 +160,11 @@ def test_incremental_run_takes_only_new_posts_past_the_pinned_one(catalogue, sto
     shop = _shop()
     add_account(engine=catalogue, username="shopname")
     with InstagramReplay([shop]) as replay:
-        _collect(catalogue, store, time=VirtualTime())
+        _collect(catalogue, store, time=VirtualTime(NOW))
         replay.add_post("shopname", _post(31, days_ago=0.5))
         replay.add_post("shopname", _post(32, days_ago=0.2))
         before = len(replay.requests)
-        run = _collect(catalogue, store, time=VirtualTime(), refresh_days=1)
+        run = _collect(catalogue, store, time=VirtualTime(NOW), refresh_days=1)
         second = replay.requests[before:]
     assert run.ok and run.posts_new == 2
     assert _stored(catalogue)["posts"] == 33
@@ -194,19 +177,19 @@ def test_capped_run_leaves_a_cursor_and_later_runs_take_new_posts_first(catalogu
     shop = _shop()
     add_account(engine=catalogue, username="shopname")
     with InstagramReplay([shop]) as replay:
-        first = _collect(catalogue, store, time=VirtualTime(), max_posts=10)
+        first = _collect(catalogue, store, time=VirtualTime(NOW), max_posts=10)
         assert first.capped and first.backfill_pending and first.posts_new == 10
         assert _account(catalogue)["resume_cursor"] is not None
 
         replay.add_post("shopname", _post(40, days_ago=0.1))
-        second = _collect(catalogue, store, time=VirtualTime(), max_posts=10)
+        second = _collect(catalogue, store, time=VirtualTime(NOW), max_posts=10)
         with catalogue.connect() as connection:
             newest = connection.execute(
                 text("SELECT 1 FROM raw.posts WHERE shortcode = 'P0040xyz'")
             ).scalar()
         assert newest == 1 and second.posts_new == 10
 
-        third = _collect(catalogue, store, time=VirtualTime(), max_posts=50)
+        third = _collect(catalogue, store, time=VirtualTime(NOW), max_posts=50)
     assert third.ok and not third.backfill_pending
     assert _stored(catalogue) == {"posts": 32, "images": 32 + 4, "distinct_posts": 32}
     assert _account(catalogue)["resume_cursor"] is None
@@ -214,7 +197,7 @@ def test_capped_run_leaves_a_cursor_and_later_runs_take_new_posts_first(catalogu
 
 def test_a_429_is_waited_out_by_the_rate_controller(catalogue, store):
     add_account(engine=catalogue, username="shopname")
-    time = VirtualTime()
+    time = VirtualTime(NOW)
     with InstagramReplay([_shop()]) as replay:
         replay.fail_next("timeline", status=429)
         run = _collect(catalogue, store, time=time)
@@ -227,7 +210,7 @@ def test_please_wait_that_persists_ends_the_run_cleanly_and_a_later_run_complete
     please_wait = {"message": "Please wait a few minutes before you try again.", "status": "fail"}
     with InstagramReplay([_shop()]) as replay:
         replay.fail_next("timeline", status=401, body=please_wait, times=100)
-        time = VirtualTime()
+        time = VirtualTime(NOW)
         run = _collect(catalogue, store, time=time)
         assert run.status == "failing" and "wait" in run.reason
         assert time.sleeps[-2:] == [60.0, 300.0]  # backed off, then gave up
@@ -237,7 +220,7 @@ def test_please_wait_that_persists_ends_the_run_cleanly_and_a_later_run_complete
         assert account["enabled"] and "wait" in account["last_failure_reason"]
 
         replay._failures.clear()
-        again = _collect(catalogue, store, time=VirtualTime())
+        again = _collect(catalogue, store, time=VirtualTime(NOW))
     assert again.ok
     assert _stored(catalogue) == {"posts": 31, "images": 35, "distinct_posts": 31}
 
@@ -268,8 +251,8 @@ def test_refusals_stop_the_account_and_the_others_go_on(catalogue, store, world,
     add_account(engine=catalogue, username="othershop")
     with InstagramReplay([_shop(), _shop("othershop", posts=5, first=1001)]) as replay:
         world(replay)
-        stopped = _collect(catalogue, store, time=VirtualTime())
-        other = _collect(catalogue, store, "othershop", time=VirtualTime())
+        stopped = _collect(catalogue, store, time=VirtualTime(NOW))
+        other = _collect(catalogue, store, "othershop", time=VirtualTime(NOW))
     assert stopped.status == status and words in stopped.reason
     account = _account(catalogue)
     assert account["status"] == status and not account["enabled"]
@@ -280,13 +263,13 @@ def test_refusals_stop_the_account_and_the_others_go_on(catalogue, store, world,
 def test_a_personal_account_is_disabled_unless_allowed(catalogue, store):
     add_account(engine=catalogue, username="shopname")
     with InstagramReplay([_shop(is_business=False)]):
-        run = _collect(catalogue, store, time=VirtualTime())
+        run = _collect(catalogue, store, time=VirtualTime(NOW))
         assert run.status == "personal" and not _account(catalogue)["enabled"]
         assert _stored(catalogue)["posts"] == 0
         add_account(engine=catalogue, username="shopname", allow_personal=True)
         with catalogue.begin() as connection:
             connection.execute(text("UPDATE raw.accounts SET enabled = true"))
-        allowed = _collect(catalogue, store, time=VirtualTime())
+        allowed = _collect(catalogue, store, time=VirtualTime(NOW))
     assert allowed.ok and allowed.posts_new == 31
 
 
@@ -294,7 +277,7 @@ def test_a_picture_failing_once_is_fetched_again(catalogue, store):
     add_account(engine=catalogue, username="shopname")
     with InstagramReplay([_shop()]) as replay:
         replay.fail_next("image", status=500)
-        run = _collect(catalogue, store, time=VirtualTime())
+        run = _collect(catalogue, store, time=VirtualTime(NOW))
     assert run.ok and _stored(catalogue)["images"] == 35
 
 
@@ -302,10 +285,10 @@ def test_freshness_pass_refreshes_counts_and_marks_deleted_posts(catalogue, stor
     shop = _shop()
     add_account(engine=catalogue, username="shopname")
     with InstagramReplay([shop]) as replay:
-        _collect(catalogue, store, time=VirtualTime())
+        _collect(catalogue, store, time=VirtualTime(NOW))
         shop.posts[0].likes = 999  # P0001, one day old
         replay.remove_post("shopname", "P0002xyz")  # three days old
-        run = _collect(catalogue, store, time=VirtualTime(), refresh_days=10)
+        run = _collect(catalogue, store, time=VirtualTime(NOW), refresh_days=10)
     assert run.ok and run.posts_unavailable == 1
     with catalogue.connect() as connection:
         likes = connection.execute(
@@ -324,12 +307,12 @@ def test_freshness_pass_refreshes_counts_and_marks_deleted_posts(catalogue, stor
 def test_the_request_history_outlives_the_process(catalogue, store):
     add_account(engine=catalogue, username="shopname")
     with InstagramReplay([_shop()]) as replay:
-        _collect(catalogue, store, time=VirtualTime())
+        _collect(catalogue, store, time=VirtualTime(NOW))
         made = len([r for r in replay.requests if r.kind != "image"])
     with catalogue.connect() as connection:
         recorded = connection.execute(text("SELECT count(*) FROM raw.instagram_requests")).scalar()
     assert recorded > 0 and recorded <= made
-    time = VirtualTime()
+    time = VirtualTime(NOW)
     import instaloader
 
     controller = PersistentRateController(
@@ -342,9 +325,9 @@ def test_the_request_history_outlives_the_process(catalogue, store):
 def test_a_renamed_account_is_recorded_with_its_new_name(catalogue, store):
     add_account(engine=catalogue, username="shopname")
     with InstagramReplay([_shop()]) as replay:
-        _collect(catalogue, store, time=VirtualTime())
+        _collect(catalogue, store, time=VirtualTime(NOW))
         replay.rename("shopname", "shopname.official")
-        run = _collect(catalogue, store, time=VirtualTime())
+        run = _collect(catalogue, store, time=VirtualTime(NOW))
     assert run.status == "renamed" and "@shopname.official" in run.reason
     account = _account(catalogue)
     assert (
@@ -357,7 +340,7 @@ def test_a_renamed_account_is_recorded_with_its_new_name(catalogue, store):
 def test_since_bounds_the_first_run(catalogue, store):
     add_account(engine=catalogue, username="shopname")
     with InstagramReplay([_shop()]):
-        run = _collect(catalogue, store, time=VirtualTime(), since=NOW - timedelta(days=20))
+        run = _collect(catalogue, store, time=VirtualTime(NOW), since=NOW - timedelta(days=20))
     assert run.ok
     with catalogue.connect() as connection:
         oldest = connection.execute(
@@ -375,8 +358,8 @@ import pipeline.collect.instagram as instagram
 from pipeline.config import load_settings
 from pipeline.db import get_engine
 from pipeline.storage import ObjectStore
-from tests.instagram_replay import InstagramReplay
-from tests.integration.test_collect_instagram import VirtualTime, _collect, _shop
+from tests.instagram_replay import InstagramReplay, VirtualTime
+from tests.integration.test_collect_instagram import NOW, _collect, _shop
 
 store_post = instagram.store_post
 def slow_store_post(**kwargs):  # slow enough that the kill lands mid-run
@@ -386,7 +369,7 @@ instagram.store_post = slow_store_post
 settings = load_settings()
 engine = get_engine(settings.database_url)
 with InstagramReplay([_shop()]):
-    _collect(engine, ObjectStore.for_images(settings), time=VirtualTime())
+    _collect(engine, ObjectStore.for_images(settings), time=VirtualTime(NOW))
 """
 
 
@@ -413,7 +396,7 @@ def test_kill_during_collection_then_rerun_completes_without_duplicates(catalogu
     assert _account(catalogue)["resume_cursor"] is not None
 
     with InstagramReplay([_shop()]):
-        rerun = _collect(catalogue, store, time=VirtualTime())
+        rerun = _collect(catalogue, store, time=VirtualTime(NOW))
     assert rerun.ok and rerun.posts_new == 31 - partial
     assert _stored(catalogue) == {"posts": 31, "images": 35, "distinct_posts": 31}
     with catalogue.connect() as connection:

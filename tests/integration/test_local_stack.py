@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
-
-def catalogue(env: dict[str, str], *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.cli import catalogue
 
 
 def _free_port() -> int:
