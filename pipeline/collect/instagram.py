@@ -117,6 +117,7 @@ def collect_account(
         # 1. new posts (and the freshness window), newest first
         iterator = _with_backoff(profile.get_posts, options, sleep)
         finished = True
+        window_seen = True  # every post of the freshness window was listed (none missed)
         for index, post in enumerate(_with_backoff_iter(iterator, options, sleep)):
             taken_at = post.date_utc.replace(tzinfo=UTC)
             known = post.shortcode in stored
@@ -124,9 +125,10 @@ def collect_account(
             if beyond_pins and known and taken_at < refresh_after:
                 break
             if beyond_pins and options.since and taken_at < options.since:
+                window_seen = taken_at < refresh_after
                 break
             if budget[0] <= 0:
-                run.capped, finished = True, False
+                run.capped, finished, window_seen = True, False, taken_at < refresh_after
                 break
             if taken_at >= refresh_after:
                 seen_in_window.add(post.shortcode)
@@ -150,9 +152,10 @@ def collect_account(
             remaining.pop(0)
         run.backfill_pending = bool(remaining) or not finished
 
-        run.posts_unavailable = _mark_unavailable(
-            engine, account["id"], refresh_after, seen_in_window, now()
-        )
+        if window_seen:
+            run.posts_unavailable = _mark_unavailable(
+                engine, account["id"], refresh_after, seen_in_window, now()
+            )
         _record_success(engine, account["id"], run, now())
     except _StopAccount as stop:
         run.status, run.reason = stop.status, stop.reason

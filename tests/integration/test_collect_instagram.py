@@ -403,3 +403,15 @@ def test_kill_during_collection_then_rerun_completes_without_duplicates(catalogu
         keys = connection.execute(text("SELECT object_key FROM raw.images")).scalars().all()
     assert all(store.exists(key) for key in keys)
     assert _account(catalogue)["resume_cursor"] is None
+
+
+def test_a_capped_run_never_takes_unlisted_posts_for_deleted(catalogue, store):
+    add_account(engine=catalogue, username="shopname")
+    with InstagramReplay([_shop()]):
+        _collect(catalogue, store, time=VirtualTime(NOW))
+        capped = _collect(catalogue, store, time=VirtualTime(NOW), refresh_days=30, max_posts=0)
+    assert capped.posts_unavailable == 0
+    with catalogue.connect() as connection:
+        assert connection.execute(
+            text("SELECT count(*) FROM raw.posts WHERE unavailable_since IS NOT NULL")
+        ).scalar_one() == 0
