@@ -128,7 +128,9 @@ def collect_account(
                 window_seen = taken_at < refresh_after
                 break
             if budget[0] <= 0:
-                run.capped, finished, window_seen = True, False, taken_at < refresh_after
+                # past the window only if an older post, not a pinned one, stopped it
+                run.capped, finished = True, False
+                window_seen = beyond_pins and taken_at < refresh_after
                 break
             if taken_at >= refresh_after:
                 seen_in_window.add(post.shortcode)
