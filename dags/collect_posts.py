@@ -114,6 +114,7 @@ def collect_posts():
             session_file=settings.instagram_session_file,
             username=settings.instagram_username or session.get("username"),
             session_cookies=session.get("cookies"),
+            sleep=settings.instagram_pauses,
         )
         run = collect_account(
             engine=engine, store=store, loader=loader, username=account, options=options

@@ -217,6 +217,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         engine=engine,
         session_file=settings.instagram_session_file,
         username=settings.instagram_username,
+        sleep=settings.instagram_pauses,
     )
     accounts = enabled_accounts(engine, args.accounts)
     if not accounts:

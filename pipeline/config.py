@@ -62,6 +62,7 @@ class Settings:
     moderator: str | None = None
     instagram_session_file: Path | None = None
     instagram_username: str | None = None
+    instagram_pauses: bool = True
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -143,6 +144,9 @@ class Settings:
             moderator=get("CATALOGUE_MODERATOR"),
             instagram_session_file=_session_file(get("CATALOGUE_INSTAGRAM_SESSION_FILE")),
             instagram_username=get("CATALOGUE_INSTAGRAM_USERNAME"),
+            instagram_pauses=_boolean(
+                "CATALOGUE_INSTAGRAM_PAUSES", get("CATALOGUE_INSTAGRAM_PAUSES"), default=True
+            ),
         )
         if settings.instagram_session_file and not settings.instagram_username:
             raise ConfigError(

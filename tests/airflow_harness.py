@@ -21,8 +21,14 @@ bag = DagBag(dag_folder=sys.argv[1])
 result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()},
           "dag_ids": sorted(bag.dag_ids)}
 if len(sys.argv) > 2:
+    import contextlib, os
     dag = bag.get_dag(sys.argv[2])
-    run = dag.test(run_conf=json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
+    world = contextlib.nullcontext()
+    if os.environ.get("CATALOGUE_TEST_REPLAY"):  # Instagram replayed for live collection
+        from tests.instagram_replay import InstagramReplay, accounts_from_spec
+        world = InstagramReplay(accounts_from_spec(json.loads(os.environ["CATALOGUE_TEST_REPLAY"])))
+    with world:
+        run = dag.test(run_conf=json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
     result["state"] = str(run.state)
     result["tasks"] = {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
                        for ti in run.get_task_instances()}

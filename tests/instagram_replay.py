@@ -922,3 +922,32 @@ class VirtualTime:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.elapsed += seconds
+
+
+def accounts_from_spec(spec: dict[str, int]) -> list[ReplayAccount]:
+    """`{"username": number of posts}` -> accounts of single-picture posts, one a day, for a
+    process that cannot receive Python objects (an Airflow task run in a subprocess)."""
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    accounts = []
+    for index, (username, posts) in enumerate(sorted(spec.items())):
+        base = 3_500_000_000_000_000_000 + index * 1_000_000
+        accounts.append(
+            ReplayAccount(
+                username=username,
+                profile_id=9_000_000_000 + index,
+                full_name=username.title(),
+                posts=[
+                    ReplayPost(
+                        shortcode=f"S{index:02d}{n:05d}",
+                        media_id=base + n,
+                        taken_at=start - timedelta(days=n + 1),
+                        caption=f"{username} look {n} #shop",
+                        likes=n,
+                        comments=0,
+                        images=[ReplayImage(base + n, jpeg(colour=(index * 40 % 256, n % 256, 9)))],
+                    )
+                    for n in range(posts)
+                ],
+            )
+        )
+    return accounts

@@ -412,6 +412,9 @@ def test_a_capped_run_never_takes_unlisted_posts_for_deleted(catalogue, store):
         capped = _collect(catalogue, store, time=VirtualTime(NOW), refresh_days=30, max_posts=0)
     assert capped.posts_unavailable == 0
     with catalogue.connect() as connection:
-        assert connection.execute(
-            text("SELECT count(*) FROM raw.posts WHERE unavailable_since IS NOT NULL")
-        ).scalar_one() == 0
+        assert (
+            connection.execute(
+                text("SELECT count(*) FROM raw.posts WHERE unavailable_since IS NOT NULL")
+            ).scalar_one()
+            == 0
+        )

@@ -50,3 +50,37 @@ def test_collect_posts_imports_the_sample_accounts_one_mapped_task_each(
             text("SELECT (SELECT count(*) FROM raw.posts), (SELECT count(*) FROM raw.images)")
         ).one()
     assert (posts, images) == (summary.posts, summary.images)
+
+
+def test_collect_posts_collects_live_accounts_from_replayed_instagram(airflow, migrated):
+    import json
+
+    from sqlalchemy import text
+
+    from pipeline.accounts import add_account
+
+    with migrated.begin() as connection:
+        connection.execute(text("TRUNCATE raw.accounts, raw.quarantine CASCADE"))
+    for name in ("shop_one", "shop_two"):
+        add_account(engine=migrated, username=name)
+    env = {
+        **airflow,
+        "CATALOGUE_TEST_REPLAY": json.dumps({"shop_one": 14, "shop_two": 3}),
+        "CATALOGUE_INSTAGRAM_PAUSES": "false",
+    }
+    result = run_dags(env, "collect_posts", {"max_posts": 20})
+    assert result["state"] == "success", result
+    assert result["tasks"]["collect[0]"] == result["tasks"]["collect[1]"] == "success"
+    assert len([e for e in result["asset_events"] if e["uri"] == "catalogue://raw/images"]) == 2
+    with migrated.connect() as connection:
+        counts = dict(
+            connection.execute(
+                text(
+                    "SELECT a.username, count(p.id) FROM raw.accounts a "
+                    "LEFT JOIN raw.posts p ON p.account_id = a.id GROUP BY a.username"
+                )
+            ).all()
+        )
+        requests = connection.execute(text("SELECT count(*) FROM raw.instagram_requests")).scalar()
+    assert counts == {"shop_one": 14, "shop_two": 3}
+    assert requests > 0  # the rate controller's history, written by the Airflow tasks
