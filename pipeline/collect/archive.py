@@ -13,6 +13,7 @@ request ever goes to Instagram: metadata missing from a file is a refusal, not a
 from __future__ import annotations
 
 import logging
+import lzma
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +43,9 @@ SOURCE = "archive"
 POST_FILE = re.compile(r"^(?P<stem>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_UTC)\.json(\.xz)?$")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # What a damaged or hostile post file can raise while instaloader reads it.
-_UNREADABLE = (InstaloaderException, KeyError, ValueError, TypeError, OSError, EOFError)
+_UNREADABLE = (
+    InstaloaderException, KeyError, ValueError, TypeError, OSError, EOFError, lzma.LZMAError,
+)  # fmt: skip
 
 
 class ArchiveError(ValueError):
@@ -233,7 +236,7 @@ def _register_account(
                     "follower_count": profile.followers,
                 }
                 break
-        except (InstaloaderException, KeyError, ValueError, OSError, EOFError) as exc:
+        except _UNREADABLE as exc:
             log.warning("profile file %s unreadable: %s", candidate, exc)
 
     with engine.begin() as connection:

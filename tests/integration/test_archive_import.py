@@ -321,3 +321,20 @@ def test_purge_one_post_keeps_a_picture_another_post_shares(
             {"s": second["shortcode"], "pos": int(second["position"])},
         ).scalar_one()
     assert store.exists(key)  # the other account's post still shows the same picture
+
+
+def test_an_unreadable_post_file_is_quarantined_and_the_rest_imported(
+    clean_catalogue, settings, sample_archive, tmp_path
+):
+    archive = tmp_path / "archive"
+    shutil.copytree(sample_archive, archive)
+    victim = sorted(archive.glob("*/*_UTC.json.xz"))[0]
+    victim.write_bytes(b"not xz at all")
+    summary = import_archive(archive, engine=clean_catalogue,
+                             store=ObjectStore.for_images(settings), workers=4)  # fmt: skip
+    posts = len({row["shortcode"] for row in _manifest(archive)})
+    assert summary.posts_new == posts - 1
+    with clean_catalogue.connect() as connection:
+        row = connection.execute(text("SELECT input_ref, reason FROM raw.quarantine")).one()
+    assert row.input_ref == str(victim.relative_to(archive))
+    assert "unreadable post file" in row.reason
