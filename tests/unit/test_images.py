@@ -1,0 +1,60 @@
+"""The picture check the collector runs before storing anything."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from pipeline.collect.images import ImageRefused, check_image
+
+
+def _encode(size=(60, 80), fmt="JPEG", mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, 128 if mode in ("L", "CMYK") else (200, 30, 30)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "size"),
+    [
+        pytest.param(_encode(), "image/jpeg", (60, 80), id="jpeg"),
+        pytest.param(_encode(mode="L"), "image/jpeg", (60, 80), id="grey-jpeg"),
+        pytest.param(_encode(mode="CMYK"), "image/jpeg", (60, 80), id="cmyk-jpeg"),
+        pytest.param(_encode((1080, 1350)), "image/jpeg", (1080, 1350), id="instagram-size"),
+        pytest.param(_encode(fmt="PNG"), "image/png", (60, 80), id="png"),
+        pytest.param(_encode(fmt="WEBP"), "image/webp", (60, 80), id="webp"),
+    ],
+)
+def test_good_pictures_pass_with_their_size_and_type(data, content_type, size):
+    checked = check_image(data)
+    assert (checked.width, checked.height) == size and checked.content_type == content_type
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        pytest.param(b"", "empty file", id="empty"),
+        pytest.param(_encode()[:300], "truncated or corrupt JPEG", id="truncated-jpeg"),
+        pytest.param(
+            _encode((1080, 1350))[:-4000], "truncated or corrupt JPEG", id="truncated-big"
+        ),
+        pytest.param(_encode(fmt="GIF", mode="P"), "GIF is not allowed", id="real-gif"),
+        pytest.param(b"%PDF-1.7 not a picture", "not an image", id="pdf"),
+        pytest.param(
+            _encode((9000, 9000), fmt="PNG", mode="L"),
+            "decompression-bomb guard",
+            id="too-many-pixels",
+        ),
+    ],
+)
+def test_bad_pictures_are_refused_with_a_reason(data, reason):
+    with pytest.raises(ImageRefused) as refused:
+        check_image(data)
+    assert reason in refused.value.reason
+
+
+def test_size_limit_applies_before_decoding():
+    with pytest.raises(ImageRefused, match="file too big"):
+        check_image(_encode(), max_bytes=100)
