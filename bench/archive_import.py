@@ -39,6 +39,7 @@ from bench.scratch import (  # noqa: E402
     scratch_database,
 )
 from pipeline.collect.archive import import_archive  # noqa: E402
+from pipeline.collect.posts import post_row  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
 from pipeline.samples import generate_sample_accounts  # noqa: E402
 from pipeline.storage import ObjectStore, content_key  # noqa: E402
@@ -91,7 +92,7 @@ def measure_insert(engine, rows: list[tuple[object, list[dict]]], workers: int) 
         "INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, caption, hashtags, "
         "like_count, comment_count, media_type, location, node, source) VALUES (:shortcode, "
         ":media_id, :account_id, :taken_at, :caption, :hashtags, :like_count, :comment_count, "
-        ":media_type, :location, :node, 'archive') RETURNING id"
+        ":media_type, :location, :node, :source) RETURNING id"
     ).bindparams(bindparam("location", type_=JSONB), bindparam("node", type_=JSONB))
     insert_image = text(
         "INSERT INTO raw.images (media_id, post_id, position, object_key, sha256, width, height, "
@@ -102,20 +103,7 @@ def measure_insert(engine, rows: list[tuple[object, list[dict]]], workers: int) 
         post, images = item
         with engine.begin() as connection:
             post_id = connection.execute(
-                insert_post,
-                {
-                    "shortcode": post.shortcode,
-                    "media_id": post.media_id,
-                    "account_id": account_id,
-                    "taken_at": post.taken_at,
-                    "caption": post.caption,
-                    "hashtags": post.hashtags,
-                    "like_count": post.like_count,
-                    "comment_count": post.comment_count,
-                    "media_type": post.media_type,
-                    "location": post.location,
-                    "node": post.node,
-                },
+                insert_post, post_row(post, account_id=account_id)
             ).scalar_one()
             for image in images:
                 connection.execute(

@@ -58,18 +58,8 @@ def add_account(*, engine: Engine, username: str, allow_personal: bool = False) 
     """Register an account for collection; returns (username, created)."""
     name = normalise_username(username)
     with engine.begin() as connection:
-        existed = connection.execute(
-            text("SELECT 1 FROM raw.accounts WHERE username = :u"), {"u": name}
-        ).scalar()
-        upsert_account(connection=connection, username=name)
-        connection.execute(
-            text(
-                "UPDATE raw.accounts SET allow_personal = allow_personal OR :allow "
-                "WHERE username = :u"
-            ),
-            {"u": name, "allow": allow_personal},
-        )
-    return name, not existed
+        key = upsert_account(connection=connection, username=name, allow_personal=allow_personal)
+    return name, key.created
 
 
 def set_enabled(*, engine: Engine, username: str, enabled: bool) -> None:

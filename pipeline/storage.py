@@ -185,15 +185,21 @@ class ObjectStore:
 
     # -- writes ---------------------------------------------------------------------------------
     def put_content(
-        self, data: bytes, *, content_type: str, prefix: str = "images", check_existing: bool = True
+        self,
+        data: bytes,
+        *,
+        content_type: str,
+        prefix: str = "images",
+        check_existing: bool = True,
+        sha256: str | None = None,
     ) -> StoredObject:
         """Store `data` under its content hash; a second put of the same bytes writes nothing.
 
         `check_existing=False` skips the HEAD request when the caller already knows the object is
         new (the catalogue references no picture with this hash); a PUT of the same content to
-        the same key is harmless anyway.
+        the same key is harmless anyway. `sha256`: the hash, when the caller computed it already.
         """
-        sha = sha256_of(data)
+        sha = sha256 or sha256_of(data)
         key = content_key(sha, content_type, prefix=prefix)
         existing = self.stat(key) if check_existing else None
         if existing is not None and existing.size == len(data):

@@ -240,17 +240,15 @@ def _register_account(
             log.warning("profile file %s unreadable: %s", candidate, exc)
 
     with engine.begin() as connection:
-        account_id = upsert_account(
-            connection=connection, username=username, enabled=enable, **facts
+        key = upsert_account(
+            connection=connection,
+            username=username,
+            enabled=enable,
+            allow_personal=allow_personal,
+            **facts,
         )
-        allowed = connection.execute(
-            text(
-                "UPDATE raw.accounts SET allow_personal = allow_personal OR :allow "
-                "WHERE id = :id RETURNING allow_personal"
-            ),
-            {"id": account_id, "allow": allow_personal},
-        ).scalar_one()
-        if facts.get("is_business") is False and not allowed:
+        account_id = key.id
+        if facts.get("is_business") is False and not key.allow_personal:
             reason = (
                 "personal (non-business) account: not collected; "
                 f"`catalogue accounts add {username} --allow-personal` allows it"

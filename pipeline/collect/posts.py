@@ -80,6 +80,13 @@ class _ReadyImage:
     checked: CheckedImage
 
 
+@dataclass(frozen=True)
+class AccountKey:
+    id: int
+    allow_personal: bool
+    created: bool
+
+
 def upsert_account(
     *,
     connection: Connection,
@@ -89,21 +96,25 @@ def upsert_account(
     is_business: bool | None = None,
     follower_count: int | None = None,
     enabled: bool = True,
-) -> int:
-    """The account's id; profile facts are refreshed, the operator's choices (enabled) kept."""
-    return connection.execute(
+    allow_personal: bool = False,
+) -> AccountKey:
+    """Register or refresh an account: profile facts are refreshed, the operator's choices kept
+    (`enabled` only applies to a new account; `allow_personal` is only ever granted here)."""
+    row = connection.execute(
         text(
             """
             INSERT INTO raw.accounts (username, instagram_id, full_name, is_business,
-                                      follower_count, enabled)
-            VALUES (:username, :instagram_id, :full_name, :is_business, :follower_count, :enabled)
+                                      follower_count, enabled, allow_personal)
+            VALUES (:username, :instagram_id, :full_name, :is_business, :follower_count, :enabled,
+                    :allow_personal)
             ON CONFLICT (username) DO UPDATE SET
                 instagram_id = COALESCE(EXCLUDED.instagram_id, raw.accounts.instagram_id),
                 full_name = COALESCE(EXCLUDED.full_name, raw.accounts.full_name),
                 is_business = COALESCE(EXCLUDED.is_business, raw.accounts.is_business),
                 follower_count = COALESCE(EXCLUDED.follower_count, raw.accounts.follower_count),
+                allow_personal = raw.accounts.allow_personal OR EXCLUDED.allow_personal,
                 updated_at = now()
-            RETURNING id
+            RETURNING id, allow_personal, (xmax = 0) AS created
             """
         ),
         {
@@ -113,8 +124,10 @@ def upsert_account(
             "is_business": is_business,
             "follower_count": follower_count,
             "enabled": enabled,
+            "allow_personal": allow_personal,
         },
-    ).scalar_one()
+    ).one()
+    return AccountKey(row.id, row.allow_personal, row.created)
 
 
 def quarantine(
@@ -237,6 +250,24 @@ def _upsert_statement(image_count: int) -> TextClause:
     return statement.bindparams(bindparam("location", type_=JSONB), bindparam("node", type_=JSONB))
 
 
+def post_row(post: CollectedPost, *, account_id: int) -> dict[str, Any]:
+    """The `raw.posts` columns of a collected post."""
+    return {
+        "shortcode": post.shortcode,
+        "media_id": post.media_id,
+        "account_id": account_id,
+        "taken_at": post.taken_at,
+        "caption": post.caption,
+        "hashtags": post.hashtags,
+        "like_count": post.like_count,
+        "comment_count": post.comment_count,
+        "media_type": post.media_type,
+        "location": post.location,
+        "node": post.node,
+        "source": post.source,
+    }
+
+
 def store_post(
     *,
     engine: Engine,
@@ -285,7 +316,10 @@ def store_post(
         for item in ready:
             if item.sha256 not in known:
                 stored = store.put_content(
-                    item.data, content_type=item.checked.content_type, check_existing=False
+                    item.data,
+                    content_type=item.checked.content_type,
+                    check_existing=False,
+                    sha256=item.sha256,
                 )
                 outcome.objects_written += int(stored.created)
         if post_exists:
@@ -297,20 +331,7 @@ def store_post(
                     "media_ids": list(post.all_media_ids) or [i.media_id for i in post.images],
                 },
             )
-        parameters: dict[str, Any] = {
-            "shortcode": post.shortcode,
-            "media_id": post.media_id,
-            "account_id": account_id,
-            "taken_at": post.taken_at,
-            "caption": post.caption,
-            "hashtags": post.hashtags,
-            "like_count": post.like_count,
-            "comment_count": post.comment_count,
-            "media_type": post.media_type,
-            "location": post.location,
-            "node": post.node,
-            "source": post.source,
-        }
+        parameters = post_row(post, account_id=account_id)
         for i, item in enumerate(ready):
             parameters.update(
                 {
