@@ -34,6 +34,8 @@ def purge(
     """`target` is an account (username, @name or profile URL) or a post's shortcode."""
     kind, where, value = _target(engine, target)
     with engine.begin() as connection:
+        # a takedown deletes the images' labels too (labels are otherwise append-only)
+        connection.execute(text("SET LOCAL catalogue.purge = 'on'"))
         images = connection.execute(
             text(
                 f"SELECT i.id, i.object_key, i.sha256 FROM raw.images i "

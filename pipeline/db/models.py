@@ -21,6 +21,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -261,6 +262,156 @@ class TaxonomyVersion(Base):
         Text, nullable=False, server_default=text("current_user")
     )
     loaded_at: Mapped[datetime] = created_at_column()
+
+
+class Attribute(Base):
+    """An attribute images are labelled with (colour, category, and any the taxonomy adds)."""
+
+    __tablename__ = "attributes"
+    __table_args__ = ({"schema": "catalogue"},)
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    levels: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    train_at: Mapped[str] = mapped_column(Text, nullable=False)
+    position: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    taxonomy_version_id: Mapped[int] = mapped_column(
+        ForeignKey("catalogue.taxonomy_versions.id"), nullable=False
+    )
+
+
+class AttributeValue(Base):
+    """A value of an attribute, with its path in the grouping (family > colour, group > type)."""
+
+    __tablename__ = "attribute_values"
+    __table_args__ = ({"schema": "catalogue"},)
+
+    attribute: Mapped[str] = mapped_column(
+        String(64), ForeignKey("catalogue.attributes.name"), primary_key=True
+    )
+    value: Mapped[str] = mapped_column(Text, primary_key=True)
+    path: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    parent: Mapped[str | None] = mapped_column(Text)
+    depth: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    taxonomy_version_id: Mapped[int] = mapped_column(
+        ForeignKey("catalogue.taxonomy_versions.id"), nullable=False
+    )
+    retired_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class ValueAlias(Base):
+    """Another spelling of a value, by its comparison key (`taxonomy.value_key`)."""
+
+    __tablename__ = "value_aliases"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["attribute", "value"],
+            ["catalogue.attribute_values.attribute", "catalogue.attribute_values.value"],
+            name="fk_value_aliases_attribute_attribute_values",
+        ),
+        {"schema": "catalogue"},
+    )
+
+    attribute: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alias_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class LabelJob(Base):
+    """One recorded change of labels: a moderator's labels, an import, a relabel job, an undo."""
+
+    __tablename__ = "label_jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('label', 'import', 'rename', 'move', 'clear', 'apply_csv', 'undo')",
+            name="kind",
+        ),
+        Index(None, "created_at"),
+        {"schema": "catalogue"},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    arguments: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'")
+    )
+    created_by: Mapped[str] = mapped_column(Text, nullable=False)
+    db_role: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("session_user"))
+    origin: Mapped[str] = mapped_column(String(16), nullable=False, server_default=text("'cli'"))
+    airflow_run_id: Mapped[str | None] = mapped_column(Text)
+    labels_written: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    undoes_job_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("catalogue.label_jobs.id"), unique=True
+    )
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Label(Base):
+    """One label decision, never updated: the current label is the newest row (a view)."""
+
+    __tablename__ = "labels"
+    __table_args__ = (
+        CheckConstraint("source IN ('moderator', 'import', 'relabel', 'undo')", name="source"),
+        ForeignKeyConstraint(
+            ["attribute", "value"],
+            ["catalogue.attribute_values.attribute", "catalogue.attribute_values.value"],
+            name="fk_labels_attribute_attribute_values",
+        ),
+        Index(None, "image_id", "attribute", "id"),
+        Index(None, "job_id"),
+        Index(None, "created_at"),
+        {"schema": "catalogue"},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("raw.images.id", ondelete="CASCADE"), nullable=False
+    )
+    attribute: Mapped[str] = mapped_column(
+        String(64), ForeignKey("catalogue.attributes.name"), nullable=False
+    )
+    value: Mapped[str | None] = mapped_column(Text)  # NULL: the label was cleared
+    source: Mapped[str] = mapped_column(String(16), nullable=False)
+    moderator: Mapped[str] = mapped_column(Text, nullable=False)
+    created_by: Mapped[str] = mapped_column(Text, nullable=False)
+    db_role: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("session_user"))
+    note: Mapped[str | None] = mapped_column(Text)
+    replaces_label_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("catalogue.labels.id")
+    )
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("catalogue.label_jobs.id"), nullable=False
+    )
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Prediction(Base):
+    """The latest model prediction of an image's attribute, with what the review queue needs."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        CheckConstraint("confidence BETWEEN 0 AND 1", name="confidence_range"),
+        Index(None, "attribute", "margin"),
+        {"schema": "catalogue"},
+    )
+
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("raw.images.id", ondelete="CASCADE"), primary_key=True
+    )
+    attribute: Mapped[str] = mapped_column(
+        String(64), ForeignKey("catalogue.attributes.name"), primary_key=True
+    )
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    confidence: Mapped[float] = mapped_column(REAL, nullable=False)
+    margin: Mapped[float] = mapped_column(REAL, nullable=False)  # top-1 minus top-2 probability
+    top: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'[]'")
+    )
+    needs_review: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    model_version: Mapped[str] = mapped_column(Text, nullable=False)
+    predicted_at: Mapped[datetime] = created_at_column()
 
 
 # -- marketplace --------------------------------------------------------------------------------
