@@ -294,6 +294,205 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- moderation -----------------------------------------------------------------------------------
+def cmd_taxonomy(args: argparse.Namespace) -> int:
+    from pipeline.db import get_engine
+    from pipeline.labels.taxonomy import load_taxonomy, sync_taxonomy, taxonomy_from_database
+
+    settings = load_settings()
+    engine = get_engine(settings.database_url)
+    if args.action == "sync":
+        taxonomy = load_taxonomy(args.file or settings.taxonomy_file)
+        with engine.begin() as connection:
+            outcome = sync_taxonomy(connection=connection, taxonomy=taxonomy)
+        _say(
+            f"taxonomy '{taxonomy.name}' from {taxonomy.source}: version {outcome.version_id}"
+            f"{' (new)' if outcome.created else ' (already loaded)'}, {outcome.values_added} "
+            f"values added or changed, {outcome.values_retired} retired"
+        )
+        return EXIT_OK
+    with engine.connect() as connection:
+        taxonomy = taxonomy_from_database(connection)
+    names = [args.attribute] if args.attribute else list(taxonomy.attributes)
+    for name in names:
+        attribute = taxonomy.attribute(name)
+        _say(
+            f"{name}: levels {' > '.join(attribute.levels)}, trained at {attribute.train_at} "
+            f"({len(attribute.training_classes())} classes), {len(attribute.values)} values"
+        )
+        for value in attribute.values.values():
+            _say("  " + "  " * (value.depth - 1) + value.name)
+        if attribute.aliases:
+            _say("  aliases: " + ", ".join(f"{a} -> {v}" for a, v in attribute.aliases.items()))
+    return EXIT_OK
+
+
+def _who(settings: Settings):
+    from pipeline.labels.history import Who
+
+    return Who(name=settings.moderator, origin="cli")
+
+
+def _announce(settings: Settings, job_id: int | None, written: int) -> None:
+    if not job_id or not written:
+        return
+    from pipeline.labels.announce import announce_labels_changed
+
+    _say("  " + announce_labels_changed(settings=settings, job_id=job_id, labels_written=written))
+
+
+def _date(value: str | None):
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError("date", f"'{value}' is not a date: write YYYY-MM-DD") from None
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from pipeline.db import get_engine
+    from pipeline.labels import jobs
+
+    settings = load_settings()
+    engine = get_engine(settings.database_url)
+    who = _who(settings)
+    if args.action == "import":
+        from pipeline.labels.label_csv import LabelFileError, format_report, import_labels
+
+        if not args.subject:
+            raise LabelFileError("`catalogue labels import FILE`: which CSV file")
+        report = import_labels(
+            args.subject, engine=engine, who=who, strict=args.strict, dry_run=args.dry_run
+        )
+        for line in format_report(report):
+            _say(line)
+        _announce(settings, report.job_id, report.written)
+        return EXIT_FAILED if report.refused and args.strict else EXIT_OK
+    if args.action == "export":
+        from pipeline.labels.label_csv import export_labels
+
+        options = dict(
+            engine=engine, account=args.account, attribute=args.attribute, value=args.value,
+            since=_date(args.since), until=_date(args.until),
+        )  # fmt: skip
+        if args.out in (None, "-"):
+            count = export_labels(sys.stdout, **options)
+        else:
+            with open(args.out, "w", encoding="utf-8", newline="") as out:
+                count = export_labels(out, **options)
+            _say(f"wrote {count} images' labels to {args.out}")
+        return EXIT_OK
+    if args.action == "jobs":
+        for job in jobs.list_jobs(engine=engine, limit=args.limit):
+            state = f"undone by {job.undone_by}" if job.undone_by else ""
+            _say(
+                f"{job.id:>6} {job.kind:<9} {job.labels_written:>7} labels  "
+                f"{job.created_at:%Y-%m-%d %H:%M}  {job.created_by} ({job.origin})  {state}"
+            )
+        return EXIT_OK
+    if args.action == "history":
+        return _history(engine, args)
+    if args.action == "undo":
+        if not (args.subject or "").isdigit():
+            raise jobs.JobError(
+                "`catalogue labels undo JOB`: which job, by number (see `catalogue labels jobs`)"
+            )
+        outcome = jobs.undo_job(
+            engine=engine, job_id=int(args.subject), who=who, dry_run=args.dry_run
+        )
+    else:
+        if not args.attribute:
+            raise jobs.JobError(f"`catalogue labels {args.action}` needs --attribute (colour, ...)")
+        outcome = jobs.run_job(
+            engine=engine,
+            kind=args.action,
+            attribute=args.attribute,
+            who=who,
+            to=args.to,
+            from_values=args.from_values,
+            selection=jobs.Selection(
+                account=args.account,
+                value=args.value or [],
+                predicted=args.predicted or [],
+                shortcodes=args.shortcode or [],
+                since=_date(args.since),
+                until=_date(args.until),
+            ),
+            dry_run=args.dry_run,
+            note=args.note,
+        )
+    verb = "would change" if outcome.dry_run else "changed"
+    _say(
+        f"{outcome.kind}: {verb} {outcome.images} labels"
+        + (f", {outcome.skipped} skipped (changed since the job)" if outcome.skipped else "")
+        + (f" (job {outcome.job_id}; undo: catalogue labels undo {outcome.job_id})"
+           if outcome.job_id else "")
+    )  # fmt: skip
+    for row in outcome.sample:
+        _say(f"  {row['shortcode']}/{row['position']}: {row['before']} -> {row['after']}")
+    if not outcome.dry_run:
+        _announce(settings, outcome.job_id, outcome.images)
+    return EXIT_OK
+
+
+def _history(engine, args: argparse.Namespace) -> int:
+    from sqlalchemy import text
+
+    if not args.subject:
+        raise FileNotFoundError("`catalogue labels history SHORTCODE [--position N]`: which post")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                """
+                SELECT l.id, i.position, l.attribute, l.value, l.source, l.moderator,
+                       l.created_by, l.created_at, l.replaces_label_id, l.job_id, l.note
+                FROM catalogue.labels l JOIN raw.images i ON i.id = l.image_id
+                JOIN raw.posts p ON p.id = i.post_id
+                WHERE p.shortcode = :s AND (CAST(:pos AS integer) IS NULL OR i.position = :pos)
+                ORDER BY i.position, l.attribute, l.id
+                """
+            ),
+            {"s": args.subject, "pos": args.position},
+        ).all()
+    if not rows:
+        _say(f"no labels for {args.subject}")
+    for r in rows:
+        _say(
+            f"{r.id:>8} {args.subject}/{r.position} {r.attribute:<10} {r.value or '(cleared)':<20}"
+            f" {r.source:<9} {r.moderator} (by {r.created_by}) {r.created_at:%Y-%m-%d %H:%M} "
+            f"job {r.job_id}"
+            + (f" replaces {r.replaces_label_id}" if r.replaces_label_id else "")
+            + (f"  note: {r.note}" if r.note else "")
+        )
+    return EXIT_OK
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from pipeline.db import get_engine
+    from pipeline.labels.review import review_queue, write_review_csv
+    from pipeline.storage import ObjectStore
+
+    settings = load_settings()
+    engine = get_engine(settings.database_url)
+    items = review_queue(engine=engine, limit=args.limit, attribute=args.attribute)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as out:
+            write_review_csv(out, items, engine=engine, store=ObjectStore.for_images(settings))
+        _say(f"wrote {len(items)} images to review to {args.out}; fill in and "
+             f"`catalogue labels import {args.out}`")  # fmt: skip
+        return EXIT_OK
+    for item in items:
+        suggestions = "; ".join(
+            f"{a}: " + ", ".join(f"{s['value']} {float(s['confidence']):.2f}" for s in top[:3])
+            for a, top in item.suggestions.items()
+        )
+        _say(f"{item.shortcode}/{item.position} {item.account:<24} {item.reason:<32} {suggestions}")
+    return EXIT_OK
+
+
 # -- the demo ---------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     """The product end to end on embedded defaults, as far as it is built: stack, samples, import."""
@@ -481,6 +680,64 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--seed", type=int, default=7)
     samples.add_argument("--image-size", help="re-encode pictures to WIDTHxHEIGHT, e.g. 1080x1350")
     samples.add_argument("--dataset", help="dataset folder (default: CATALOGUE_DATASET_DIR)")
+    taxonomy = add(
+        "taxonomy",
+        cmd_taxonomy,
+        "Show the taxonomy (attributes, values, groupings, aliases) or sync a YAML file into "
+        "the database (default: CATALOGUE_TAXONOMY_FILE, else the shipped default).",
+    )
+    taxonomy.add_argument("action", choices=("show", "sync"))
+    taxonomy.add_argument("file", nargs="?", help="sync: the YAML file")
+    taxonomy.add_argument("--attribute", help="show: only this attribute")
+    labels = add(
+        "labels",
+        cmd_labels,
+        "Moderators' labels. import FILE: the label CSV (shortcode,position,colour,category,"
+        "moderator,note); every row is validated first and refused rows are listed with their "
+        "line; the rest is applied in one transaction. export: current labels as that CSV. "
+        "rename/move/clear: recorded relabel jobs (try --dry-run first). undo JOB: restore what "
+        "a job replaced. jobs: recent jobs. history SHORTCODE [POSITION]: every label ever given.",
+    )
+    labels.add_argument(
+        "action", choices=("import", "export", "rename", "move", "clear", "undo", "jobs", "history")
+    )
+    labels.add_argument(
+        "subject", nargs="?", help="import: the CSV file; undo: the job id; history: a shortcode"
+    )
+    labels.add_argument(
+        "--strict", action="store_true", help="import: nothing unless every row is valid"
+    )
+    labels.add_argument(
+        "--dry-run", action="store_true", help="count and show a sample, change nothing"
+    )
+    labels.add_argument("--out", help="export: file to write (default: standard output)")
+    labels.add_argument("--attribute", help="the attribute (colour, category, ...)")
+    labels.add_argument("--from", dest="from_values", action="append", metavar="VALUE",
+                        help="rename: a value to rename (repeat to merge several)")  # fmt: skip
+    labels.add_argument("--to", help="rename/move: the new value")
+    labels.add_argument("--account", help="filter: the images of this account")
+    labels.add_argument("--value", action="append", metavar="VALUE",
+                        help="filter: images currently labelled so (repeatable)")  # fmt: skip
+    labels.add_argument("--predicted", action="append", metavar="VALUE",
+                        help="filter: images the model calls so (repeatable)")  # fmt: skip
+    labels.add_argument("--shortcode", action="append", help="filter: these posts (repeatable)")
+    labels.add_argument("--since", help="filter: posted (export: labelled) on or after YYYY-MM-DD")
+    labels.add_argument("--until", help="filter: posted (export: labelled) on or before YYYY-MM-DD")
+    labels.add_argument("--note", help="rename/move/clear: a note stored with every label")
+    labels.add_argument("--position", type=int, help="history: only this image of the post")
+    labels.add_argument("--limit", type=int, default=20, help="jobs: how many (20)")
+    review = add(
+        "review",
+        cmd_review,
+        "The images that most need a moderator, best first: (1) no label and the model unsure "
+        "(smallest margin between its top two classes), (2) the model disagrees with the label "
+        "(most confident first), (3) new accounts nobody has labelled, (4) other unlabelled "
+        "images. --out writes the label CSV to fill in and import, with a time-limited link to "
+        "each picture and the model's top suggestions.",
+    )
+    review.add_argument("--limit", type=int, default=100, help="how many images (100)")
+    review.add_argument("--attribute", help="only this attribute (default: every attribute)")
+    review.add_argument("--out", help="write the CSV here instead of listing")
     add("check", cmd_check, "Check that the database and the S3 buckets answer.")
     demo = add(
         "demo",
@@ -508,6 +765,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.accounts import AccountError
     from pipeline.collect.archive import ArchiveError
     from pipeline.db import DatabaseError
+    from pipeline.labels.jobs import JobError
+    from pipeline.labels.label_csv import LabelFileError
+    from pipeline.labels.taxonomy import TaxonomyError, UnknownValue
     from pipeline.storage import ObjectStoreError
 
     try:
@@ -515,7 +775,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"catalogue: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (DatabaseError, ObjectStoreError, StackError, AccountError, ArchiveError) as exc:
+    except (
+        DatabaseError, ObjectStoreError, StackError, AccountError, ArchiveError, JobError,
+        LabelFileError, TaxonomyError, UnknownValue,
+    ) as exc:  # fmt: skip
         print(f"catalogue: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except (FileNotFoundError, FileExistsError) as exc:

@@ -346,6 +346,7 @@ def upgrade() -> None:
     # Labels are history: nobody updates or deletes them (the trigger enforces it for owners too).
     op.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON catalogue.labels FROM {app}")
     op.execute(f"GRANT INSERT ON catalogue.labels, catalogue.label_jobs TO {moderator}")
+    op.execute(f"GRANT UPDATE (labels_written) ON catalogue.label_jobs TO {moderator}")
     op.execute(
         f"GRANT USAGE ON SEQUENCE catalogue.labels_id_seq, catalogue.label_jobs_id_seq "
         f"TO {moderator}"

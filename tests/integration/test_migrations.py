@@ -14,9 +14,14 @@ from pipeline.db.models import SCHEMAS, Base
 EXPECTED_TABLES = {
     "raw": {"accounts", "posts", "images", "quarantine", "purges", "instagram_requests"},
     "catalogue": {
-        "taxonomy_versions", "attributes", "attribute_values", "value_aliases", "label_jobs",
-        "labels", "predictions",
-    },  # fmt: skip
+        "taxonomy_versions",
+        "attributes",
+        "attribute_values",
+        "value_aliases",
+        "label_jobs",
+        "labels",
+        "predictions",
+    },
     "marketplace": {"products", "product_attributes"},
 }
 

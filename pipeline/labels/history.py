@@ -1,0 +1,194 @@
+"""Writing labels: every change is a new row of `catalogue.labels`, made by a recorded job.
+
+All writes go through `write_labels`, which works on whole sets in SQL: the wanted labels are
+staged in a temporary table, compared with each image's latest label, and only real changes are
+inserted, each naming the label it replaced. Rows whose label changed since the caller read it
+(`expected_label_id`) are skipped and reported, never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+JOB_KINDS = ("label", "import", "rename", "move", "clear", "apply_csv", "undo")
+SOURCE_OF_JOB = {
+    "label": "moderator",
+    "import": "import",
+    "apply_csv": "import",
+    "rename": "relabel",
+    "move": "relabel",
+    "clear": "relabel",
+    "undo": "undo",
+}
+
+
+@dataclass(frozen=True)
+class Who:
+    """The authenticated identity behind a change: the CLI's configured moderator, the Airflow
+    user who triggered a run, or (when neither is known) the database role itself."""
+
+    name: str | None = None
+    origin: str = "cli"  # cli, airflow, sql
+    airflow_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WantedLabel:
+    image_id: int
+    attribute: str
+    value: str | None  # None clears the label
+    moderator: str | None = None  # the credited moderator (a CSV cell); default: who
+    note: str | None = None
+    # skip unless this is still the latest label (0: unless the image still has no label)
+    expected_label_id: int | None = None
+    line: int | None = None  # where it came from, for reports
+
+
+@dataclass
+class WriteOutcome:
+    job_id: int | None
+    written: int = 0
+    unchanged: int = 0
+    stale: list[WantedLabel] = field(default_factory=list)
+
+
+def start_job(
+    *, connection: Connection, kind: str, who: Who, arguments: dict[str, Any],
+    undoes_job_id: int | None = None,
+) -> int:  # fmt: skip
+    return connection.execute(
+        text(
+            "INSERT INTO catalogue.label_jobs (kind, arguments, created_by, origin, "
+            "airflow_run_id, undoes_job_id) VALUES (:kind, CAST(:arguments AS jsonb), "
+            "COALESCE(:who, session_user), :origin, :run_id, :undoes) RETURNING id"
+        ),
+        {
+            "kind": kind,
+            "arguments": json.dumps(arguments, default=str),
+            "who": who.name,
+            "origin": who.origin,
+            "run_id": who.airflow_run_id,
+            "undoes": undoes_job_id,
+        },
+    ).scalar_one()
+
+
+def empty_staging(connection: Connection) -> None:
+    """The transaction's `wanted_labels` table, empty: what a job wants the labels to be."""
+    connection.execute(
+        text(
+            "CREATE TEMP TABLE IF NOT EXISTS wanted_labels (image_id bigint, attribute text, "
+            "value text, moderator text, note text, expected_label_id bigint, line integer) "
+            "ON COMMIT DROP"
+        )
+    )
+    connection.execute(text("TRUNCATE wanted_labels"))
+
+
+def stage(connection: Connection, wanted: Sequence[WantedLabel]) -> None:
+    """Put the wanted labels in the transaction's `wanted_labels` table."""
+    empty_staging(connection)
+    if not wanted:
+        return
+    connection.execute(
+        text(
+            """
+            INSERT INTO wanted_labels
+            SELECT * FROM unnest(CAST(:image_ids AS bigint[]), CAST(:attributes AS text[]),
+                                 CAST(:values AS text[]), CAST(:moderators AS text[]),
+                                 CAST(:notes AS text[]), CAST(:expected AS bigint[]),
+                                 CAST(:lines AS integer[]))
+            """
+        ),
+        {
+            "image_ids": [w.image_id for w in wanted],
+            "attributes": [w.attribute for w in wanted],
+            "values": [w.value for w in wanted],
+            "moderators": [w.moderator for w in wanted],
+            "notes": [w.note for w in wanted],
+            "expected": [w.expected_label_id for w in wanted],
+            "lines": [w.line for w in wanted],
+        },
+    )
+
+
+def write_staged(*, connection: Connection, job_id: int, kind: str) -> WriteOutcome:
+    """Insert the staged labels that change something; report the stale ones."""
+    stale_rows = connection.execute(
+        text(
+            """
+            SELECT w.* FROM wanted_labels w
+            LEFT JOIN catalogue.latest_labels l
+                   ON l.image_id = w.image_id AND l.attribute = w.attribute
+            WHERE w.expected_label_id IS NOT NULL
+              AND COALESCE(l.label_id, 0) <> w.expected_label_id
+              AND l.value IS DISTINCT FROM w.value
+            ORDER BY w.line NULLS LAST, w.image_id
+            """
+        )
+    ).all()
+    row = connection.execute(
+        text(
+            """
+            WITH changes AS (
+                SELECT w.*, l.label_id AS latest_id
+                FROM wanted_labels w
+                LEFT JOIN catalogue.latest_labels l
+                       ON l.image_id = w.image_id AND l.attribute = w.attribute
+                WHERE l.value IS DISTINCT FROM w.value
+                  AND (w.expected_label_id IS NULL
+                       OR COALESCE(l.label_id, 0) = w.expected_label_id)
+            ), inserted AS (
+                INSERT INTO catalogue.labels (image_id, attribute, value, source, moderator,
+                                              created_by, note, replaces_label_id, job_id)
+                SELECT c.image_id, c.attribute, c.value, :source,
+                       COALESCE(c.moderator, j.created_by), j.created_by, c.note, c.latest_id,
+                       j.id
+                FROM changes c, catalogue.label_jobs j
+                WHERE j.id = :job_id
+                ORDER BY c.image_id, c.attribute
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM inserted) AS written,
+                   (SELECT count(*) FROM wanted_labels) AS wanted
+            """
+        ),
+        {"job_id": job_id, "source": SOURCE_OF_JOB[kind]},
+    ).one()
+    connection.execute(
+        text("UPDATE catalogue.label_jobs SET labels_written = :n WHERE id = :id"),
+        {"n": row.written, "id": job_id},
+    )
+    stale = [
+        WantedLabel(r.image_id, r.attribute, r.value, r.moderator, r.note, r.expected_label_id,
+                    r.line)
+        for r in stale_rows
+    ]  # fmt: skip
+    return WriteOutcome(
+        job_id=job_id,
+        written=row.written,
+        unchanged=row.wanted - row.written - len(stale),
+        stale=stale,
+    )
+
+
+def write_labels(
+    *, connection: Connection, kind: str, who: Who, arguments: dict[str, Any],
+    wanted: Sequence[WantedLabel],
+) -> WriteOutcome:  # fmt: skip
+    """Record a job and the labels it changes, in the caller's transaction."""
+    job_id = start_job(connection=connection, kind=kind, who=who, arguments=arguments)
+    stage(connection, wanted)
+    return write_staged(connection=connection, job_id=job_id, kind=kind)
+
+
+def labels_changed_since(*, connection: Connection, since: Any) -> int:
+    """How many label rows were written after `since` (the retrain DAG's own count)."""
+    return connection.execute(
+        text("SELECT count(*) FROM catalogue.labels WHERE created_at > :since"), {"since": since}
+    ).scalar_one()

@@ -1,0 +1,279 @@
+"""Relabelling jobs: bulk changes that are recorded, can be tried with a dry run, and undone.
+
+- `rename`: every current label with one of the `from` values becomes `to` (a merge when there are
+  several `from` values): all current `Navy Blue` colours become `Blue`.
+- `move`: the images a filter selects get `to` (this account's images labelled `Tops` that the
+  model calls `Kurtas`).
+- `clear`: the images a filter selects lose their label (a new row with no value).
+- `undo JOB`: every label the job wrote that is still current goes back to what it replaced, as new
+  rows; labels changed since are left and reported.
+
+Each job selects its images in one SQL statement and writes through `history.write_staged`, so a
+job over 20,000 images is a handful of statements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from pipeline.labels.history import Who, empty_staging, start_job, write_staged
+from pipeline.labels.taxonomy import taxonomy_from_database
+
+SAMPLE_SIZE = 10
+
+
+class JobError(ValueError):
+    """A job cannot run as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images a `move` or `clear` touches; every given filter must hold."""
+
+    account: str | None = None
+    value: list[str] = field(default_factory=list)  # current label of the attribute, any of
+    predicted: list[str] = field(default_factory=list)  # model's prediction, any of
+    shortcodes: list[str] = field(default_factory=list)
+    since: date | None = None  # post taken on or after
+    until: date | None = None  # post taken on or before
+
+    def is_empty(self) -> bool:
+        return not (self.account or self.value or self.predicted or self.shortcodes
+                    or self.since or self.until)  # fmt: skip
+
+
+@dataclass
+class JobOutcome:
+    kind: str
+    dry_run: bool
+    images: int  # labels the job changes (or would)
+    job_id: int | None = None
+    unchanged: int = 0
+    skipped: int = 0  # undo: labels changed since the job
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_job(
+    *,
+    engine: Engine,
+    kind: str,
+    attribute: str,
+    who: Who,
+    to: str | None = None,
+    from_values: list[str] | None = None,
+    selection: Selection | None = None,
+    dry_run: bool = False,
+    note: str | None = None,
+) -> JobOutcome:
+    """Run (or with `dry_run`, only count and sample) a rename, move or clear job."""
+    selection = selection or Selection()
+    with engine.begin() as connection:
+        taxonomy = taxonomy_from_database(connection)
+        spec = taxonomy.attribute(attribute)
+        target = spec.canonical(to) if to is not None else None
+        values = [spec.canonical(v) for v in selection.value]
+        predicted = [spec.canonical(v) for v in selection.predicted]
+        if kind == "rename":
+            if not from_values or target is None:
+                raise JobError("rename needs --from VALUE (one or more) and --to VALUE")
+            values = [spec.canonical(v) for v in from_values]
+            selection = Selection(value=values)
+        elif kind == "move":
+            if target is None:
+                raise JobError("move needs --to VALUE and at least one filter")
+        elif kind == "clear":
+            target = None
+        else:
+            raise JobError(f"unknown job kind '{kind}' (rename, move, clear)")
+        if kind in ("move", "clear") and selection.is_empty():
+            raise JobError(
+                f"{kind} needs a filter (--account, --value, --predicted, --shortcode, --since, "
+                "--until): a job over every image is a rename"
+            )
+        _stage_selection(connection, attribute, target, selection, values, predicted, note)
+        arguments = {
+            "attribute": attribute,
+            "to": target,
+            "from": values if kind == "rename" else None,
+            "filter": {
+                "account": selection.account,
+                "value": values,
+                "predicted": predicted,
+                "shortcodes": selection.shortcodes,
+                "since": selection.since,
+                "until": selection.until,
+            },
+            "note": note,
+        }
+        if dry_run:
+            outcome = _dry_run(connection, kind)
+            connection.rollback()
+            return outcome
+        job_id = start_job(connection=connection, kind=kind, who=who, arguments=arguments)
+        written = write_staged(connection=connection, job_id=job_id, kind=kind)
+        sample = _sample(connection, job_id)
+    return JobOutcome(kind, False, written.written, job_id, written.unchanged, sample=sample)
+
+
+def _stage_selection(
+    connection: Connection, attribute: str, target: str | None, selection: Selection,
+    values: list[str], predicted: list[str], note: str | None,
+) -> None:  # fmt: skip
+    empty_staging(connection)
+    connection.execute(
+        text(
+            """
+            INSERT INTO wanted_labels (image_id, attribute, value, note)
+            SELECT i.id, CAST(:attribute AS text), CAST(:target AS text), CAST(:note AS text)
+            FROM raw.images i
+            JOIN raw.posts p ON p.id = i.post_id
+            JOIN raw.accounts a ON a.id = p.account_id
+            LEFT JOIN catalogue.current_labels l
+                   ON l.image_id = i.id AND l.attribute = :attribute
+            LEFT JOIN catalogue.predictions pr
+                   ON pr.image_id = i.id AND pr.attribute = :attribute
+            WHERE i.removed_at IS NULL
+              AND (CAST(:account AS text) IS NULL OR a.username = :account)
+              AND (cardinality(CAST(:values AS text[])) = 0 OR l.value = ANY(:values))
+              AND (cardinality(CAST(:predicted AS text[])) = 0 OR pr.value = ANY(:predicted))
+              AND (cardinality(CAST(:shortcodes AS text[])) = 0 OR p.shortcode = ANY(:shortcodes))
+              AND (CAST(:since AS date) IS NULL OR p.taken_at >= :since)
+              AND (CAST(:until AS date) IS NULL OR p.taken_at < CAST(:until AS date) + 1)
+            """
+        ),
+        {
+            "attribute": attribute,
+            "target": target,
+            "note": note,
+            "account": selection.account,
+            "values": values,
+            "predicted": predicted,
+            "shortcodes": selection.shortcodes,
+            "since": selection.since,
+            "until": selection.until,
+        },
+    )
+
+
+def _dry_run(connection: Connection, kind: str) -> JobOutcome:
+    rows = connection.execute(
+        text(
+            """
+            SELECT p.shortcode, i.position, l.value AS before, w.value AS after,
+                   count(*) OVER () AS total
+            FROM wanted_labels w
+            JOIN raw.images i ON i.id = w.image_id
+            JOIN raw.posts p ON p.id = i.post_id
+            LEFT JOIN catalogue.latest_labels l
+                   ON l.image_id = w.image_id AND l.attribute = w.attribute
+            WHERE l.value IS DISTINCT FROM w.value
+            ORDER BY p.shortcode, i.position
+            LIMIT :n
+            """
+        ),
+        {"n": SAMPLE_SIZE},
+    ).all()
+    staged = connection.execute(text("SELECT count(*) FROM wanted_labels")).scalar_one()
+    total = rows[0].total if rows else 0
+    sample = [
+        {"shortcode": r.shortcode, "position": r.position, "before": r.before, "after": r.after}
+        for r in rows
+    ]
+    return JobOutcome(kind, True, total, unchanged=staged - total, sample=sample)
+
+
+def _sample(connection: Connection, job_id: int) -> list[dict[str, Any]]:
+    rows = connection.execute(
+        text(
+            """
+            SELECT p.shortcode, i.position, old.value AS before, n.value AS after
+            FROM catalogue.labels n
+            JOIN raw.images i ON i.id = n.image_id
+            JOIN raw.posts p ON p.id = i.post_id
+            LEFT JOIN catalogue.labels old ON old.id = n.replaces_label_id
+            WHERE n.job_id = :job ORDER BY n.id LIMIT :n
+            """
+        ),
+        {"job": job_id, "n": SAMPLE_SIZE},
+    ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def undo_job(*, engine: Engine, job_id: int, who: Who, dry_run: bool = False) -> JobOutcome:
+    """Put back what job `job_id` replaced, where its labels are still the current ones."""
+    with engine.begin() as connection:
+        job = connection.execute(
+            text(
+                "SELECT j.id, j.kind, u.id AS undone_by FROM catalogue.label_jobs j "
+                "LEFT JOIN catalogue.label_jobs u ON u.undoes_job_id = j.id WHERE j.id = :id"
+            ),
+            {"id": job_id},
+        ).first()
+        if job is None:
+            raise JobError(f"no label job {job_id} (see `catalogue labels jobs`)")
+        if job.undone_by is not None:
+            raise JobError(
+                f"job {job_id} was already undone by job {job.undone_by}; "
+                f"`catalogue labels undo {job.undone_by}` redoes it"
+            )
+        empty_staging(connection)
+        # Each label of the job goes back to the one it replaced (no value if it replaced
+        # nothing), only if it is still the latest: expected_label_id guards that.
+        connection.execute(
+            text(
+                """
+                INSERT INTO wanted_labels (image_id, attribute, value, moderator, note,
+                                           expected_label_id)
+                SELECT n.image_id, n.attribute, old.value, old.moderator,
+                       'undo of job ' || n.job_id, n.id
+                FROM catalogue.labels n
+                LEFT JOIN catalogue.labels old ON old.id = n.replaces_label_id
+                WHERE n.job_id = :job
+                """
+            ),
+            {"job": job_id},
+        )
+        staged = connection.execute(text("SELECT count(*) FROM wanted_labels")).scalar_one()
+        if dry_run:
+            outcome = _dry_run(connection, "undo")
+            stale = connection.execute(
+                text(
+                    "SELECT count(*) FROM wanted_labels w LEFT JOIN catalogue.latest_labels l "
+                    "ON l.image_id = w.image_id AND l.attribute = w.attribute "
+                    "WHERE l.label_id IS DISTINCT FROM w.expected_label_id"
+                )
+            ).scalar_one()
+            outcome.images -= stale
+            outcome.skipped = stale
+            connection.rollback()
+            return outcome
+        undo_id = start_job(
+            connection=connection, kind="undo", who=who, arguments={"job": job_id},
+            undoes_job_id=job_id,
+        )  # fmt: skip
+        written = write_staged(connection=connection, job_id=undo_id, kind="undo")
+        sample = _sample(connection, undo_id)
+    return JobOutcome(
+        "undo", False, written.written, undo_id, staged - written.written - len(written.stale),
+        skipped=len(written.stale), sample=sample,
+    )  # fmt: skip
+
+
+def list_jobs(*, engine: Engine, limit: int = 20) -> list[Any]:
+    with engine.connect() as connection:
+        return connection.execute(
+            text(
+                """
+                SELECT j.id, j.kind, j.created_by, j.origin, j.labels_written, j.created_at,
+                       j.arguments, j.undoes_job_id, u.id AS undone_by
+                FROM catalogue.label_jobs j
+                LEFT JOIN catalogue.label_jobs u ON u.undoes_job_id = j.id
+                ORDER BY j.id DESC LIMIT :n
+                """
+            ),
+            {"n": limit},
+        ).all()
