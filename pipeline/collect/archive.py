@@ -172,6 +172,11 @@ def import_archive(
                 progress(summary)
 
     _record_success(engine, summary.accounts)
+    if summary.posts_new + summary.images_new >= 1000:
+        # fresh statistics for the moderation queries that follow a bulk load (autovacuum gets
+        # there too, minutes later)
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE raw.posts, raw.images"))
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -90,6 +90,12 @@ def empty_staging(connection: Connection) -> None:
     connection.execute(text("TRUNCATE wanted_labels"))
 
 
+def analyse_staging(connection: Connection) -> None:
+    """Give the planner the staged row count: without it a join of thousands of staged rows with
+    the labels view is planned as a nested loop (15 s instead of 0.2 s for 20,000 rows)."""
+    connection.execute(text("ANALYZE wanted_labels"))
+
+
 def stage(connection: Connection, wanted: Sequence[WantedLabel]) -> None:
     """Put the wanted labels in the transaction's `wanted_labels` table."""
     empty_staging(connection)
@@ -119,6 +125,7 @@ def stage(connection: Connection, wanted: Sequence[WantedLabel]) -> None:
 
 def write_staged(*, connection: Connection, job_id: int, kind: str) -> WriteOutcome:
     """Insert the staged labels that change something; report the stale ones."""
+    analyse_staging(connection)
     stale_rows = connection.execute(
         text(
             """

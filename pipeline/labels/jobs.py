@@ -20,7 +20,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from pipeline.labels.history import Who, empty_staging, start_job, write_staged
+from pipeline.labels.history import (
+    Who,
+    analyse_staging,
+    empty_staging,
+    start_job,
+    write_staged,
+)
 from pipeline.labels.taxonomy import taxonomy_from_database
 
 SAMPLE_SIZE = 10
@@ -160,25 +166,28 @@ def _stage_selection(
 
 
 def _dry_run(connection: Connection, kind: str) -> JobOutcome:
+    analyse_staging(connection)
+    changing = """
+        FROM wanted_labels w
+        LEFT JOIN catalogue.latest_labels l
+               ON l.image_id = w.image_id AND l.attribute = w.attribute
+        WHERE l.value IS DISTINCT FROM w.value
+    """
+    total = connection.execute(text(f"SELECT count(*) {changing}")).scalar_one()
     rows = connection.execute(
         text(
-            """
-            SELECT p.shortcode, i.position, l.value AS before, w.value AS after,
-                   count(*) OVER () AS total
-            FROM wanted_labels w
-            JOIN raw.images i ON i.id = w.image_id
+            f"""
+            SELECT p.shortcode, i.position, c.before, c.after
+            FROM (SELECT w.image_id, l.value AS before, w.value AS after {changing}
+                  ORDER BY w.image_id LIMIT :n) AS c
+            JOIN raw.images i ON i.id = c.image_id
             JOIN raw.posts p ON p.id = i.post_id
-            LEFT JOIN catalogue.latest_labels l
-                   ON l.image_id = w.image_id AND l.attribute = w.attribute
-            WHERE l.value IS DISTINCT FROM w.value
             ORDER BY p.shortcode, i.position
-            LIMIT :n
             """
         ),
         {"n": SAMPLE_SIZE},
     ).all()
     staged = connection.execute(text("SELECT count(*) FROM wanted_labels")).scalar_one()
-    total = rows[0].total if rows else 0
     sample = [
         {"shortcode": r.shortcode, "position": r.position, "before": r.before, "after": r.after}
         for r in rows

@@ -23,7 +23,15 @@ from typing import IO
 
 from sqlalchemy import Engine, text
 
-from pipeline.labels.history import WantedLabel, Who, WriteOutcome, stage, start_job, write_staged
+from pipeline.labels.history import (
+    WantedLabel,
+    Who,
+    WriteOutcome,
+    analyse_staging,
+    stage,
+    start_job,
+    write_staged,
+)
 from pipeline.labels.taxonomy import Taxonomy, UnknownValue, taxonomy_from_database
 
 KEY_COLUMNS = ("shortcode", "position")
@@ -117,6 +125,7 @@ def import_labels(
         report.refused.sort(key=lambda r: r.line)
         if (strict and report.refused) or dry_run:
             stage(connection, wanted)
+            analyse_staging(connection)
             changes = connection.execute(
                 text(
                     "SELECT count(*) FROM wanted_labels w LEFT JOIN catalogue.latest_labels l "
