@@ -504,12 +504,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.storage import ObjectStore
 
     settings = Settings.from_env()
-    _say("== 1/3 starting the local stack (Postgres, S3, Airflow)")
+    _say("== 1/4 starting the local stack (Postgres, S3, Airflow)")
     statuses = LocalStack(settings, progress=_say).up(airflow=not args.no_airflow)
     _print_status(statuses)
     settings = settings.with_local_services()
 
-    _say(f"== 2/3 sample business accounts from {settings.dataset_dir}")
+    _say(f"== 2/4 sample business accounts from {settings.dataset_dir}")
     if not (settings.dataset_dir / "styles.csv").exists():
         _say(
             f"the fashion product photos are not at {settings.dataset_dir}: download Kaggle's "
@@ -524,7 +524,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         _say(f"reusing {archive}")
 
-    _say("== 3/3 importing them as an instaloader archive")
+    _say("== 3/4 importing them as an instaloader archive")
     engine = get_engine(settings.database_url)
     imported = import_archive(
         archive,
@@ -536,6 +536,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{imported.posts_seen} posts ({imported.posts_new} new), {imported.images_new} new "
         f"images, {imported.quarantined} quarantined, in {imported.seconds:.1f}s"
     )
+    _say("== 4/4 importing the data set's colours and categories as moderator labels")
+    labels_file = archive / "labels.csv"
+    if labels_file.exists():
+        from pipeline.labels.history import Who
+        from pipeline.labels.label_csv import import_labels
+
+        report = import_labels(
+            labels_file, engine=engine, who=Who(name=settings.moderator or "demo")
+        )
+        _say(
+            f"{report.written} labels written, {report.unchanged} unchanged, "
+            f"{len(report.refused)} rows refused (values outside the taxonomy, e.g. the data "
+            "set's free gifts; `catalogue labels import` lists each)"
+        )
+        _announce(settings, report.job_id, report.written)
+    else:
+        _say(f"no {labels_file}: delete {archive} and run the demo again to get it")
     from sqlalchemy import text
 
     with engine.connect() as connection:
@@ -546,7 +563,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
         ).one()
     _say("")
-    _say(f"catalogue: {accounts} accounts, {posts} posts, {images} images")
+    with engine.connect() as connection:
+        labelled = connection.execute(
+            text("SELECT count(DISTINCT image_id) FROM catalogue.current_labels")
+        ).scalar_one()
+    _say(f"catalogue: {accounts} accounts, {posts} posts, {images} images, {labelled} labelled")
     _say("next:")
     airflow = next(s for s in statuses if s.name == "airflow")
     if airflow.healthy:
@@ -556,6 +577,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         '  SQL          .venv/bin/catalogue sql "SELECT a.username, count(*) FROM raw.posts p '
         'JOIN raw.accounts a ON a.id = p.account_id GROUP BY 1 ORDER BY 2 DESC LIMIT 5"'
     )
+    _say("  labels       .venv/bin/catalogue labels export --attribute colour --value Blue")
+    _say("  review       .venv/bin/catalogue review --limit 20")
     _say("  stop         .venv/bin/catalogue down")
     return EXIT_OK
 
@@ -743,8 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         cmd_demo,
         "Run the product end to end on embedded defaults: start the stack, generate sample "
-        "business accounts from the fashion product photos, import them (collection, moderation, "
-        "training and prediction join as they are built).",
+        "business accounts from the fashion product photos, import them and their colour and "
+        "category labels (training and prediction join as they are built).",
     )
     demo.add_argument("--no-airflow", action="store_true", help="skip Airflow")
     demo.add_argument("--size", type=int, default=2000, help="product photos to use (default 2000)")

@@ -7,8 +7,9 @@ the `{date_utc}_UTC` picture(s), caption `.txt` and compressed `.json.xz` metada
 written by instaloader itself (`Post`/`Profile` structures saved with `save_metadata_json`), so
 `instaloader.structures.load_structure_from_file` reads it back without any request.
 
-`manifest.csv` next to the account folders records which product each picture shows; it is the
-ground truth for importing the moderator labels of `styles.csv`.
+`manifest.csv` next to the account folders records which product each picture shows, and
+`labels.csv` gives each picture the data set's colour and category in the label CSV format, ready
+for `catalogue labels import` (the moderator labels a marketplace would start from).
 
     python -m pipeline.samples /tmp/sample-accounts --size 1000 --image-size 1080x1350
 """
@@ -46,6 +47,10 @@ STYLES_COLUMNS = (
 )
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("account", "shortcode", "position", "media_id", "product_id", "file")
+# The data set's own colour and category of each picture, as a label CSV (ARCHITECTURE.md's
+# contract) that `catalogue labels import` loads like a moderator's file.
+LABELS = "labels.csv"
+LABEL_COLUMNS = ("shortcode", "position", "colour", "category", "moderator", "note")
 
 GRAPH_IMAGE, GRAPH_SIDECAR, GRAPH_VIDEO = "GraphImage", "GraphSidecar", "GraphVideo"
 
@@ -199,6 +204,18 @@ def generate_sample_accounts(
         writer = csv.writer(fp, lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
         writer.writerows(manifest)
+
+    products = {product.product_id: product for product in chosen}
+    with (out_dir / LABELS).open("w", newline="", encoding="utf-8") as fp:
+        writer = csv.writer(fp, lineterminator="\n")
+        writer.writerow(LABEL_COLUMNS)
+        for _, shortcode, position, _, product_id, _ in manifest:
+            product = products[product_id]
+            colour = "" if product.base_colour in ("NA", "") else product.base_colour
+            writer.writerow(
+                [shortcode, position, colour, product.article_type, "dataset",
+                 f"styles.csv product {product_id}"]
+            )  # fmt: skip
 
     all_plans = [plan for account_plans in plans.values() for plan in account_plans]
     return SampleSummary(

@@ -21,6 +21,8 @@ from PIL import Image
 
 from pipeline.samples import (
     CAROUSEL_SIZES,
+    LABEL_COLUMNS,
+    LABELS,
     MANIFEST,
     MANIFEST_COLUMNS,
     MP4_PLACEHOLDER,
@@ -250,7 +252,20 @@ def test_file_names_follow_instaloaders_default_pattern(sample, offline):
             assert match, file
             if match[1]:
                 assert int(match[1]) >= 1, "carousel pictures count from _1, as instaloader's"
-    assert sorted(p.name for p in sample.out_dir.iterdir() if p.is_file()) == [MANIFEST]
+    assert sorted(p.name for p in sample.out_dir.iterdir() if p.is_file()) == [LABELS, MANIFEST]
+
+
+def test_labels_file_gives_each_picture_its_products_colour_and_category(sample, styles):
+    with (sample.out_dir / LABELS).open(newline="", encoding="utf-8") as fp:
+        reader = csv.DictReader(fp)
+        assert tuple(reader.fieldnames or ()) == LABEL_COLUMNS
+        labels = {(row["shortcode"], row["position"]): row for row in reader}
+    manifest = _manifest(sample.out_dir)
+    assert len(labels) == len(manifest)
+    for row in manifest:
+        label, style = labels[(row["shortcode"], row["position"])], styles[int(row["product_id"])]
+        assert label["category"] == style["articleType"]
+        assert label["colour"] == ("" if style["baseColour"] == "NA" else style["baseColour"])
 
 
 def test_media_ids_are_unique_and_fit_in_63_bits(sample, offline):
