@@ -59,7 +59,11 @@ class Settings:
     s3_port: int = 8333
     airflow_port: int = 8080
     airflow_database_url: URL | None = None
+    airflow_url: str | None = None  # from_env: http://127.0.0.1:<airflow_port>
+    airflow_username: str = "admin"
+    airflow_password: str | None = field(default=None, repr=False)
     moderator: str | None = None
+    taxonomy_file: Path | None = None  # None: the shipped default taxonomy
     instagram_session_file: Path | None = None
     instagram_username: str | None = None
     instagram_pauses: bool = True
@@ -141,13 +145,26 @@ class Settings:
             airflow_database_url=_database_url(
                 "CATALOGUE_AIRFLOW_DATABASE_URL", get("CATALOGUE_AIRFLOW_DATABASE_URL")
             ),
+            airflow_url=_http_url("CATALOGUE_AIRFLOW_URL", get("CATALOGUE_AIRFLOW_URL")),
+            airflow_username=get("CATALOGUE_AIRFLOW_USERNAME") or "admin",
+            airflow_password=get("CATALOGUE_AIRFLOW_PASSWORD"),
             moderator=get("CATALOGUE_MODERATOR"),
+            taxonomy_file=Path(get("CATALOGUE_TAXONOMY_FILE")).expanduser()
+            if get("CATALOGUE_TAXONOMY_FILE")
+            else None,
             instagram_session_file=_session_file(get("CATALOGUE_INSTAGRAM_SESSION_FILE")),
             instagram_username=get("CATALOGUE_INSTAGRAM_USERNAME"),
             instagram_pauses=_boolean(
                 "CATALOGUE_INSTAGRAM_PAUSES", get("CATALOGUE_INSTAGRAM_PAUSES"), default=True
             ),
         )
+        if settings.airflow_url is None or settings.airflow_password is None:
+            settings = replace(
+                settings,
+                airflow_url=settings.airflow_url or f"http://127.0.0.1:{settings.airflow_port}",
+                airflow_password=settings.airflow_password
+                or _local_airflow_password(settings.state_dir, settings.airflow_username),
+            )
         if settings.instagram_session_file and not settings.instagram_username:
             raise ConfigError(
                 "CATALOGUE_INSTAGRAM_USERNAME",
@@ -290,6 +307,27 @@ def _s3_endpoint(name: str, value: str | None) -> str | None:
             "Give only the scheme, host and port, e.g. http://127.0.0.1:8333.",
         )
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _http_url(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            name, f"'{value}' is not an http(s) URL", "Use the form http://HOST:PORT[/PATH]."
+        )
+    return value.rstrip("/")
+
+
+def _local_airflow_password(state_dir: Path, username: str) -> str | None:
+    """The admin password the local stack generated for its Airflow, when it has one."""
+    try:
+        passwords = json.loads((state_dir / "airflow" / "passwords.json").read_text())
+    except (OSError, ValueError):
+        return None
+    password = passwords.get(username) if isinstance(passwords, dict) else None
+    return password if isinstance(password, str) else None
 
 
 def _session_file(value: str | None) -> Path | None:

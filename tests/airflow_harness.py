@@ -1,12 +1,14 @@
 """Run DAGs under real Airflow for the tests: its own AIRFLOW_HOME and metadata database.
 
-`airflow_dag_test(env, dag_id)` runs `dag.test()` in a subprocess (Airflow reads its configuration
-at import), and returns what Airflow recorded: the DagRun's state and each task instance's state.
+`run_dags(env, dag_id, conf)` runs `dag.test()` in a subprocess (Airflow reads its configuration
+at import), and returns what Airflow recorded: the DagRun's state and run id, each task instance's
+state, the run's asset events, and the subprocess's output (where `dag.test()` prints task logs).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +32,7 @@ if len(sys.argv) > 2:
     with world:
         run = dag.test(run_conf=json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
     result["state"] = str(run.state)
+    result["run_id"] = run.run_id
     result["tasks"] = {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
                        for ti in run.get_task_instances()}
     from airflow.models.asset import AssetEvent, AssetModel
@@ -54,7 +57,8 @@ def airflow_env(base_env: dict[str, str], home: Path, metadata_url: str) -> dict
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=metadata_url,
         AIRFLOW__CORE__UNIT_TEST_MODE="False",
-        PYTHONPATH=str(REPO_ROOT),
+        # the DAG folder too, as Airflow's own processes have it: DAG files share modules there
+        PYTHONPATH=os.pathsep.join((str(REPO_ROOT), str(REPO_ROOT / "dags"))),
     )
     return env
 
@@ -78,7 +82,9 @@ def run_dags(env: dict[str, str], dag_id: str | None = None, conf: dict | None =
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
     for line in result.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
+            found = json.loads(line[len("RESULT ") :])
+            found["output"] = (result.stdout + result.stderr)[-50_000:]  # dag.test() task logs
+            return found
     raise RuntimeError(
         f"the Airflow run printed no result (exit {result.returncode}):\n"
         f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"

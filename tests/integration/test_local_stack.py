@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from tests.cli import catalogue
+from tests.conftest import dataset_dir
 
 
 def _free_port() -> int:
@@ -96,6 +97,21 @@ def test_up_status_down_with_embedded_defaults(services, tmp_path):
             p["name"]: p["slots"] for p in _api(airflow["url"], token, "/api/v2/pools")["pools"]
         }
         assert pools["instagram"] == 1 and pools["gpu"] == 1
+
+        # label changes made with the CLI announce themselves to this Airflow's REST API
+        if (dataset_dir() / "styles.csv").exists():
+            archive = tmp_path / "archive"
+            assert catalogue(env, "samples", str(archive), "--size", "12").returncode == 0
+            assert catalogue(env, "import-archive", str(archive)).returncode == 0
+            labelled = catalogue(env, "labels", "import", str(archive / "labels.csv"))
+            assert labelled.returncode == 0, labelled.stderr
+            # logged in and asked for the asset; no DAG schedules on it before the retrain DAG
+            assert "does not know the asset catalogue://labels" in labelled.stdout, labelled.stdout
+            refused = catalogue(
+                {**env, "CATALOGUE_AIRFLOW_PASSWORD": "wrong"}, "labels", "rename",
+                "--attribute", "colour", "--from", "Black", "--to", "Grey",
+            )  # fmt: skip
+            assert "refused the login of 'admin'" in refused.stdout, refused.stdout
 
         again = catalogue(env, "up")
         assert again.returncode == 0, again.stderr
