@@ -86,6 +86,11 @@ def run_job(
         if kind == "rename":
             if not from_values or target is None:
                 raise JobError("rename needs --from VALUE (one or more) and --to VALUE")
+            if not selection.is_empty():
+                raise JobError(
+                    "rename takes no filter: it changes every image labelled with a --from "
+                    "value; to change only some images use move with --value and filters"
+                )
             values = [spec.canonical(v) for v in from_values]
             selection = Selection(value=values)
         elif kind == "move":
