@@ -414,6 +414,71 @@ class Prediction(Base):
     predicted_at: Mapped[datetime] = created_at_column()
 
 
+class DatasetSnapshot(Base):
+    """A training set made from the labels, by content hash; its manifest is in the models bucket."""
+
+    __tablename__ = "dataset_snapshots"
+    __table_args__ = ({"schema": "catalogue"},)
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    checksum: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    manifest_key: Mapped[str] = mapped_column(Text, nullable=False)
+    taxonomy_version_id: Mapped[int] = mapped_column(
+        ForeignKey("catalogue.taxonomy_versions.id"), nullable=False
+    )
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    images: Mapped[int] = mapped_column(Integer, nullable=False)
+    labels_up_to: Mapped[int | None] = mapped_column(BigInteger)  # newest label id included
+    created_by: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class ModelVersion(Base):
+    """One attribute's model from one training run; at most one champion per attribute."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint("status IN ('candidate', 'champion', 'retired')", name="status"),
+        Index(
+            "ix_model_versions_one_champion",
+            "attribute",
+            unique=True,
+            postgresql_where=text("status = 'champion'"),
+        ),
+        {"schema": "catalogue"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    attribute: Mapped[str] = mapped_column(
+        String(64), ForeignKey("catalogue.attributes.name"), nullable=False
+    )
+    version: Mapped[str] = mapped_column(String(80), nullable=False, unique=True)
+    run: Mapped[str] = mapped_column(String(64), nullable=False)  # one artefact, many heads
+    artefact_key: Mapped[str] = mapped_column(Text, nullable=False)
+    architecture: Mapped[str] = mapped_column(String(64), nullable=False)
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("catalogue.dataset_snapshots.id"), nullable=False
+    )
+    backend: Mapped[str] = mapped_column(String(16), nullable=False)
+    classes: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    image_size: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'")
+    )
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # the promotion gate's verdict
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=text("'candidate'")
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+    promoted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    promoted_by: Mapped[str | None] = mapped_column(Text)
+    retired_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
 # -- marketplace --------------------------------------------------------------------------------
 class Product(Base):
     """One catalogued image as the marketplace sees it (the contract in ARCHITECTURE.md)."""

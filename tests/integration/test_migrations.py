@@ -21,6 +21,8 @@ EXPECTED_TABLES = {
         "label_jobs",
         "labels",
         "predictions",
+        "dataset_snapshots",
+        "model_versions",
     },
     "marketplace": {"products", "product_attributes"},
 }

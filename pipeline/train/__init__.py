@@ -1,0 +1,1 @@
+"""Retraining: dataset snapshots, the networks, training, evaluation and the model registry."""

@@ -1,0 +1,233 @@
+"""Training: a network from `models.py` fitted on a snapshot's train split, with its validation
+split watched, then measured on its test split.
+
+Runs unchanged on Keras 3's TensorFlow backend (CPU, CI) and its JAX backend (GPU): the input
+pipeline yields NumPy arrays, the models use only Keras layers, and the artefact is a `.keras`
+file that either backend loads. Seeds are fixed; on a GPU, mixed precision is switched on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.train import evaluate
+from pipeline.train.inputs import LabelledPictures, PictureCache, decode_all
+from pipeline.train.models import architecture as architecture_spec
+from pipeline.train.models import build_model
+
+ARTEFACT = "model.keras"
+METADATA = "metadata.json"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    architecture: str = "catalogue_net"
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 7
+    image_size: tuple[int, int] | None = None  # default: the network's own
+    workers: int = 4
+    steps_per_epoch: int | None = None  # cap (tests); None: the whole train split
+
+
+@dataclass
+class TrainedModel:
+    folder: Path  # the artefact, its metadata, cards and confusion matrices
+    attributes: list[str]
+    classes: dict[str, list[str]]
+    metrics: dict[str, dict[str, Any]]
+    backend: str
+    seconds: float
+    images_per_s: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def backend_name() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def _on_gpu() -> bool:
+    backend = backend_name()
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def train(
+    *,
+    manifest: dict[str, Any],
+    cache: PictureCache,
+    attributes: list[str],
+    options: TrainOptions,
+    out: Path,
+    progress=None,
+) -> TrainedModel:
+    """Fit one network with a head per attribute on the manifest's train split."""
+    import keras
+
+    keras.utils.set_random_seed(options.seed)
+    if _on_gpu():
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    spec = architecture_spec(options.architecture)
+    image_size = tuple(options.image_size or spec.image_size)
+    classes = {a: manifest["attributes"][a]["classes"] for a in attributes}
+    train_items = _items(manifest, "train", attributes)
+    validation_items = _items(manifest, "validation", attributes)
+    cache.warm([item["key"] for item in manifest["images"]])
+
+    train_data = LabelledPictures(
+        train_items, cache=cache, classes=classes, image_size=image_size,
+        batch_size=options.batch_size, augment=True, shuffle=True, balanced=spec.balanced,
+        seed=options.seed, workers=options.workers,
+    )  # fmt: skip
+    validation_data = LabelledPictures(
+        validation_items, cache=cache, classes=classes, image_size=image_size,
+        batch_size=options.batch_size, workers=options.workers,
+        decoded=decode_all(validation_items, cache=cache, image_size=image_size),
+    )  # fmt: skip
+    model = build_model(options.architecture, {a: len(c) for a, c in classes.items()},
+                        image_size=image_size)  # fmt: skip
+    steps = options.steps_per_epoch or len(train_data)
+    model.compile(
+        optimizer=_optimizer(spec, total_steps=steps * options.epochs),
+        loss={
+            a: keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing)
+            for a in attributes
+        },
+        metrics={a: ["accuracy"] for a in attributes},
+        jit_compile="auto",
+    )
+    callbacks = [_Progress(progress)] if progress else []
+    started = time.perf_counter()
+    history = model.fit(
+        train_data,
+        validation_data=validation_data if validation_items else None,
+        epochs=options.epochs,
+        steps_per_epoch=options.steps_per_epoch,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - started
+    trained_images = min(len(train_items), steps * options.batch_size) * options.epochs
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / ARTEFACT)
+    measured = measure(model, manifest, attributes, classes, cache=cache, image_size=image_size)
+    metadata = {
+        "architecture": options.architecture,
+        "attributes": attributes,
+        "classes": classes,
+        "image_size": list(image_size),
+        "snapshot": manifest["checksum"],
+        "backend": backend_name(),
+        "epochs": options.epochs,
+        "seed": options.seed,
+        "seconds": round(seconds, 1),
+        "images_per_s": round(trained_images / seconds, 1),
+        "metrics": measured,
+    }
+    (out / METADATA).write_text(json.dumps(metadata, indent=2))
+    return TrainedModel(
+        folder=out, attributes=attributes, classes=classes, metrics=measured,
+        backend=backend_name(), seconds=seconds, images_per_s=trained_images / seconds,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+    )  # fmt: skip
+
+
+def _items(manifest: dict[str, Any], split: str, attributes: list[str]) -> list[dict[str, Any]]:
+    return [
+        item for item in manifest["images"]
+        if item["split"] == split and any(a in item["labels"] for a in attributes)
+    ]  # fmt: skip
+
+
+def _optimizer(spec, *, total_steps: int):
+    import keras
+
+    rate = spec.learning_rate
+    if spec.cosine_schedule:
+        rate = keras.optimizers.schedules.CosineDecay(
+            spec.learning_rate, decay_steps=max(total_steps, 1), alpha=0.02
+        )
+    if spec.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(rate)
+    if spec.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=1e-4)
+    return keras.optimizers.Adam(rate)
+
+
+class _Progress:
+    """A Keras callback reporting each epoch (made lazily so Keras imports stay in functions)."""
+
+    def __new__(cls, report):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                report(epoch + 1, {k: round(float(v), 4) for k, v in (logs or {}).items()})
+
+        return Callback()
+
+
+def predict_probabilities(model, pictures: np.ndarray, attributes: list[str], *, batch_size=256):
+    outputs = model.predict(pictures.astype(np.float32), batch_size=batch_size, verbose=0)
+    if not isinstance(outputs, dict):  # one head
+        outputs = {attributes[0]: outputs}
+    return {a: np.asarray(outputs[a], dtype=np.float32) for a in attributes}
+
+
+def measure(
+    model, manifest: dict[str, Any], attributes: list[str], classes: dict[str, list[str]],
+    *, cache: PictureCache, image_size: tuple[int, int],
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The model's metrics per attribute on the manifest's test split."""
+    test = _items(manifest, "test", attributes)
+    decoded = decode_all(test, cache=cache, image_size=image_size)
+    pictures = (
+        np.stack([decoded[item["key"]] for item in test])
+        if test
+        else np.zeros((0, *image_size, 3), dtype=np.uint8)
+    )
+    probabilities = predict_probabilities(model, pictures, attributes) if test else {}
+    measured = {}
+    for attribute in attributes:
+        names = classes[attribute]
+        chosen = [i for i, item in enumerate(test) if item["labels"].get(attribute) in names]
+        truth = np.array([names.index(test[i]["labels"][attribute]) for i in chosen], dtype=int)
+        train_counts = Counter(
+            item["labels"].get(attribute) for item in manifest["images"]
+            if item["split"] == "train" and item["labels"].get(attribute) in names
+        )  # fmt: skip
+        majority = train_counts.most_common(1)[0][0] if train_counts else None
+        p = probabilities[attribute][chosen] if test else np.zeros((0, len(names)))
+        measured[attribute] = evaluate.metrics(p, truth, names, majority=majority)
+    return measured
+
+
+def load_artefact(folder: Path):
+    """The model and its metadata from an artefact folder (either backend)."""
+    import keras
+
+    metadata = json.loads((Path(folder) / METADATA).read_text())
+    model = keras.models.load_model(Path(folder) / ARTEFACT, compile=False)
+    return model, metadata
+
+
+def keras_backend_note() -> str:
+    return os.environ.get("KERAS_BACKEND", "tensorflow")

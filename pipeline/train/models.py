@@ -1,0 +1,163 @@
+"""The networks: the seed studies' baselines and the catalogue's default, as pure Keras 3 builders.
+
+Every builder is `(input_shape, heads) -> keras.Model`, where `heads` maps an attribute to its
+number of classes; the model has one softmax output per attribute, named after it. Nothing here
+touches a backend directly, so the same code runs on TensorFlow (CPU, CI) and JAX (GPU). Pixels go
+in as floats in [0, 255]; each model rescales them itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+Heads = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    build: Callable[[tuple[int, int, int], Heads], keras.Model]
+    image_size: tuple[int, int]  # (height, width) the images are resized to
+    optimizer: str  # rmsprop, adam, adamw
+    learning_rate: float
+    label_smoothing: float = 0.0
+    cosine_schedule: bool = False
+    balanced: bool = False  # weight classes by inverse frequency (the long tail)
+    description: str = ""
+
+
+def _heads(x, heads: Heads) -> dict[str, keras.KerasTensor]:
+    # float32 outputs even under a mixed-precision policy: softmax and the loss stay exact
+    return {
+        name: layers.Dense(classes, activation="softmax", dtype="float32", name=name)(x)
+        for name, classes in heads.items()
+    }
+
+
+def colour_cnn11(input_shape: tuple[int, int, int], heads: Heads) -> keras.Model:
+    """The colour study's 11-layer CNN (150x150, RMSProp): four conv/pool pairs, two dense."""
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Rescaling(1 / 255)(inputs)
+    for filters in (32, 64, 128, 128):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.5)(x)
+    x = layers.Dense(512, activation="relu")(x)
+    return keras.Model(inputs, _heads(x, heads), name="colour_cnn11")
+
+
+def category_cnn10(input_shape: tuple[int, int, int], heads: Heads) -> keras.Model:
+    """The category study's 10-layer CNN (150x150, RMSProp): three conv/pool pairs, two dense."""
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Rescaling(1 / 255)(inputs)
+    for filters in (32, 64, 128):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    return keras.Model(inputs, _heads(x, heads), name="category_cnn10")
+
+
+def compact_80x60(input_shape: tuple[int, int, int], heads: Heads) -> keras.Model:
+    """The compact CNN with dropout at the photos' native 80x60 (0.913 on 8 article types)."""
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Rescaling(1 / 255)(inputs)
+    for filters in (32, 64):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    return keras.Model(inputs, _heads(x, heads), name="compact_80x60")
+
+
+def _residual_block(x, filters: int, stride: int):
+    shortcut = x
+    y = layers.SeparableConv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+    y = layers.BatchNormalization()(y)
+    y = layers.Activation("relu")(y)
+    y = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = layers.BatchNormalization()(y)
+    if stride != 1 or shortcut.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
+        shortcut = layers.BatchNormalization()(shortcut)
+    return layers.Activation("relu")(layers.Add()([shortcut, y]))
+
+
+def catalogue_net(input_shape: tuple[int, int, int], heads: Heads) -> keras.Model:
+    """The default: a small residual network of depthwise-separable blocks with batch norm and
+    global pooling, one shared backbone and one head per attribute. Colour is read from the
+    global average of the whole picture as much as from shapes, so the backbone keeps a
+    colour-statistics branch (pooled pixels) beside the learned features."""
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    colours = layers.GlobalAveragePooling2D()(x)  # the mean colour of the picture
+    centre = layers.GlobalAveragePooling2D()(layers.CenterCrop(input_shape[0] // 2,
+                                                               input_shape[1] // 2)(x))  # fmt: skip
+    y = layers.Conv2D(32, 3, padding="same", use_bias=False)(x)
+    y = layers.BatchNormalization()(y)
+    y = layers.Activation("relu")(y)
+    for filters, stride in ((48, 1), (64, 2), (96, 2), (128, 2), (192, 1)):
+        y = _residual_block(y, filters, stride)
+    features = layers.GlobalAveragePooling2D()(y)
+    x = layers.Concatenate()([features, colours, centre])
+    x = layers.Dropout(0.3)(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(0.3)(x)
+    return keras.Model(inputs, _heads(x, heads), name="catalogue_net")
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture(
+            "catalogue_net", catalogue_net, (80, 60), "adamw", 2e-3, label_smoothing=0.1,
+            cosine_schedule=True, balanced=True,
+            description="the default: residual separable-conv backbone, batch norm, global "
+            "pooling, colour statistics, label smoothing, cosine schedule, class weights",
+        ),
+        Architecture(
+            "compact_80x60", compact_80x60, (80, 60), "adam", 1e-3,
+            description="seed baseline: compact CNN with dropout at the native 80x60",
+        ),
+        Architecture(
+            "colour_cnn11", colour_cnn11, (150, 150), "rmsprop", 1e-4,
+            description="seed baseline: the colour study's 11-layer CNN at 150x150, RMSProp",
+        ),
+        Architecture(
+            "category_cnn10", category_cnn10, (150, 150), "rmsprop", 1e-4,
+            description="seed baseline: the category study's 10-layer CNN at 150x150, RMSProp",
+        ),
+    )
+}  # fmt: skip
+DEFAULT_ARCHITECTURE = "catalogue_net"
+
+
+class UnknownArchitecture(ValueError):
+    pass
+
+
+def architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise UnknownArchitecture(
+            f"no network '{name}' (known: {', '.join(ARCHITECTURES)})"
+        ) from None
+
+
+def build_model(
+    name: str, heads: Heads, *, image_size: tuple[int, int] | None = None
+) -> keras.Model:
+    """The named network for `heads` at `image_size` (default: the network's own)."""
+    spec = architecture(name)
+    height, width = image_size or spec.image_size
+    return spec.build((height, width, 3), heads)

@@ -1,0 +1,312 @@
+"""The model registry: versions per attribute in `catalogue.model_versions`, artefacts in the
+models bucket, and the gate a candidate passes to become champion.
+
+A training run writes one artefact (a network with a head per attribute) registered as one version
+per attribute. At most one version per attribute is champion (a unique index holds it). Promotion
+is recorded with who and when; rollback gives the title back to the previous champion.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from pipeline.storage import ObjectStore
+from pipeline.train.fit import ARTEFACT, METADATA, TrainedModel
+
+
+class RegistryError(ValueError):
+    """A registry action cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    margin: float = 0.005  # accuracy the candidate must gain on the classes both know
+    max_class_drop: float = 0.05  # recall a class with enough support may lose at most
+    min_support: int = 20  # test pictures a class needs for its recall to count
+
+
+@dataclass(frozen=True)
+class Decision:
+    version: str
+    promoted: bool
+    reason: str
+    details: dict[str, Any]
+
+
+def register(
+    *, engine: Engine, store: ObjectStore, trained: TrainedModel, snapshot_id: int,
+    created_by: str | None = None, params: dict[str, Any] | None = None,
+) -> list[str]:  # fmt: skip
+    """Upload the artefact folder and record one candidate version per attribute."""
+    run = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    prefix = f"models/{run}"
+    for path in sorted(trained.folder.iterdir()):
+        if path.is_file():
+            kind = {".json": "application/json", ".md": "text/markdown", ".png": "image/png"}
+            with path.open("rb") as handle:
+                store.put(f"{prefix}/{path.name}", handle, length=path.stat().st_size,
+                          content_type=kind.get(path.suffix, "application/octet-stream"))  # fmt: skip
+    metadata = json.loads((trained.folder / METADATA).read_text())
+    versions = []
+    with engine.begin() as connection:
+        for attribute in trained.attributes:
+            number = connection.execute(
+                text("SELECT count(*) + 1 FROM catalogue.model_versions WHERE attribute = :a"),
+                {"a": attribute},
+            ).scalar_one()
+            version = f"{attribute}-{number:04d}"
+            connection.execute(
+                text(
+                    """
+                    INSERT INTO catalogue.model_versions (attribute, version, run, artefact_key,
+                        architecture, snapshot_id, backend, classes, image_size, metrics, params,
+                        status, created_by)
+                    VALUES (:attribute, :version, :run, :key, :architecture, :snapshot,
+                            :backend, CAST(:classes AS jsonb), :image_size,
+                            CAST(:metrics AS jsonb), CAST(:params AS jsonb), 'candidate',
+                            COALESCE(:who, session_user))
+                    """
+                ),
+                {
+                    "attribute": attribute,
+                    "version": version,
+                    "run": run,
+                    "key": f"{prefix}/{ARTEFACT}",
+                    "architecture": metadata["architecture"],
+                    "snapshot": snapshot_id,
+                    "backend": metadata["backend"],
+                    "classes": json.dumps(trained.classes[attribute]),
+                    "image_size": metadata["image_size"],
+                    "metrics": json.dumps(trained.metrics[attribute]),
+                    "params": json.dumps(
+                        {
+                            **(params or {}),
+                            "epochs": metadata["epochs"],
+                            "seconds": metadata["seconds"],
+                            "images_per_s": metadata["images_per_s"],
+                        }
+                    ),
+                    "who": created_by,
+                },
+            )
+            versions.append(version)
+    return versions
+
+
+def version_row(engine: Engine, version: str):
+    with engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT * FROM catalogue.model_versions WHERE version = :v"), {"v": version}
+        ).first()
+    if row is None:
+        raise RegistryError(f"no model version '{version}' (see `catalogue models list`)")
+    return row
+
+
+def champion(engine: Engine, attribute: str):
+    with engine.connect() as connection:
+        return connection.execute(
+            text(
+                "SELECT * FROM catalogue.model_versions "
+                "WHERE attribute = :a AND status = 'champion'"
+            ),
+            {"a": attribute},
+        ).first()
+
+
+def fetch_artefact(store: ObjectStore, artefact_key: str, folder: Path) -> Path:
+    """Download an artefact and its metadata into `folder` (kept as a cache)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = artefact_key.rsplit("/", 1)[0]
+    for name in (ARTEFACT, METADATA):
+        target = folder / name
+        if not target.exists():
+            partial = folder / f"{name}.part"
+            store.download(f"{prefix}/{name}", partial)
+            partial.replace(target)
+    return folder
+
+
+def promote_if_better(
+    *, engine: Engine, store: ObjectStore, version: str, cache_dir: Path, picture_cache,
+    options: GateOptions = GateOptions(), decided_by: str | None = None,
+) -> Decision:  # fmt: skip
+    """Promote `version` when it beats the champion on its own snapshot's test split."""
+    from pipeline.train.evaluate import accuracy_on
+    from pipeline.train.fit import load_artefact, predict_probabilities
+    from pipeline.train.inputs import decode_all
+    from pipeline.train.snapshot import load_snapshot
+
+    candidate = version_row(engine, version)
+    if candidate.status != "candidate":
+        raise RegistryError(f"{version} is {candidate.status}, not a candidate")
+    current = champion(engine, candidate.attribute)
+    if current is None:
+        details = {"champion": None}
+        decision = Decision(version, True, "first model of this attribute", details)
+    else:
+        snapshot = load_snapshot(engine=engine, store=store, snapshot_id=candidate.snapshot_id)
+        attribute = candidate.attribute
+        test = [i for i in snapshot.items("test") if attribute in i["labels"]]
+        truth = [i["labels"][attribute] for i in test]
+        results = {}
+        for row in (candidate, current):
+            folder = fetch_artefact(store, row.artefact_key, cache_dir / row.run)
+            model, metadata = load_artefact(folder)
+            size = tuple(metadata["image_size"])
+            decoded = decode_all(test, cache=picture_cache, image_size=size)
+            import numpy as np
+
+            pictures = np.stack([decoded[i["key"]] for i in test])
+            probabilities = predict_probabilities(model, pictures, metadata["attributes"])
+            results[row.version] = (probabilities[attribute], metadata["classes"][attribute])
+        known = set(results[candidate.version][1]) & set(results[current.version][1])
+        scores = {
+            v: accuracy_on(p, truth, classes, known)[0] for v, (p, classes) in results.items()
+        }
+        drops = {}
+        for name in sorted(known):
+            support = truth.count(name)
+            if support < options.min_support:
+                continue
+            recalls = {}
+            for v, (p, classes) in results.items():
+                recalls[v] = accuracy_on(p, truth, classes, {name})[0]
+            drop = recalls[current.version] - recalls[candidate.version]
+            if drop > options.max_class_drop:
+                drops[name] = {"champion": round(recalls[current.version], 4),
+                               "candidate": round(recalls[candidate.version], 4),
+                               "support": support}  # fmt: skip
+        gain = scores[candidate.version] - scores[current.version]
+        details = {
+            "champion": current.version,
+            "test_images": len(test),
+            "classes_compared": len(known),
+            "accuracy": {v: round(s, 4) for v, s in scores.items()},
+            "gain": round(gain, 4),
+            "class_drops": drops,
+            "options": options.__dict__,
+        }
+        if drops:
+            worst = max(drops, key=lambda n: drops[n]["champion"] - drops[n]["candidate"])
+            reason = (
+                f"class '{worst}' recall fell from {drops[worst]['champion']:.3f} to "
+                f"{drops[worst]['candidate']:.3f} (more than {options.max_class_drop})"
+            )
+            decision = Decision(version, False, reason, details)
+        elif gain < options.margin:
+            reason = (
+                f"accuracy {scores[candidate.version]:.4f} vs champion {current.version} "
+                f"{scores[current.version]:.4f}: gain {gain:+.4f} below the margin {options.margin}"
+            )
+            decision = Decision(version, False, reason, details)
+        else:
+            decision = Decision(
+                version, True,
+                f"accuracy {scores[candidate.version]:.4f} beats {current.version} "
+                f"{scores[current.version]:.4f} by {gain:+.4f} on {len(test)} test pictures",
+                details,
+            )  # fmt: skip
+    with engine.begin() as connection:
+        if decision.promoted:
+            _make_champion(connection, candidate, decided_by, decision.reason)
+        connection.execute(
+            text(
+                "UPDATE catalogue.model_versions SET status_reason = :reason, "
+                "gate = CAST(:gate AS jsonb) WHERE id = :id"
+            ),
+            {"reason": decision.reason, "gate": json.dumps(decision.details), "id": candidate.id},
+        )
+    return decision
+
+
+def _make_champion(connection, row, who: str | None, reason: str) -> None:
+    connection.execute(
+        text(
+            "UPDATE catalogue.model_versions SET status = 'retired', "
+            "status_reason = 'replaced by ' || :version, retired_at = now() "
+            "WHERE attribute = :a AND status = 'champion'"
+        ),
+        {"a": row.attribute, "version": row.version},
+    )
+    connection.execute(
+        text(
+            "UPDATE catalogue.model_versions SET status = 'champion', promoted_at = now(), "
+            "promoted_by = COALESCE(:who, session_user), status_reason = :reason, "
+            "retired_at = NULL WHERE id = :id"
+        ),
+        {"id": row.id, "who": who, "reason": reason},
+    )
+
+
+def promote(*, engine: Engine, version: str, who: str | None = None) -> None:
+    """Make `version` champion by hand (recorded as such), whatever the gate said."""
+    row = version_row(engine, version)
+    if row.status == "champion":
+        raise RegistryError(f"{version} is already the {row.attribute} champion")
+    with engine.begin() as connection:
+        _make_champion(connection, row, who, "promoted by hand")
+
+
+def rollback(*, engine: Engine, attribute: str, who: str | None = None) -> tuple[str, str]:
+    """Retire the champion and give the title back to the one before it."""
+    with engine.begin() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT * FROM catalogue.model_versions WHERE attribute = :a "
+                "AND promoted_at IS NOT NULL ORDER BY promoted_at DESC, id DESC"
+            ),
+            {"a": attribute},
+        ).all()
+        if not rows or rows[0].status != "champion":
+            raise RegistryError(f"no {attribute} champion to roll back")
+        if len(rows) < 2:
+            raise RegistryError(
+                f"{rows[0].version} is the only {attribute} model ever promoted: nothing to roll "
+                "back to"
+            )
+        current, previous = rows[0], rows[1]
+        connection.execute(
+            text(
+                "UPDATE catalogue.model_versions SET status = 'retired', retired_at = now(), "
+                "status_reason = 'rolled back by ' || COALESCE(:who, session_user) "
+                "WHERE id = :id"
+            ),
+            {"id": current.id, "who": who},
+        )
+        _make_champion(connection, previous, who, f"rollback from {current.version}")
+    return current.version, previous.version
+
+
+def list_versions(*, engine: Engine, attribute: str | None = None) -> list[Any]:
+    with engine.connect() as connection:
+        return connection.execute(
+            text(
+                """
+                SELECT v.version, v.attribute, v.status, v.architecture, v.backend,
+                       v.metrics->>'accuracy' AS accuracy, v.metrics->>'macro_f1' AS macro_f1,
+                       v.snapshot_id, v.created_at, v.promoted_at, v.promoted_by, v.status_reason
+                FROM catalogue.model_versions v
+                WHERE CAST(:a AS text) IS NULL OR v.attribute = :a
+                ORDER BY v.attribute, v.id
+                """
+            ),
+            {"a": attribute},
+        ).all()
+
+
+def scratch_folder() -> Path:
+    return Path(tempfile.mkdtemp(prefix="catalogue-train-"))
+
+
+def remove_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
