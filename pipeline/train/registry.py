@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, text
 
 from pipeline.storage import ObjectStore
@@ -141,7 +142,6 @@ def promote_if_better(
     options: GateOptions = GateOptions(), decided_by: str | None = None,
 ) -> Decision:  # fmt: skip
     """Promote `version` when it beats the champion on its own snapshot's test split."""
-    from pipeline.train.evaluate import accuracy_on
     from pipeline.train.fit import load_artefact, predict_probabilities
     from pipeline.train.inputs import decode_all
     from pipeline.train.snapshot import load_snapshot
@@ -164,58 +164,13 @@ def promote_if_better(
             model, metadata = load_artefact(folder)
             size = tuple(metadata["image_size"])
             decoded = decode_all(test, cache=picture_cache, image_size=size)
-            import numpy as np
-
             pictures = np.stack([decoded[i["key"]] for i in test])
             probabilities = predict_probabilities(model, pictures, metadata["attributes"])
             results[row.version] = (probabilities[attribute], metadata["classes"][attribute])
-        known = set(results[candidate.version][1]) & set(results[current.version][1])
-        scores = {
-            v: accuracy_on(p, truth, classes, known)[0] for v, (p, classes) in results.items()
-        }
-        drops = {}
-        for name in sorted(known):
-            support = truth.count(name)
-            if support < options.min_support:
-                continue
-            recalls = {}
-            for v, (p, classes) in results.items():
-                recalls[v] = accuracy_on(p, truth, classes, {name})[0]
-            drop = recalls[current.version] - recalls[candidate.version]
-            if drop > options.max_class_drop:
-                drops[name] = {"champion": round(recalls[current.version], 4),
-                               "candidate": round(recalls[candidate.version], 4),
-                               "support": support}  # fmt: skip
-        gain = scores[candidate.version] - scores[current.version]
-        details = {
-            "champion": current.version,
-            "test_images": len(test),
-            "classes_compared": len(known),
-            "accuracy": {v: round(s, 4) for v, s in scores.items()},
-            "gain": round(gain, 4),
-            "class_drops": drops,
-            "options": options.__dict__,
-        }
-        if drops:
-            worst = max(drops, key=lambda n: drops[n]["champion"] - drops[n]["candidate"])
-            reason = (
-                f"class '{worst}' recall fell from {drops[worst]['champion']:.3f} to "
-                f"{drops[worst]['candidate']:.3f} (more than {options.max_class_drop})"
-            )
-            decision = Decision(version, False, reason, details)
-        elif gain < options.margin:
-            reason = (
-                f"accuracy {scores[candidate.version]:.4f} vs champion {current.version} "
-                f"{scores[current.version]:.4f}: gain {gain:+.4f} below the margin {options.margin}"
-            )
-            decision = Decision(version, False, reason, details)
-        else:
-            decision = Decision(
-                version, True,
-                f"accuracy {scores[candidate.version]:.4f} beats {current.version} "
-                f"{scores[current.version]:.4f} by {gain:+.4f} on {len(test)} test pictures",
-                details,
-            )  # fmt: skip
+        decision = gate_verdict(
+            version, truth, candidate=results[candidate.version],
+            champion=(current.version, *results[current.version]), options=options,
+        )  # fmt: skip
     with engine.begin() as connection:
         if decision.promoted:
             _make_champion(connection, candidate, decided_by, decision.reason)
@@ -227,6 +182,62 @@ def promote_if_better(
             {"reason": decision.reason, "gate": json.dumps(decision.details), "id": candidate.id},
         )
     return decision
+
+
+def gate_verdict(
+    version: str, truth: list[str], *, candidate: tuple, champion: tuple, options: GateOptions,
+) -> Decision:  # fmt: skip
+    """Does the candidate beat the champion on the same test pictures?
+
+    `candidate` is (probabilities, classes), `champion` is (version, probabilities, classes).
+    Compared on the classes both know: the candidate must gain `margin` accuracy, and no class
+    with `min_support` test pictures may lose more than `max_class_drop` recall.
+    """
+    from pipeline.train.evaluate import accuracy_on
+
+    champion_version, champion_p, champion_classes = champion
+    candidate_p, candidate_classes = candidate
+    known = set(candidate_classes) & set(champion_classes)
+    ours = accuracy_on(candidate_p, truth, candidate_classes, known)[0]
+    theirs = accuracy_on(champion_p, truth, champion_classes, known)[0]
+    drops = {}
+    for name in sorted(known):
+        support = truth.count(name)
+        if support < options.min_support:
+            continue
+        before = accuracy_on(champion_p, truth, champion_classes, {name})[0]
+        after = accuracy_on(candidate_p, truth, candidate_classes, {name})[0]
+        if before - after > options.max_class_drop:
+            drops[name] = {"champion": round(before, 4), "candidate": round(after, 4),
+                           "support": support}  # fmt: skip
+    gain = ours - theirs
+    details = {
+        "champion": champion_version,
+        "test_images": len(truth),
+        "classes_compared": len(known),
+        "accuracy": {version: round(ours, 4), champion_version: round(theirs, 4)},
+        "gain": round(gain, 4),
+        "class_drops": drops,
+        "options": options.__dict__,
+    }
+    if drops:
+        worst = max(drops, key=lambda n: drops[n]["champion"] - drops[n]["candidate"])
+        reason = (
+            f"class '{worst}' recall fell from {drops[worst]['champion']:.3f} to "
+            f"{drops[worst]['candidate']:.3f} (more than {options.max_class_drop})"
+        )
+        return Decision(version, False, reason, details)
+    if gain < options.margin:
+        reason = (
+            f"accuracy {ours:.4f} vs champion {champion_version} {theirs:.4f}: gain {gain:+.4f} "
+            f"below the margin {options.margin}"
+        )
+        return Decision(version, False, reason, details)
+    reason = (
+        f"accuracy {ours:.4f} beats {champion_version} {theirs:.4f} by {gain:+.4f} on "
+        f"{len(truth)} test pictures"
+    )
+    return Decision(version, True, reason, details)
 
 
 def _make_champion(connection, row, who: str | None, reason: str) -> None:
@@ -263,7 +274,9 @@ def rollback(*, engine: Engine, attribute: str, who: str | None = None) -> tuple
         rows = connection.execute(
             text(
                 "SELECT * FROM catalogue.model_versions WHERE attribute = :a "
-                "AND promoted_at IS NOT NULL ORDER BY promoted_at DESC, id DESC"
+                "AND promoted_at IS NOT NULL AND (status = 'champion' OR "
+                "status_reason IS NULL OR status_reason NOT LIKE 'rolled back%') "
+                "ORDER BY promoted_at DESC, id DESC"
             ),
             {"a": attribute},
         ).all()
@@ -271,8 +284,8 @@ def rollback(*, engine: Engine, attribute: str, who: str | None = None) -> tuple
             raise RegistryError(f"no {attribute} champion to roll back")
         if len(rows) < 2:
             raise RegistryError(
-                f"{rows[0].version} is the only {attribute} model ever promoted: nothing to roll "
-                "back to"
+                f"no earlier {attribute} champion to roll back to from {rows[0].version} "
+                "(versions that were rolled back do not count)"
             )
         current, previous = rows[0], rows[1]
         connection.execute(

@@ -1,0 +1,137 @@
+"""Retraining on a small slice of the shared photos, through the real Postgres and S3 server:
+snapshots, training on the TensorFlow backend, the artefact round trip, the registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from pipeline.collect.archive import import_archive
+from pipeline.labels.history import Who
+from pipeline.labels.label_csv import import_labels
+from pipeline.samples import generate_sample_accounts
+from pipeline.storage import ObjectStore
+from pipeline.train import registry
+from pipeline.train.fit import TrainOptions, load_artefact, predict_probabilities, train
+from pipeline.train.inputs import PictureCache, decode_all
+from pipeline.train.snapshot import SnapshotError, SnapshotOptions, snapshot_dataset
+from tests.catalogue_rows import reset_catalogue
+
+
+@pytest.fixture(scope="module")
+def labelled(migrated, settings, dataset, tmp_path_factory):
+    """400 sample photos imported as an archive, with the data set's labels."""
+    reset_catalogue(migrated)
+    archive = tmp_path_factory.mktemp("train-archive")
+    generate_sample_accounts(dataset, archive, size=400, seed=5)
+    import_archive(archive, engine=migrated, store=ObjectStore.for_images(settings), workers=4)
+    import_labels(archive / "labels.csv", engine=migrated, who=Who(name="dataset"))
+    return migrated
+
+
+@pytest.fixture(scope="module")
+def models_store(settings):
+    return ObjectStore.for_models(settings)
+
+
+@pytest.fixture(scope="module")
+def cache(settings, tmp_path_factory):
+    return PictureCache(ObjectStore.for_images(settings), tmp_path_factory.mktemp("pictures"))
+
+
+OPTIONS = SnapshotOptions(attributes=("colour", "category"), min_examples=8)
+
+
+def test_snapshot_is_grouped_by_post_stable_and_reports_what_it_leaves_out(labelled, models_store):
+    first = snapshot_dataset(engine=labelled, store=models_store, options=OPTIONS)
+    again = snapshot_dataset(engine=labelled, store=models_store, options=OPTIONS)
+    assert (again.id, again.checksum, again.created) == (first.id, first.checksum, False)
+    assert models_store.exists(first.manifest_key)
+
+    with labelled.connect() as connection:
+        posts = dict(connection.execute(text("SELECT i.id, i.post_id FROM raw.images i")).all())
+    split_of_post: dict[int, set[str]] = {}
+    for item in first.manifest["images"]:
+        split_of_post.setdefault(posts[item["image_id"]], set()).add(item["split"])
+    assert all(len(splits) == 1 for splits in split_of_post.values())  # carousels stay together
+    assert {"train", "validation", "test"} <= {s for v in split_of_post.values() for s in v}
+
+    colour = first.attributes["colour"]
+    assert colour["level"] == "family" and "Navy Blue" not in colour["classes"]
+    assert all(n < 8 for n in colour["left_out"].values())  # reported, not silently dropped
+    counts = first.manifest["counts"]["colour"]["train"]
+    assert all(counts[c] >= 8 for c in colour["classes"])
+
+    # a stricter minimum is another snapshot; every kept picture keeps its split
+    stricter = snapshot_dataset(
+        engine=labelled, store=models_store,
+        options=SnapshotOptions(attributes=("colour",), min_examples=20),
+    )  # fmt: skip
+    assert stricter.checksum != first.checksum
+    before = {i["image_id"]: i["split"] for i in first.manifest["images"]}
+    assert all(before[i["image_id"]] == i["split"] for i in stricter.manifest["images"])
+
+
+def test_a_snapshot_without_enough_labels_says_so(labelled, models_store):
+    with pytest.raises(SnapshotError, match=r"class.*label more images or lower the minimum"):
+        snapshot_dataset(engine=labelled, store=models_store,
+                         options=SnapshotOptions(attributes=("colour",), min_examples=10_000))  # fmt: skip
+
+
+def test_train_save_reload_register_promote_rollback(labelled, models_store, cache, tmp_path):
+    snapshot = snapshot_dataset(engine=labelled, store=models_store, options=OPTIONS)
+    options = TrainOptions(architecture="compact_80x60", epochs=1, batch_size=32, steps_per_epoch=3)
+    trained = train(manifest=snapshot.manifest, cache=cache, attributes=["colour", "category"],
+                    options=options, out=tmp_path / "run1")  # fmt: skip
+    assert trained.backend == "tensorflow"
+    for attribute in ("colour", "category"):
+        measured = trained.metrics[attribute]
+        assert measured["test_images"] == len(
+            [i for i in snapshot.items("test") if attribute in i["labels"]]
+        )
+        assert 0 <= measured["accuracy"] <= 1 and measured["random_accuracy"] > 0
+
+    # the saved artefact gives the same answers as the model that was trained
+    model, metadata = load_artefact(tmp_path / "run1")
+    test = snapshot.items("test")[:16]
+    decoded = decode_all(test, cache=cache, image_size=tuple(metadata["image_size"]))
+    pictures = np.stack([decoded[i["key"]] for i in test])
+    reloaded = predict_probabilities(model, pictures, ["colour", "category"])
+    original, _ = load_artefact(tmp_path / "run1")
+    again = predict_probabilities(original, pictures, ["colour", "category"])
+    for attribute in ("colour", "category"):
+        np.testing.assert_allclose(reloaded[attribute], again[attribute], rtol=1e-5, atol=1e-6)
+
+    first = registry.register(engine=labelled, store=models_store, trained=trained,
+                              snapshot_id=snapshot.id, created_by="tester")  # fmt: skip
+    assert [v.split("-")[0] for v in first] == ["colour", "category"]
+    colour_v1 = first[0]
+    decision = registry.promote_if_better(
+        engine=labelled, store=models_store, version=colour_v1, cache_dir=tmp_path / "artefacts",
+        picture_cache=cache, decided_by="tester",
+    )  # fmt: skip
+    assert decision.promoted and decision.reason == "first model of this attribute"
+    assert registry.champion(labelled, "colour").version == colour_v1
+
+    trained2 = train(manifest=snapshot.manifest, cache=cache, attributes=["colour"],
+                     options=options, out=tmp_path / "run2")  # fmt: skip
+    (colour_v2,) = registry.register(engine=labelled, store=models_store, trained=trained2,
+                                     snapshot_id=snapshot.id)  # fmt: skip
+    decision = registry.promote_if_better(
+        engine=labelled, store=models_store, version=colour_v2, cache_dir=tmp_path / "artefacts",
+        picture_cache=cache,
+    )  # fmt: skip
+    row = registry.version_row(labelled, colour_v2)
+    assert row.status == ("champion" if decision.promoted else "candidate")
+    assert row.status_reason == decision.reason and row.gate["champion"] == colour_v1
+
+    if not decision.promoted:
+        registry.promote(engine=labelled, version=colour_v2, who="lead")
+    assert registry.champion(labelled, "colour").version == colour_v2
+    retired, restored = registry.rollback(engine=labelled, attribute="colour", who="lead")
+    assert (retired, restored) == (colour_v2, colour_v1)
+    assert registry.champion(labelled, "colour").version == colour_v1
+    assert registry.version_row(labelled, colour_v2).status == "retired"
+    with pytest.raises(registry.RegistryError, match="no earlier colour champion"):
+        registry.rollback(engine=labelled, attribute="colour")
