@@ -12,3 +12,7 @@ from airflow.sdk import Asset, AssetAlias
 
 LABELS_CHANGED = Asset("catalogue://labels")  # pipeline.labels.announce.LABELS_ASSET_URI
 LABELS_CHANGED_ALIAS = AssetAlias("catalogue-labels-changed")
+
+# A model was promoted to champion (by the retrain DAG's gate); the predict DAG rescores on it.
+NEW_CHAMPION = Asset("catalogue://models/champion")
+NEW_CHAMPION_ALIAS = AssetAlias("catalogue-new-champion")

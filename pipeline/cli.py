@@ -16,6 +16,11 @@ from pipeline.config import ConfigError, Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
+
+class UsageError(ValueError):
+    """A command was given something it cannot use; the message says what to write."""
+
+
 log = logging.getLogger("catalogue")
 
 
@@ -349,7 +354,7 @@ def _date(value: str | None):
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ConfigError("date", f"'{value}' is not a date: write YYYY-MM-DD") from None
+        raise UsageError(f"'{value}' is not a date: write YYYY-MM-DD") from None
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
@@ -490,6 +495,128 @@ def cmd_review(args: argparse.Namespace) -> int:
             for a, top in item.suggestions.items()
         )
         _say(f"{item.shortcode}/{item.position} {item.account:<24} {item.reason:<32} {suggestions}")
+    return EXIT_OK
+
+
+# -- training -----------------------------------------------------------------------------------
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or []:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise UsageError(f"{what} '{value}': write ATTRIBUTE=VALUE, e.g. colour=family")
+        pairs[name] = rest
+    return pairs
+
+
+def _snapshot_options(args: argparse.Namespace, settings: Settings):
+    from pipeline.train.snapshot import SnapshotOptions
+
+    return SnapshotOptions(
+        attributes=tuple(args.attribute or ("colour", "category")),
+        min_examples=args.min_examples or settings.train_min_examples,
+        levels=_pairs(args.level, "--level"),
+        only_classes={a: v.split(",") for a, v in _pairs(args.only, "--only").items()},
+    )
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from pipeline.db import get_engine
+    from pipeline.storage import ObjectStore
+    from pipeline.train.snapshot import snapshot_dataset
+
+    settings = load_settings()
+    snapshot = snapshot_dataset(
+        engine=get_engine(settings.database_url), store=ObjectStore.for_models(settings),
+        options=_snapshot_options(args, settings), created_by=settings.moderator,
+    )  # fmt: skip
+    _say(
+        f"snapshot {snapshot.id} ({snapshot.checksum[:12]}{', new' if snapshot.created else ''}): "
+        f"{len(snapshot.manifest['images'])} pictures, manifest s3://{settings.bucket_models}/"
+        f"{snapshot.manifest_key}"
+    )
+    for attribute, spec in snapshot.attributes.items():
+        counts = snapshot.manifest["counts"][attribute]
+        sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
+        _say(f"  {attribute} at {spec['level']}: {len(spec['classes'])} classes ({sizes})")
+        if spec["left_out"]:
+            _say(
+                f"    left out (< {spec['min_examples']} training examples): "
+                + ", ".join(f"{c} {n}" for c, n in spec["left_out"].items())
+            )
+    return EXIT_OK
+
+
+def _train_options(args: argparse.Namespace, settings: Settings):
+    from pipeline.train.fit import TrainOptions
+
+    return TrainOptions(
+        architecture=args.network or settings.train_network,
+        epochs=args.epochs or settings.train_epochs,
+        batch_size=args.batch_size,
+        steps_per_epoch=args.steps,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.db import get_engine
+    from pipeline.train.registry import GateOptions
+    from pipeline.train.retrain import retrain
+
+    settings = load_settings()
+
+    def progress(epoch: int, logs: dict) -> None:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if "accuracy" in k)
+        _say(f"  epoch {epoch}: {shown}")
+
+    outcome = retrain(
+        settings=settings,
+        engine=get_engine(settings.database_url),
+        snapshot_options=_snapshot_options(args, settings),
+        train_options=_train_options(args, settings),
+        separate_models=not args.shared,
+        gate=GateOptions(
+            margin=settings.promotion_margin, max_class_drop=settings.promotion_max_class_drop
+        ),
+        who=settings.moderator,
+        progress=progress,
+    )
+    _say(f"snapshot {outcome.snapshot.id}; trained in {outcome.seconds:.0f}s")
+    for decision in outcome.decisions:
+        verdict = "champion" if decision.promoted else "stays candidate"
+        _say(f"  {decision.version}: {verdict}: {decision.reason}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pipeline.db import get_engine
+    from pipeline.train import registry
+
+    settings = load_settings()
+    engine = get_engine(settings.database_url)
+    if args.action == "list":
+        rows = registry.list_versions(engine=engine, attribute=args.target)
+        if not rows:
+            _say("no models yet: `catalogue train`")
+        for r in rows:
+            accuracy = f"{float(r.accuracy):.3f}" if r.accuracy else "-"
+            _say(
+                f"{r.version:<18} {r.status:<9} {r.architecture:<15} {r.backend:<10} "
+                f"acc {accuracy}  snapshot {r.snapshot_id}  {r.created_at:%Y-%m-%d %H:%M}  "
+                f"{r.status_reason or ''}"
+            )
+        return EXIT_OK
+    if not args.target:
+        raise UsageError(f"`catalogue models {args.action}` needs a "
+                         f"{'VERSION' if args.action == 'promote' else 'ATTRIBUTE'}")  # fmt: skip
+    if args.action == "promote":
+        registry.promote(engine=engine, version=args.target, who=settings.moderator)
+        _say(f"{args.target} is now champion")
+    else:
+        retired, restored = registry.rollback(
+            engine=engine, attribute=args.target, who=settings.moderator
+        )
+        _say(f"rolled back {retired}; {restored} is champion again")
     return EXIT_OK
 
 
@@ -761,6 +888,62 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--limit", type=int, default=100, help="how many images (100)")
     review.add_argument("--attribute", help="only this attribute (default: every attribute)")
     review.add_argument("--out", help="write the CSV here instead of listing")
+
+    def training_arguments(sub, *, train: bool) -> None:
+        sub.add_argument(
+            "--attribute", action="append", help="colour, category... (repeatable; default both)"
+        )
+        sub.add_argument(
+            "--min-examples",
+            type=int,
+            help="training examples a class needs (CATALOGUE_TRAIN_MIN_EXAMPLES)",
+        )
+        sub.add_argument(
+            "--level",
+            action="append",
+            metavar="ATTRIBUTE=LEVEL",
+            help="train at this taxonomy level, e.g. colour=colour (exact) or category=type",
+        )
+        sub.add_argument(
+            "--only",
+            action="append",
+            metavar="ATTRIBUTE=V1,V2",
+            help="keep only these classes, e.g. the 8 article types of the seed study",
+        )
+        if train:
+            sub.add_argument(
+                "--network",
+                help="catalogue_net (default), compact_80x60, colour_cnn11, category_cnn10",
+            )
+            sub.add_argument("--epochs", type=int, help="epochs (CATALOGUE_TRAIN_EPOCHS)")
+            sub.add_argument("--batch-size", type=int, default=64)
+            sub.add_argument("--steps", type=int, help="cap the steps per epoch (quick trials)")
+            sub.add_argument("--shared", action="store_true",
+                             help="one network with a head per attribute instead of one each")  # fmt: skip
+
+    snapshot = add(
+        "snapshot",
+        cmd_snapshot,
+        "Turn the current labels into a dataset snapshot: classes at the taxonomy's training level "
+        "with enough examples (the rest reported), train/validation/test split by a hash of each "
+        "post's id (a post never changes split); the manifest goes to the models bucket.",
+    )
+    training_arguments(snapshot, train=False)
+    train = add(
+        "train",
+        cmd_train,
+        "Retrain: snapshot the labels, train a network per attribute, measure it on the test split, "
+        "register it, and promote it when it beats the champion (CATALOGUE_PROMOTION_*).",
+    )
+    training_arguments(train, train=True)
+    models = add(
+        "models",
+        cmd_models,
+        "The model registry: list [ATTRIBUTE]; promote VERSION (by hand); rollback ATTRIBUTE (the "
+        "previous champion takes over).",
+    )
+    models.add_argument("action", choices=("list", "promote", "rollback"))
+    models.add_argument("target", nargs="?", metavar="VERSION|ATTRIBUTE")
     add("check", cmd_check, "Check that the database and the S3 buckets answer.")
     demo = add(
         "demo",
@@ -792,6 +975,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.labels.label_csv import LabelFileError
     from pipeline.labels.taxonomy import TaxonomyError, UnknownValue
     from pipeline.storage import ObjectStoreError
+    from pipeline.train.models import UnknownArchitecture
+    from pipeline.train.registry import RegistryError
+    from pipeline.train.snapshot import SnapshotError
 
     try:
         return args.handler(args)
@@ -800,7 +986,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except (
         DatabaseError, ObjectStoreError, StackError, AccountError, ArchiveError, JobError,
-        LabelFileError, TaxonomyError, UnknownValue,
+        LabelFileError, TaxonomyError, UnknownValue, UsageError, SnapshotError, RegistryError,
+        UnknownArchitecture,
     ) as exc:  # fmt: skip
         print(f"catalogue: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -67,6 +67,13 @@ class Settings:
     instagram_session_file: Path | None = None
     instagram_username: str | None = None
     instagram_pauses: bool = True
+    # training and promotion
+    train_network: str = "catalogue_net"
+    train_epochs: int = 12
+    train_min_examples: int = 20  # training examples a class needs to be learnt
+    retrain_min_changed_labels: int = 200  # a labels-triggered retrain skips below this
+    promotion_margin: float = 0.005  # accuracy a candidate must gain over the champion
+    promotion_max_class_drop: float = 0.05  # recall a well-supported class may lose at most
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -156,6 +163,44 @@ class Settings:
             instagram_username=get("CATALOGUE_INSTAGRAM_USERNAME"),
             instagram_pauses=_boolean(
                 "CATALOGUE_INSTAGRAM_PAUSES", get("CATALOGUE_INSTAGRAM_PAUSES"), default=True
+            ),
+            train_network=get("CATALOGUE_TRAIN_NETWORK") or cls.train_network,
+            train_epochs=_number(
+                "CATALOGUE_TRAIN_EPOCHS",
+                get("CATALOGUE_TRAIN_EPOCHS"),
+                default=cls.train_epochs,
+                kind=int,
+                low=1,
+            ),
+            train_min_examples=_number(
+                "CATALOGUE_TRAIN_MIN_EXAMPLES",
+                get("CATALOGUE_TRAIN_MIN_EXAMPLES"),
+                default=cls.train_min_examples,
+                kind=int,
+                low=1,
+            ),
+            retrain_min_changed_labels=_number(
+                "CATALOGUE_RETRAIN_MIN_CHANGED_LABELS",
+                get("CATALOGUE_RETRAIN_MIN_CHANGED_LABELS"),
+                default=cls.retrain_min_changed_labels,
+                kind=int,
+                low=0,
+            ),
+            promotion_margin=_number(
+                "CATALOGUE_PROMOTION_MARGIN",
+                get("CATALOGUE_PROMOTION_MARGIN"),
+                default=cls.promotion_margin,
+                kind=float,
+                low=0,
+                high=1,
+            ),
+            promotion_max_class_drop=_number(
+                "CATALOGUE_PROMOTION_MAX_CLASS_DROP",
+                get("CATALOGUE_PROMOTION_MAX_CLASS_DROP"),
+                default=cls.promotion_max_class_drop,
+                kind=float,
+                low=0,
+                high=1,
             ),
         )
         if settings.airflow_url is None or settings.airflow_password is None:
@@ -372,6 +417,23 @@ def _port(name: str, value: str | None, *, default: int) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise ConfigError(name, f"'{value}' is not a TCP port", "Use a number from 1 to 65535.")
     return int(value)
+
+
+def _number(name: str, value: str | None, *, default, kind, low=None, high=None):
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or (low is not None and number < low) or (high is not None and number > high):
+        bounds = f" from {low}" if low is not None else ""
+        bounds += f" to {high}" if high is not None else ""
+        raise ConfigError(
+            name, f"'{value}' is not a {'whole ' if kind is int else ''}number{bounds}",
+            f"Use a {'whole ' if kind is int else ''}number{bounds}.",
+        )  # fmt: skip
+    return number
 
 
 def _boolean(name: str, value: str | None, *, default: bool) -> bool:

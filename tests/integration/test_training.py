@@ -135,3 +135,30 @@ def test_train_save_reload_register_promote_rollback(labelled, models_store, cac
     assert registry.version_row(labelled, colour_v2).status == "retired"
     with pytest.raises(registry.RegistryError, match="no earlier colour champion"):
         registry.rollback(engine=labelled, attribute="colour")
+
+
+def test_retrain_dag_snapshots_trains_each_attribute_and_announces_a_champion(labelled, airflow):
+    from tests.airflow_harness import run_dags
+
+    with labelled.connect() as connection:
+        before = connection.execute(text("SELECT count(*) FROM catalogue.model_versions")).scalar()
+    env = {**airflow, "CATALOGUE_TRAIN_MIN_EXAMPLES": "8"}
+    conf = {"network": "compact_80x60", "epochs": 1, "steps_per_epoch": 2}
+    result = run_dags(env, "retrain_models", conf)
+
+    assert result["state"] == "success", result["output"][-5000:]
+    assert result["tasks"]["snapshot"] == "success" and result["tasks"]["promote"] == "success"
+    with labelled.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT attribute, status, created_by, params->>'epochs' AS epochs "
+                "FROM catalogue.model_versions ORDER BY id OFFSET :n"
+            ),
+            {"n": before},
+        ).all()
+    assert sorted(r.attribute for r in rows) == ["category", "colour"]  # one mapped task each
+    assert {(r.created_by, r.epochs) for r in rows} == {("airflow", "1")}
+    assert registry.champion(labelled, "category") is not None
+    champions = [e for e in result["asset_events"] if e["uri"].startswith("catalogue://models")]
+    promoted = [r for r in rows if r.status == "champion"]
+    assert len(champions) == (1 if promoted else 0)

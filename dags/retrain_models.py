@@ -1,0 +1,146 @@
+"""Retrain the colour and category models from the moderators' labels.
+
+Weekly (Sunday 03:00 UTC), and whenever labels change (the `catalogue://labels` asset, emitted by
+the `relabel` DAG and by `catalogue labels` commands). A run started by changed labels skips
+training, saying why, when fewer than CATALOGUE_RETRAIN_MIN_CHANGED_LABELS labels changed since
+the champions' snapshots; the weekly and manual runs always train.
+
+1. `snapshot`: the current labels become a dataset snapshot (classes with enough examples, a
+   train/validation/test split by a hash of each post's id; the manifest in the models bucket).
+2. `train`: one task per attribute, on the `gpu` queue and pool (two trainings never share a GPU),
+   measured on the snapshot's test split and registered as a candidate.
+3. `promote`: a candidate becomes champion only when it beats the champion on the same test
+   pictures by CATALOGUE_PROMOTION_MARGIN and no well-supported class loses more than
+   CATALOGUE_PROMOTION_MAX_CLASS_DROP recall; otherwise it stays a candidate with the reason.
+   A new champion is announced on `catalogue://models/champion` for the predict DAG.
+
+Manual runs (Trigger DAG w/ config): `attributes`, `network` (catalogue_net or a seed baseline),
+`epochs`, `steps_per_epoch` (quick trials), `force` (train even if few labels changed).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from assets import LABELS_CHANGED, NEW_CHAMPION, NEW_CHAMPION_ALIAS
+
+
+@dag(
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"), assets=LABELS_CHANGED
+    ),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["catalogue", "train"],
+    doc_md=__doc__,
+    params={
+        "attributes": Param(
+            ["colour", "category"],
+            type="array",
+            items={"type": "string"},
+            description="the attributes to retrain",
+        ),
+        "network": Param(
+            None,
+            type=["null", "string"],
+            description="catalogue_net, compact_80x60, colour_cnn11, category_cnn10 "
+            "(default: CATALOGUE_TRAIN_NETWORK)",
+        ),
+        "epochs": Param(
+            None, type=["null", "integer"], minimum=1, description="default: CATALOGUE_TRAIN_EPOCHS"
+        ),
+        "steps_per_epoch": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="cap the steps per epoch (quick trials)",
+        ),
+        "force": Param(False, type="boolean", description="train even if few labels changed"),
+    },
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+)
+def retrain_models():
+    @task
+    def snapshot(params=None, triggering_asset_events=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline.config import load_settings
+        from pipeline.db import get_engine
+        from pipeline.storage import ObjectStore
+        from pipeline.train.retrain import labels_changed_since_champions
+        from pipeline.train.snapshot import SnapshotOptions, snapshot_dataset
+
+        settings = load_settings()
+        engine = get_engine(settings.database_url)
+        attributes = list(params["attributes"])
+        changed = labels_changed_since_champions(engine=engine, attributes=attributes)
+        by_labels = bool(triggering_asset_events)
+        if by_labels and not params["force"] and changed < settings.retrain_min_changed_labels:
+            raise AirflowSkipException(
+                f"started by changed labels, but only {changed} labels changed since the "
+                f"champions' snapshots (< CATALOGUE_RETRAIN_MIN_CHANGED_LABELS="
+                f"{settings.retrain_min_changed_labels}); the weekly run will train"
+            )
+        made = snapshot_dataset(
+            engine=engine, store=ObjectStore.for_models(settings),
+            options=SnapshotOptions(attributes=tuple(attributes),
+                                    min_examples=settings.train_min_examples),
+        )  # fmt: skip
+        return {"snapshot_id": made.id, "attributes": attributes, "labels_changed": changed}
+
+    @task
+    def attributes_of(made: dict) -> list[str]:
+        return made["attributes"]
+
+    @task(queue="gpu", pool="gpu")
+    def train(attribute: str, made: dict, params=None) -> list[str]:
+        from pipeline.config import load_settings
+        from pipeline.db import get_engine
+        from pipeline.train.fit import TrainOptions
+        from pipeline.train.retrain import train_snapshot
+
+        settings = load_settings()
+        return train_snapshot(
+            settings=settings,
+            engine=get_engine(settings.database_url),
+            snapshot_id=made["snapshot_id"],
+            attributes=[attribute],
+            options=TrainOptions(
+                architecture=params["network"] or settings.train_network,
+                epochs=params["epochs"] or settings.train_epochs,
+                steps_per_epoch=params["steps_per_epoch"],
+            ),
+            created_by="airflow",
+        )
+
+    @task(outlets=[NEW_CHAMPION_ALIAS])
+    def promote(trained: list[list[str]], outlet_events=None) -> list[dict]:
+        from pipeline.config import load_settings
+        from pipeline.db import get_engine
+        from pipeline.train.registry import GateOptions
+        from pipeline.train.retrain import promote_versions
+
+        settings = load_settings()
+        decisions = promote_versions(
+            settings=settings,
+            engine=get_engine(settings.database_url),
+            versions=[version for versions in trained for version in versions],
+            gate=GateOptions(
+                margin=settings.promotion_margin,
+                max_class_drop=settings.promotion_max_class_drop,
+            ),
+            decided_by="airflow",
+        )
+        promoted = [d.version for d in decisions if d.promoted]
+        if promoted:
+            outlet_events[NEW_CHAMPION_ALIAS].add(NEW_CHAMPION, extra={"versions": promoted})
+        return [{"version": d.version, "promoted": d.promoted, "reason": d.reason}
+                for d in decisions]  # fmt: skip
+
+    made = snapshot()
+    promote(train.partial(made=made).expand(attribute=attributes_of(made)))
+
+
+retrain_models()
