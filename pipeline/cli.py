@@ -526,10 +526,40 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from pipeline.train.snapshot import snapshot_dataset
 
     settings = load_settings()
-    snapshot = snapshot_dataset(
-        engine=get_engine(settings.database_url), store=ObjectStore.for_models(settings),
-        options=_snapshot_options(args, settings), created_by=settings.moderator,
-    )  # fmt: skip
+    engine = get_engine(settings.database_url)
+    if args.id:
+        from pipeline.train.snapshot import load_snapshot
+
+        snapshot = load_snapshot(
+            engine=engine, store=ObjectStore.for_models(settings), snapshot_id=args.id
+        )
+    else:
+        snapshot = snapshot_dataset(
+            engine=engine, store=ObjectStore.for_models(settings),
+            options=_snapshot_options(args, settings), created_by=settings.moderator,
+        )  # fmt: skip
+    if args.action == "export":
+        from pipeline.train.export import export_snapshot
+        from pipeline.train.models import architecture
+        from pipeline.train.retrain import picture_cache
+
+        if not args.out:
+            raise UsageError("`catalogue snapshot export` needs --out FILE.npz")
+        size = (
+            _size(args.image_size)
+            or architecture(args.network or settings.train_network).image_size
+        )
+        written = export_snapshot(
+            snapshot.manifest, cache=picture_cache(settings), image_size=size, out=args.out,
+            snapshot_id=snapshot.id,
+        )  # fmt: skip
+        _say(
+            f"exported snapshot {snapshot.id}: {written['pictures']} pictures at "
+            f"{size[0]}x{size[1]} to {written['path']} ({written['bytes'] / 2**20:.1f} MiB); "
+            "train it anywhere with `catalogue train --from-export FILE --out FOLDER`, then "
+            "`catalogue models register FOLDER` here"
+        )
+        return EXIT_OK
     _say(
         f"snapshot {snapshot.id} ({snapshot.checksum[:12]}{', new' if snapshot.created else ''}): "
         f"{len(snapshot.manifest['images'])} pictures, manifest s3://{settings.bucket_models}/"
@@ -555,19 +585,31 @@ def _train_options(args: argparse.Namespace, settings: Settings):
         epochs=args.epochs or settings.train_epochs,
         batch_size=args.batch_size,
         steps_per_epoch=args.steps,
+        image_size=_size(args.image_size),
     )
 
 
+def _size(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    height, sep, width = value.partition("x")
+    if not (sep and height.isdigit() and width.isdigit()):
+        raise UsageError(f"image size '{value}': write HEIGHTxWIDTH, e.g. 80x60")
+    return int(height), int(width)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    def progress(epoch: int, logs: dict) -> None:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if "accuracy" in k)
+        _say(f"  epoch {epoch}: {shown}")
+
+    if args.from_export:
+        return _train_from_export(args, progress)
     from pipeline.db import get_engine
     from pipeline.train.registry import GateOptions
     from pipeline.train.retrain import retrain
 
     settings = load_settings()
-
-    def progress(epoch: int, logs: dict) -> None:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if "accuracy" in k)
-        _say(f"  epoch {epoch}: {shown}")
 
     outcome = retrain(
         settings=settings,
@@ -588,8 +630,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train_from_export(args: argparse.Namespace, progress) -> int:
+    """Train on a training export alone: no database, no object store (the GPU machine)."""
+    from pathlib import Path
+
+    from pipeline.train.export import load_export
+    from pipeline.train.fit import train
+    from pipeline.train.retrain import write_cards
+
+    settings = Settings.from_env()
+    manifest, pictures, header = load_export(Path(args.from_export))
+    attributes = args.attribute or list(manifest["attributes"])
+    unknown = [a for a in attributes if a not in manifest["attributes"]]
+    if unknown:
+        raise UsageError(f"the export has no {', '.join(unknown)} labels")
+    out = Path(args.out or f"artefact-{'-'.join(attributes)}")
+    options = _train_options(args, settings)
+    if options.image_size is None:
+        from dataclasses import replace
+
+        options = replace(options, image_size=tuple(header["image_size"]))
+    trained = train(manifest=manifest, cache=pictures, attributes=attributes, options=options,
+                    out=out, progress=progress)  # fmt: skip
+    write_cards(out, manifest, versions_hint=attributes)
+    for attribute, measured in trained.metrics.items():
+        _say(
+            f"{attribute}: accuracy {measured['accuracy']:.3f}, macro-F1 {measured['macro_f1']:.3f} "
+            f"on {measured['test_images']} test pictures"
+        )
+    _say(
+        f"trained on {trained.backend} in {trained.seconds:.0f}s ({trained.images_per_s:.0f} "
+        f"images/s); artefact in {out}: `catalogue models register {out}` where the database is"
+    )
+    return EXIT_OK
+
+
 def cmd_models(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pipeline.db import get_engine
+    from pipeline.storage import ObjectStore
     from pipeline.train import registry
 
     settings = load_settings()
@@ -609,6 +689,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not args.target:
         raise UsageError(f"`catalogue models {args.action}` needs a "
                          f"{'VERSION' if args.action == 'promote' else 'ATTRIBUTE'}")  # fmt: skip
+    if args.action == "register":
+        versions = registry.register_folder(
+            engine=engine, store=ObjectStore.for_models(settings), folder=Path(args.target),
+            created_by=settings.moderator,
+        )  # fmt: skip
+        _say(f"registered {', '.join(versions)} as candidates; "
+             f"`catalogue models promote VERSION` or let the next retrain's gate decide")  # fmt: skip
+        return EXIT_OK
     if args.action == "promote":
         registry.promote(engine=engine, version=args.target, who=settings.moderator)
         _say(f"{args.target} is now champion")
@@ -918,8 +1006,18 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--epochs", type=int, help="epochs (CATALOGUE_TRAIN_EPOCHS)")
             sub.add_argument("--batch-size", type=int, default=64)
             sub.add_argument("--steps", type=int, help="cap the steps per epoch (quick trials)")
-            sub.add_argument("--shared", action="store_true",
-                             help="one network with a head per attribute instead of one each")  # fmt: skip
+            sub.add_argument(
+                "--shared",
+                action="store_true",
+                help="one network with a head per attribute instead of one each",
+            )
+            sub.add_argument(
+                "--from-export",
+                metavar="FILE",
+                help="train on a training export alone (no database, no S3)",
+            )
+            sub.add_argument("--out", help="with --from-export: the artefact folder to write")
+            sub.add_argument("--image-size", help="HEIGHTxWIDTH instead of the network's")  # fmt: skip
 
     snapshot = add(
         "snapshot",
@@ -928,6 +1026,14 @@ def build_parser() -> argparse.ArgumentParser:
         "with enough examples (the rest reported), train/validation/test split by a hash of each "
         "post's id (a post never changes split); the manifest goes to the models bucket.",
     )
+    snapshot.add_argument("action", nargs="?", choices=("export",),
+                          help="export: write the snapshot as one training file (--out)")  # fmt: skip
+    snapshot.add_argument("--id", type=int, help="an existing snapshot (default: make one now)")
+    snapshot.add_argument("--out", help="export: the .npz file to write")
+    snapshot.add_argument(
+        "--network", help="export: resize for this network (default: CATALOGUE_TRAIN_NETWORK)"
+    )
+    snapshot.add_argument("--image-size", help="export: HEIGHTxWIDTH instead of the network's")
     training_arguments(snapshot, train=False)
     train = add(
         "train",
@@ -940,10 +1046,10 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         cmd_models,
         "The model registry: list [ATTRIBUTE]; promote VERSION (by hand); rollback ATTRIBUTE (the "
-        "previous champion takes over).",
+        "previous champion takes over); register FOLDER (an artefact trained from an export).",
     )
-    models.add_argument("action", choices=("list", "promote", "rollback"))
-    models.add_argument("target", nargs="?", metavar="VERSION|ATTRIBUTE")
+    models.add_argument("action", choices=("list", "promote", "rollback", "register"))
+    models.add_argument("target", nargs="?", metavar="VERSION|ATTRIBUTE|FOLDER")
     add("check", cmd_check, "Check that the database and the S3 buckets answer.")
     demo = add(
         "demo",

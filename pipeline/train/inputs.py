@@ -59,6 +59,37 @@ class PictureCache:
         return len(missing)
 
 
+class ExportedPictures:
+    """Pictures already decoded and resized (a training export): no object store, no files."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def warm(self, keys: Sequence[str], *, workers: int = 0) -> int:
+        missing = [k for k in keys if k not in self.arrays]
+        if missing:
+            raise KeyError(f"{len(missing)} pictures are not in the export, e.g. {missing[0]}")
+        return 0
+
+    def array(self, key: str, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
+        array = self.arrays[key]
+        if rng is None and array.shape[:2] == tuple(size):
+            return array
+        image = Image.fromarray(array)
+        if rng is not None:
+            image = _augment(image, rng)
+        height, width = size
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+
+def picture_array(cache, key: str, size: tuple[int, int], rng=None) -> np.ndarray:
+    if isinstance(cache, ExportedPictures):
+        return cache.array(key, size, rng)
+    return decode(cache.read(key), size, rng=rng)
+
+
 def decode(
     data: bytes,
     size: tuple[int, int],
@@ -98,7 +129,7 @@ class LabelledPictures(keras.utils.PyDataset):
         self,
         items: Sequence[dict[str, Any]],
         *,
-        cache: PictureCache,
+        cache: PictureCache | ExportedPictures,
         classes: dict[str, list[str]],
         image_size: tuple[int, int],
         batch_size: int = 64,
@@ -145,7 +176,7 @@ class LabelledPictures(keras.utils.PyDataset):
     def picture(self, item: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray:
         if rng is None and self.decoded is not None and item["key"] in self.decoded:
             return self.decoded[item["key"]]
-        return decode(self.cache.read(item["key"]), self.image_size, rng=rng)
+        return picture_array(self.cache, item["key"], self.image_size, rng)
 
     def __getitem__(self, index: int):
         chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
@@ -172,5 +203,5 @@ def decode_all(
     """Every item's picture decoded at `image_size`, in parallel (for evaluation and exports)."""
     keys = list(dict.fromkeys(item["key"] for item in items))
     with ThreadPoolExecutor(workers) as pool:
-        arrays = pool.map(lambda k: decode(cache.read(k), image_size), keys)
+        arrays = pool.map(lambda k: picture_array(cache, k, image_size), keys)
         return dict(zip(keys, arrays, strict=True))

@@ -103,6 +103,33 @@ def register(
     return versions
 
 
+def register_folder(
+    *, engine: Engine, store: ObjectStore, folder: Path, created_by: str | None = None
+) -> list[str]:
+    """Register an artefact folder trained elsewhere (`catalogue train --from-export`)."""
+    metadata_path = folder / METADATA
+    if not metadata_path.exists() or not (folder / ARTEFACT).exists():
+        raise RegistryError(f"{folder} holds no trained model ({ARTEFACT} and {METADATA})")
+    metadata = json.loads(metadata_path.read_text())
+    with engine.connect() as connection:
+        snapshot_id = connection.execute(
+            text("SELECT id FROM catalogue.dataset_snapshots WHERE checksum = :c"),
+            {"c": metadata["snapshot"]},
+        ).scalar()
+    if snapshot_id is None:
+        raise RegistryError(
+            f"the model in {folder} was trained on snapshot {metadata['snapshot'][:12]}, which "
+            "this database does not hold: register it where the export was made"
+        )
+    trained = TrainedModel(
+        folder=folder, attributes=metadata["attributes"], classes=metadata["classes"],
+        metrics=metadata["metrics"], backend=metadata["backend"], seconds=metadata["seconds"],
+        images_per_s=metadata["images_per_s"],
+    )  # fmt: skip
+    return register(engine=engine, store=store, trained=trained, snapshot_id=snapshot_id,
+                    created_by=created_by, params={"trained_from": "export"})  # fmt: skip
+
+
 def version_row(engine: Engine, version: str):
     with engine.connect() as connection:
         row = connection.execute(

@@ -17,6 +17,7 @@ from pipeline.train.fit import TrainOptions, load_artefact, predict_probabilitie
 from pipeline.train.inputs import PictureCache, decode_all
 from pipeline.train.snapshot import SnapshotError, SnapshotOptions, snapshot_dataset
 from tests.catalogue_rows import reset_catalogue
+from tests.cli import catalogue
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,61 @@ def test_retrain_dag_snapshots_trains_each_attribute_and_announces_a_champion(la
     champions = [e for e in result["asset_events"] if e["uri"].startswith("catalogue://models")]
     promoted = [r for r in rows if r.status == "champion"]
     assert len(champions) == (1 if promoted else 0)
+
+
+_PREDICT = """
+import sys, numpy as np
+from pipeline.train.export import load_export
+from pipeline.train.fit import load_artefact, predict_probabilities
+manifest, pictures, header = load_export(sys.argv[1])
+model, metadata = load_artefact(sys.argv[2])
+keys = [i["key"] for i in manifest["images"] if i["split"] == "test"][:64]
+batch = np.stack([pictures.array(k, tuple(metadata["image_size"]), None) for k in keys])
+out = predict_probabilities(model, batch, metadata["attributes"])
+np.save(sys.argv[3], np.stack([out[a].argmax(axis=1) for a in metadata["attributes"]]))
+print("BACKEND", metadata["backend"])
+"""
+
+
+def test_an_export_trains_on_jax_alone_and_answers_the_same_on_tensorflow(
+    labelled, services, tmp_path
+):
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax", reason="the JAX backend (dev extra) is not installed")
+    env = services.env(CATALOGUE_TRAIN_MIN_EXAMPLES="8")
+    shard = tmp_path / "shard.npz"
+    made = catalogue(env, "snapshot", "export", "--out", str(shard), "--network", "compact_80x60")
+    assert made.returncode == 0, made.stderr
+    assert shard.stat().st_size < 60 * 2**20 and "pictures at 80x60" in made.stdout
+
+    # the GPU machine: no database, no object store (both point at closed ports)
+    offline = {**env, "KERAS_BACKEND": "jax",
+               "CATALOGUE_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none",
+               "CATALOGUE_S3_ENDPOINT": "http://127.0.0.1:9"}  # fmt: skip
+    artefact = tmp_path / "artefact"
+    trained = catalogue(offline, "train", "--from-export", str(shard), "--network",
+                        "compact_80x60", "--epochs", "1", "--steps", "3", "--out", str(artefact),
+                        timeout=600)  # fmt: skip
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "trained on jax" in trained.stdout
+
+    answers = {}
+    for backend in ("jax", "tensorflow"):
+        out = tmp_path / f"{backend}.npy"
+        run = subprocess.run(
+            [sys.executable, "-c", _PREDICT, str(shard), str(artefact), str(out)],
+            env={**env, "KERAS_BACKEND": backend}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        answers[backend] = np.load(out)
+    np.testing.assert_array_equal(answers["jax"], answers["tensorflow"])  # same top-1
+
+    registered = catalogue(env, "models", "register", str(artefact))
+    assert registered.returncode == 0, registered.stderr
+    with labelled.connect() as connection:
+        row = connection.execute(
+            text("SELECT backend, status FROM catalogue.model_versions ORDER BY id DESC LIMIT 1")
+        ).one()
+    assert tuple(row) == ("jax", "candidate")
