@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,14 +47,14 @@ class PictureCache:
             if self.store is None:
                 raise
         data = self.store.get(key)
-        partial = path.with_suffix(f".{os.getpid()}.part")
+        partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
         partial.write_bytes(data)
         partial.replace(path)  # atomic: a reader never sees half a picture
         return data
 
     def warm(self, keys: Sequence[str], *, workers: int = 16) -> int:
         """Fetch every missing picture in parallel; returns how many were fetched."""
-        missing = [k for k in keys if not self.path(k).exists()]
+        missing = [k for k in dict.fromkeys(keys) if not self.path(k).exists()]
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(self.read, missing))
         return len(missing)
