@@ -70,7 +70,7 @@ def retrain_models():
         from pipeline.db import get_engine
         from pipeline.storage import ObjectStore
         from pipeline.train.retrain import labels_changed_since_champions
-        from pipeline.train.snapshot import SnapshotOptions, snapshot_dataset
+        from pipeline.train.snapshot import SnapshotError, SnapshotOptions, snapshot_dataset
 
         settings = load_settings()
         engine = get_engine(settings.database_url)
@@ -83,11 +83,14 @@ def retrain_models():
                 f"champions' snapshots (< CATALOGUE_RETRAIN_MIN_CHANGED_LABELS="
                 f"{settings.retrain_min_changed_labels}); the weekly run will train"
             )
-        made = snapshot_dataset(
-            engine=engine, store=ObjectStore.for_models(settings),
-            options=SnapshotOptions(attributes=tuple(attributes),
-                                    min_examples=settings.train_min_examples),
-        )  # fmt: skip
+        try:
+            made = snapshot_dataset(
+                engine=engine, store=ObjectStore.for_models(settings),
+                options=SnapshotOptions(attributes=tuple(attributes),
+                                        min_examples=settings.train_min_examples),
+            )  # fmt: skip
+        except SnapshotError as exc:  # not enough labels yet: nothing to train, not a failure
+            raise AirflowSkipException(f"no training this time: {exc}") from None
         return {"snapshot_id": made.id, "attributes": attributes, "labels_changed": changed}
 
     @task

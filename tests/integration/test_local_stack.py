@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -34,6 +35,11 @@ def _stack_env(services, state_dir: Path) -> dict[str, str]:
         )
     }
     env.update(
+        # a 60-picture sample is enough to train on, briefly (also for the weekly run that
+        # Airflow starts at once: catchup=False still runs the latest missed interval)
+        CATALOGUE_TRAIN_MIN_EXAMPLES="2",
+        CATALOGUE_TRAIN_NETWORK="compact_80x60",
+        CATALOGUE_TRAIN_EPOCHS="1",
         CATALOGUE_STATE_DIR=str(state_dir),
         CATALOGUE_S3_PORT=str(_free_port()),
         CATALOGUE_AIRFLOW_PORT=str(_free_port()),
@@ -45,6 +51,27 @@ def _api(url: str, token: str, path: str) -> dict:
     request = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
+
+
+def _post(url: str, token: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"{url}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def _wait_for_run(url: str, token: str, dag_id: str, run_id: str, timeout: float = 420) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = _api(url, token, f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        if run["state"] in ("success", "failed"):
+            return run
+        time.sleep(3)
+    raise AssertionError(f"{dag_id} run {run_id} did not finish in {timeout}s: {run['state']}")
 
 
 def _token(url: str, user: str, password: str) -> str:
@@ -69,6 +96,48 @@ def _processes_under(state_dir: Path) -> list[psutil.Process]:
         if str(state_dir) in cmdline or environ.get("CATALOGUE_STATE_DIR") == str(state_dir):
             found.append(process)
     return found
+
+
+def _labels_announce_and_training_holds_the_gpu_pool(env, url: str, token: str, tmp_path):
+    """On the running scheduler: a CLI label import reaches the retrain DAG through the REST API
+    (a small change: that run skips, saying why), and a forced retrain runs its training tasks on
+    queue and pool `gpu`, one after the other (`dag.test()` ignores pools and queues)."""
+    archive = tmp_path / "archive"
+    assert catalogue(env, "samples", str(archive), "--size", "60").returncode == 0
+    assert catalogue(env, "import-archive", str(archive)).returncode == 0
+    labelled = catalogue(env, "labels", "import", str(archive / "labels.csv"))
+    assert labelled.returncode == 0, labelled.stderr
+    assert "told Airflow" in labelled.stdout, labelled.stdout
+    refused = catalogue(
+        {**env, "CATALOGUE_AIRFLOW_PASSWORD": "wrong"}, "labels", "rename",
+        "--attribute", "colour", "--from", "Black", "--to", "Grey",
+    )  # fmt: skip
+    assert "refused the login of 'admin'" in refused.stdout, refused.stdout
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # the asset event queues a run of retrain_models
+        runs = _api(url, token, "/api/v2/dags/retrain_models/dagRuns")["dag_runs"]
+        runs = [r for r in runs if r["run_type"] == "asset_triggered"]
+        if runs:
+            break
+        time.sleep(2)
+    assert runs, "the labels' asset event started no retrain_models run"
+    by_labels = _wait_for_run(url, token, "retrain_models", runs[0]["dag_run_id"])
+    tasks = _api(url, token, f"/api/v2/dags/retrain_models/dagRuns/{by_labels['dag_run_id']}"
+                 "/taskInstances")["task_instances"]  # fmt: skip
+    assert {t["task_id"]: t["state"] for t in tasks}["snapshot"] == "skipped"
+
+    conf = {"network": "compact_80x60", "epochs": 1, "steps_per_epoch": 1, "force": True}
+    run = _post(url, token, "/api/v2/dags/retrain_models/dagRuns",
+                {"logical_date": None, "conf": conf})  # fmt: skip
+    finished = _wait_for_run(url, token, "retrain_models", run["dag_run_id"])
+    tasks = _api(url, token, f"/api/v2/dags/retrain_models/dagRuns/{run['dag_run_id']}"
+                 "/taskInstances")["task_instances"]  # fmt: skip
+    assert finished["state"] == "success", tasks
+    training = sorted((t for t in tasks if t["task_id"] == "train"), key=lambda t: t["start_date"])
+    assert len(training) == 2  # colour and category
+    assert {(t["queue"], t["pool"], t["state"]) for t in training} == {("gpu", "gpu", "success")}
+    assert training[0]["end_date"] <= training[1]["start_date"]  # never two on one GPU
 
 
 @pytest.mark.stack
@@ -98,20 +167,8 @@ def test_up_status_down_with_embedded_defaults(services, tmp_path):
         }
         assert pools["instagram"] == 1 and pools["gpu"] == 1
 
-        # label changes made with the CLI announce themselves to this Airflow's REST API
         if (dataset_dir() / "styles.csv").exists():
-            archive = tmp_path / "archive"
-            assert catalogue(env, "samples", str(archive), "--size", "12").returncode == 0
-            assert catalogue(env, "import-archive", str(archive)).returncode == 0
-            labelled = catalogue(env, "labels", "import", str(archive / "labels.csv"))
-            assert labelled.returncode == 0, labelled.stderr
-            # logged in and asked for the asset; no DAG schedules on it before the retrain DAG
-            assert "does not know the asset catalogue://labels" in labelled.stdout, labelled.stdout
-            refused = catalogue(
-                {**env, "CATALOGUE_AIRFLOW_PASSWORD": "wrong"}, "labels", "rename",
-                "--attribute", "colour", "--from", "Black", "--to", "Grey",
-            )  # fmt: skip
-            assert "refused the login of 'admin'" in refused.stdout, refused.stdout
+            _labels_announce_and_training_holds_the_gpu_pool(env, airflow["url"], token, tmp_path)
 
         again = catalogue(env, "up")
         assert again.returncode == 0, again.stderr
