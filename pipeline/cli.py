@@ -652,7 +652,7 @@ def _train_from_export(args: argparse.Namespace, progress) -> int:
         options = replace(options, image_size=tuple(header["image_size"]))
     trained = train(manifest=manifest, cache=pictures, attributes=attributes, options=options,
                     out=out, progress=progress)  # fmt: skip
-    write_cards(out, manifest, versions_hint=attributes)
+    write_cards(out, manifest)
     for attribute, measured in trained.metrics.items():
         _say(
             f"{attribute}: accuracy {measured['accuracy']:.3f}, macro-F1 {measured['macro_f1']:.3f} "

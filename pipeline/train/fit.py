@@ -9,7 +9,6 @@ file that either backend loads. Seeds are fixed; on a GPU, mixed precision is sw
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -227,7 +226,3 @@ def load_artefact(folder: Path):
     metadata = json.loads((Path(folder) / METADATA).read_text())
     model = keras.models.load_model(Path(folder) / ARTEFACT, compile=False)
     return model, metadata
-
-
-def keras_backend_note() -> str:
-    return os.environ.get("KERAS_BACKEND", "tensorflow")

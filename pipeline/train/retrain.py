@@ -69,7 +69,7 @@ def train_snapshot(
             manifest=snapshot.manifest, cache=picture_cache(settings), attributes=attributes,
             options=options, out=folder, progress=progress,
         )  # fmt: skip
-        write_cards(trained.folder, snapshot.manifest, versions_hint=attributes)
+        write_cards(trained.folder, snapshot.manifest)
         return registry.register(
             engine=engine, store=models, trained=trained, snapshot_id=snapshot.id,
             created_by=created_by, params={"architecture": options.architecture,
@@ -79,7 +79,7 @@ def train_snapshot(
         registry.remove_folder(folder)
 
 
-def write_cards(folder: Path, manifest: dict[str, Any], *, versions_hint: list[str]) -> None:
+def write_cards(folder: Path, manifest: dict[str, Any]) -> None:
     """A model card and a confusion matrix picture per attribute, beside the artefact."""
     from pipeline.train.evaluate import confusion_png, model_card
 
