@@ -586,6 +586,7 @@ def _train_options(args: argparse.Namespace, settings: Settings):
         batch_size=args.batch_size,
         steps_per_epoch=args.steps,
         image_size=_size(args.image_size),
+        initial_weights=args.initial_weights or settings.train_initial_weights,
     )
 
 
@@ -1017,7 +1018,9 @@ def build_parser() -> argparse.ArgumentParser:
                 help="train on a training export alone (no database, no S3)",
             )
             sub.add_argument("--out", help="with --from-export: the artefact folder to write")
-            sub.add_argument("--image-size", help="HEIGHTxWIDTH instead of the network's")  # fmt: skip
+            sub.add_argument("--image-size", help="HEIGHTxWIDTH instead of the network's")
+            sub.add_argument("--initial-weights", help="start from this local .weights.h5/.keras "
+                             "file (CATALOGUE_TRAIN_INITIAL_WEIGHTS)")  # fmt: skip
 
     snapshot = add(
         "snapshot",
@@ -1081,6 +1084,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.labels.label_csv import LabelFileError
     from pipeline.labels.taxonomy import TaxonomyError, UnknownValue
     from pipeline.storage import ObjectStoreError
+    from pipeline.train.fit import WeightsFileError
     from pipeline.train.models import UnknownArchitecture
     from pipeline.train.registry import RegistryError
     from pipeline.train.snapshot import SnapshotError
@@ -1093,7 +1097,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         DatabaseError, ObjectStoreError, StackError, AccountError, ArchiveError, JobError,
         LabelFileError, TaxonomyError, UnknownValue, UsageError, SnapshotError, RegistryError,
-        UnknownArchitecture,
+        UnknownArchitecture, WeightsFileError,
     ) as exc:  # fmt: skip
         print(f"catalogue: {exc}", file=sys.stderr)
         return EXIT_FAILED

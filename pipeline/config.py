@@ -71,6 +71,7 @@ class Settings:
     train_network: str = "catalogue_net"
     train_epochs: int = 12
     train_min_examples: int = 20  # training examples a class needs to be learnt
+    train_initial_weights: Path | None = None  # a local .weights.h5/.keras file to start from
     retrain_min_changed_labels: int = 200  # a labels-triggered retrain skips below this
     promotion_margin: float = 0.005  # accuracy a candidate must gain over the champion
     promotion_max_class_drop: float = 0.05  # recall a well-supported class may lose at most
@@ -172,6 +173,9 @@ class Settings:
                 kind=int,
                 low=1,
             ),
+            train_initial_weights=Path(get("CATALOGUE_TRAIN_INITIAL_WEIGHTS")).expanduser()
+            if get("CATALOGUE_TRAIN_INITIAL_WEIGHTS")
+            else None,
             train_min_examples=_number(
                 "CATALOGUE_TRAIN_MIN_EXAMPLES",
                 get("CATALOGUE_TRAIN_MIN_EXAMPLES"),

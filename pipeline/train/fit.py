@@ -35,6 +35,9 @@ class TrainOptions:
     image_size: tuple[int, int] | None = None  # default: the network's own
     workers: int = 4
     steps_per_epoch: int | None = None  # cap (tests); None: the whole train split
+    # a local weights file (.weights.h5 or .keras, e.g. an earlier champion, or a pretrained
+    # backbone saved in Keras format): layers whose names and shapes match start from it
+    initial_weights: Path | None = None
 
 
 @dataclass
@@ -102,6 +105,8 @@ def train(
     )  # fmt: skip
     model = build_model(options.architecture, {a: len(c) for a, c in classes.items()},
                         image_size=image_size)  # fmt: skip
+    if options.initial_weights:
+        load_initial_weights(model, Path(options.initial_weights))
     steps = options.steps_per_epoch or len(train_data)
     model.compile(
         optimizer=_optimizer(spec, total_steps=steps * options.epochs),
@@ -147,6 +152,27 @@ def train(
         backend=backend_name(), seconds=seconds, images_per_s=trained_images / seconds,
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
     )  # fmt: skip
+
+
+class WeightsFileError(ValueError):
+    """The initial weights file cannot be used; the message names it."""
+
+
+def load_initial_weights(model, path: Path) -> None:
+    """Start from a local weights file; nothing is ever downloaded. Layers that do not match
+    (the heads of another attribute, another number of classes) keep their fresh weights."""
+    if not path.is_file():
+        raise WeightsFileError(
+            f"initial weights {path} do not exist: set CATALOGUE_TRAIN_INITIAL_WEIGHTS to a local "
+            ".weights.h5 or .keras file, or unset it"
+        )
+    if not path.name.endswith((".weights.h5", ".keras")):
+        raise WeightsFileError(f"initial weights {path}: expected a .weights.h5 or .keras file")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns for each skipped layer
+        model.load_weights(path, skip_mismatch=True)
 
 
 def _items(manifest: dict[str, Any], split: str, attributes: list[str]) -> list[dict[str, Any]]:

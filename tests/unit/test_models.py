@@ -1,0 +1,46 @@
+"""The networks: one softmax head per attribute, every seed baseline buildable, and a start from
+a local weights file that loads only what matches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.train.fit import WeightsFileError, load_initial_weights
+from pipeline.train.models import ARCHITECTURES, UnknownArchitecture, build_model
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_each_network_gives_a_distribution_per_attribute(name):
+    model = build_model(name, {"colour": 5, "category": 3})
+    height, width = ARCHITECTURES[name].image_size
+    pictures = np.random.default_rng(0).uniform(0, 255, (2, height, width, 3)).astype("float32")
+    outputs = model.predict(pictures, verbose=0)
+    assert set(outputs) == {"colour", "category"}
+    assert outputs["colour"].shape == (2, 5) and outputs["category"].shape == (2, 3)
+    np.testing.assert_allclose(outputs["colour"].sum(axis=1), 1, rtol=1e-5)
+
+
+def test_an_unknown_network_is_named():
+    with pytest.raises(UnknownArchitecture, match=r"no network 'resnet9000'.*catalogue_net"):
+        build_model("resnet9000", {"colour": 2})
+
+
+def test_initial_weights_load_the_backbone_and_leave_other_heads_fresh(tmp_path):
+    earlier = build_model("catalogue_net", {"colour": 18})
+    earlier.save(tmp_path / "colour.keras")
+    model = build_model("catalogue_net", {"category": 40})
+    fresh_head = model.get_layer("category").get_weights()[0].copy()
+    load_initial_weights(model, tmp_path / "colour.keras")
+
+    def first_conv(m):
+        return next(layer for layer in m.layers if layer.name.startswith("conv2d")).get_weights()[0]
+
+    np.testing.assert_array_equal(first_conv(model), first_conv(earlier))
+    np.testing.assert_array_equal(model.get_layer("category").get_weights()[0], fresh_head)
+
+
+def test_a_missing_weights_file_is_named(tmp_path):
+    model = build_model("compact_80x60", {"colour": 2})
+    with pytest.raises(WeightsFileError, match=r"nope\.weights\.h5 do not exist"):
+        load_initial_weights(model, tmp_path / "nope.weights.h5")
