@@ -1084,9 +1084,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.labels.label_csv import LabelFileError
     from pipeline.labels.taxonomy import TaxonomyError, UnknownValue
     from pipeline.storage import ObjectStoreError
-    from pipeline.train.fit import WeightsFileError
-    from pipeline.train.models import UnknownArchitecture
-    from pipeline.train.registry import RegistryError
+    from pipeline.train.errors import RegistryError, UnknownArchitecture, WeightsFileError
     from pipeline.train.snapshot import SnapshotError
 
     try:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.train import evaluate
+from pipeline.train.errors import WeightsFileError
 from pipeline.train.inputs import LabelledPictures, PictureCache, decode_all
 from pipeline.train.models import architecture as architecture_spec
 from pipeline.train.models import build_model
@@ -152,10 +153,6 @@ def train(
         backend=backend_name(), seconds=seconds, images_per_s=trained_images / seconds,
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
     )  # fmt: skip
-
-
-class WeightsFileError(ValueError):
-    """The initial weights file cannot be used; the message names it."""
 
 
 def load_initial_weights(model, path: Path) -> None:

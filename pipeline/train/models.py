@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from pipeline.train.errors import UnknownArchitecture
+
 Heads = dict[str, int]
 
 
@@ -140,10 +142,6 @@ ARCHITECTURES: dict[str, Architecture] = {
     )
 }  # fmt: skip
 DEFAULT_ARCHITECTURE = "catalogue_net"
-
-
-class UnknownArchitecture(ValueError):
-    pass
 
 
 def architecture(name: str) -> Architecture:

@@ -21,11 +21,8 @@ import numpy as np
 from sqlalchemy import Engine, text
 
 from pipeline.storage import ObjectStore
+from pipeline.train.errors import RegistryError
 from pipeline.train.fit import ARTEFACT, METADATA, TrainedModel
-
-
-class RegistryError(ValueError):
-    """A registry action cannot be done; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,15 @@
+"""What training can refuse, importable without Keras (the command line imports these at start)."""
+
+from __future__ import annotations
+
+
+class UnknownArchitecture(ValueError):
+    """No network of that name."""
+
+
+class WeightsFileError(ValueError):
+    """The initial weights file cannot be used; the message names it."""
+
+
+class RegistryError(ValueError):
+    """A registry action cannot be done; the message says why and what to do."""
