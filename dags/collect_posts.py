@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
-
-NEW_IMAGES = Asset("catalogue://raw/images")
+from airflow.sdk import Param, dag, get_current_context, task
+from assets import NEW_IMAGES
 
 
 @dag(

@@ -701,11 +701,82 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "promote":
         registry.promote(engine=engine, version=args.target, who=settings.moderator)
         _say(f"{args.target} is now champion")
+        champion = args.target
     else:
-        retired, restored = registry.rollback(
+        retired, champion = registry.rollback(
             engine=engine, attribute=args.target, who=settings.moderator
         )
-        _say(f"rolled back {retired}; {restored} is champion again")
+        _say(
+            f"rolled back {retired}; {champion} is champion again (the marketplace shows its "
+            "earlier predictions at once)"
+        )
+    from pipeline.announce import announce_asset_event
+
+    _say("  " + announce_asset_event(
+        settings=settings, uri=CHAMPION_ASSET_URI, extra={"versions": [champion]},
+        done=f"{champion} is champion",
+        fallback="run `catalogue predict` to score the images it has not scored yet",
+    ))  # fmt: skip
+    return EXIT_OK
+
+
+CHAMPION_ASSET_URI = "catalogue://models/champion"  # dags/assets.py NEW_CHAMPION
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Score the images the champions have not scored yet and write them to the marketplace."""
+    from pipeline.db import get_engine
+    from pipeline.storage import ObjectStore
+
+    settings = load_settings()
+    if args.shard:
+        try:
+            shard, shards = (int(n) for n in args.shard.split("/"))
+            assert 0 <= shard < shards
+        except (ValueError, AssertionError):
+            raise UsageError(f"--shard {args.shard}: give I/N with 0 <= I < N, e.g. 0/4") from None
+    else:
+        shard, shards = 0, 1
+    from pipeline.predict.batch import PredictOptions, predict_catalogue
+    from pipeline.train.retrain import artefact_cache
+
+    options = PredictOptions(
+        attributes=tuple(args.attribute) if args.attribute else None,
+        everything=args.all, shard=shard, shards=shards, limit=args.limit,
+        batch_size=args.batch_size or settings.predict_batch_size,
+        workers=args.workers or settings.predict_workers,
+        review_below_confidence=settings.review_below_confidence,
+        review_below_margin=settings.review_below_margin,
+    )  # fmt: skip
+    shown = {"at": 0.0}
+
+    def progress(run) -> None:
+        if (
+            run.seconds - shown["at"] >= 5
+            or run.images + run.undecodable + run.missing >= run.planned
+        ):
+            shown["at"] = run.seconds
+            _say(f"  {run.images:,}/{run.planned:,} images scored ({run.images_per_s:.0f}/s)")
+
+    run = predict_catalogue(
+        engine=get_engine(settings.database_url), images=ObjectStore.for_images(settings),
+        models=ObjectStore.for_models(settings), cache_dir=artefact_cache(settings),
+        options=options, progress=progress,
+    )  # fmt: skip
+    if run.planned == 0:
+        _say(f"nothing to score: {', '.join(run.champions)} scored every image already "
+             "(--all rescores)")  # fmt: skip
+        return EXIT_OK
+    _say(
+        f"scored {run.images:,} images with {', '.join(run.champions)} in {run.seconds:.1f}s "
+        f"({run.images_per_s:.0f}/s): {run.predictions:,} predictions, {run.needs_review:,} "
+        "need review"
+    )
+    if run.undecodable or run.missing:
+        _say(f"  skipped {run.undecodable} undecodable and {run.missing} missing pictures "
+             "(catalogue.unscorable_images has each reason), e.g.:")  # fmt: skip
+        for problem in run.problems[:5]:
+            _say(f"    {problem}")
     return EXIT_OK
 
 
@@ -1053,6 +1124,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("action", choices=("list", "promote", "rollback", "register"))
     models.add_argument("target", nargs="?", metavar="VERSION|ATTRIBUTE|FOLDER")
+    predict = add(
+        "predict",
+        cmd_predict,
+        "Score the images the champion models have not scored yet (new images, or every image "
+        "after a promotion) and write colour and category to marketplace.products; a moderator's "
+        "label is never overwritten. Safe to rerun: an interrupted run finishes the rest.",
+    )
+    predict.add_argument(
+        "--attribute", action="append", help="only this attribute (repeatable; default: all)"
+    )
+    predict.add_argument("--all", action="store_true", help="rescore images already scored")
+    predict.add_argument("--limit", type=int, help="score at most this many images")
+    predict.add_argument("--shard", metavar="I/N", help="only the images whose id %% N == I")
+    predict.add_argument("--batch-size", type=int, help="pictures per model call "
+                         "(CATALOGUE_PREDICT_BATCH_SIZE)")  # fmt: skip
+    predict.add_argument("--workers", type=int, help="fetch and decode threads "
+                         "(CATALOGUE_PREDICT_WORKERS)")  # fmt: skip
     add("check", cmd_check, "Check that the database and the S3 buckets answer.")
     demo = add(
         "demo",
@@ -1083,6 +1171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.labels.jobs import JobError
     from pipeline.labels.label_csv import LabelFileError
     from pipeline.labels.taxonomy import TaxonomyError, UnknownValue
+    from pipeline.predict.errors import PredictError
     from pipeline.storage import ObjectStoreError
     from pipeline.train.errors import RegistryError, UnknownArchitecture, WeightsFileError
     from pipeline.train.snapshot import SnapshotError
@@ -1095,7 +1184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         DatabaseError, ObjectStoreError, StackError, AccountError, ArchiveError, JobError,
         LabelFileError, TaxonomyError, UnknownValue, UsageError, SnapshotError, RegistryError,
-        UnknownArchitecture, WeightsFileError,
+        UnknownArchitecture, WeightsFileError, PredictError,
     ) as exc:  # fmt: skip
         print(f"catalogue: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -75,6 +75,13 @@ class Settings:
     retrain_min_changed_labels: int = 200  # a labels-triggered retrain skips below this
     promotion_margin: float = 0.005  # accuracy a candidate must gain over the champion
     promotion_max_class_drop: float = 0.05  # recall a well-supported class may lose at most
+    # prediction
+    review_below_confidence: float = 0.5  # a prediction less sure than this needs review
+    review_below_margin: float = 0.1  # ... or whose top two classes are closer than this
+    predict_batch_size: int = 128
+    predict_workers: int = 8  # parallel fetch + decode threads
+    predict_max_shards: int = 4  # mapped tasks of the predict DAG
+    predict_min_shard_images: int = 2000  # fewer images to score: fewer shards
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -205,6 +212,53 @@ class Settings:
                 kind=float,
                 low=0,
                 high=1,
+            ),
+            review_below_confidence=_number(
+                "CATALOGUE_REVIEW_BELOW_CONFIDENCE",
+                get("CATALOGUE_REVIEW_BELOW_CONFIDENCE"),
+                default=cls.review_below_confidence,
+                kind=float,
+                low=0,
+                high=1,
+            ),
+            review_below_margin=_number(
+                "CATALOGUE_REVIEW_BELOW_MARGIN",
+                get("CATALOGUE_REVIEW_BELOW_MARGIN"),
+                default=cls.review_below_margin,
+                kind=float,
+                low=0,
+                high=1,
+            ),
+            predict_batch_size=_number(
+                "CATALOGUE_PREDICT_BATCH_SIZE",
+                get("CATALOGUE_PREDICT_BATCH_SIZE"),
+                default=cls.predict_batch_size,
+                kind=int,
+                low=1,
+                high=4096,
+            ),
+            predict_workers=_number(
+                "CATALOGUE_PREDICT_WORKERS",
+                get("CATALOGUE_PREDICT_WORKERS"),
+                default=cls.predict_workers,
+                kind=int,
+                low=1,
+                high=256,
+            ),
+            predict_max_shards=_number(
+                "CATALOGUE_PREDICT_MAX_SHARDS",
+                get("CATALOGUE_PREDICT_MAX_SHARDS"),
+                default=cls.predict_max_shards,
+                kind=int,
+                low=1,
+                high=1024,
+            ),
+            predict_min_shard_images=_number(
+                "CATALOGUE_PREDICT_MIN_SHARD_IMAGES",
+                get("CATALOGUE_PREDICT_MIN_SHARD_IMAGES"),
+                default=cls.predict_min_shard_images,
+                kind=int,
+                low=1,
             ),
         )
         if settings.airflow_url is None or settings.airflow_password is None:

@@ -479,6 +479,50 @@ class ModelVersion(Base):
     retired_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class ModelPrediction(Base):
+    """What one model version said about one image, kept after the model is retired: a rollback
+    restores the previous champion's values from here without rescoring."""
+
+    __tablename__ = "model_predictions"
+    __table_args__ = (
+        CheckConstraint("confidence BETWEEN 0 AND 1", name="confidence_range"),
+        Index(None, "image_id"),
+        {"schema": "catalogue"},
+    )
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("catalogue.model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("raw.images.id", ondelete="CASCADE"), primary_key=True
+    )
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    confidence: Mapped[float] = mapped_column(REAL, nullable=False)
+    margin: Mapped[float] = mapped_column(REAL, nullable=False)
+    top: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    needs_review: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    predicted_at: Mapped[datetime] = created_at_column()
+
+
+class UnscorableImage(Base):
+    """A picture predict could not use: `undecodable` (never tried again) or `missing`."""
+
+    __tablename__ = "unscorable_images"
+    __table_args__ = (
+        CheckConstraint("kind IN ('undecodable', 'missing')", name="kind"),
+        {"schema": "catalogue"},
+    )
+
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("raw.images.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    first_seen: Mapped[datetime] = created_at_column()
+    last_seen: Mapped[datetime] = created_at_column()
+
+
 # -- marketplace --------------------------------------------------------------------------------
 class Product(Base):
     """One catalogued image as the marketplace sees it (the contract in ARCHITECTURE.md)."""

@@ -281,6 +281,10 @@ def _make_champion(connection, row, who: str | None, reason: str) -> None:
         ),
         {"id": row.id, "who": who, "reason": reason},
     )
+    # what this version scored before (a rollback) is shown again at once, without rescoring
+    connection.execute(
+        text("SELECT catalogue.adopt_champion_predictions(:a)"), {"a": row.attribute}
+    )
 
 
 def promote(*, engine: Engine, version: str, who: str | None = None) -> None:

@@ -23,6 +23,8 @@ EXPECTED_TABLES = {
         "predictions",
         "dataset_snapshots",
         "model_versions",
+        "model_predictions",
+        "unscorable_images",
     },
     "marketplace": {"products", "product_attributes"},
 }

@@ -1,0 +1,145 @@
+"""Predict colour and category for the catalogue with the champion models.
+
+Runs when a collection stored new images (`catalogue://raw/images`) and when a model became
+champion (`catalogue://models/champion`, from the retrain DAG or `catalogue models
+promote|rollback`), and by hand. Only what the champions have not scored yet is scored: new
+images after a collection, everything after a promotion.
+
+1. `plan`: the champions and how many images they still have to score; no champion yet skips the
+   run, saying so.
+2. `score`: the work split into shards (image id modulo the number of shards) mapped over tasks,
+   so more Celery workers finish sooner; each shard streams its pictures from the object store,
+   scores both attributes in one pass and writes back set-based. A failed shard retries alone and
+   finishes only what is left: no duplicates.
+3. `report`: images scored, predictions that need review, pictures that could not be scored.
+
+A moderator's label is never overwritten; values below CATALOGUE_REVIEW_BELOW_CONFIDENCE (or with
+top two classes closer than CATALOGUE_REVIEW_BELOW_MARGIN) are flagged `needs_review`.
+
+Manual runs (Trigger DAG w/ config): `attributes` (a subset), `rescore_all` (rescore images already
+scored), `shards` (override the number of shards).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+from assets import NEW_CHAMPION, NEW_IMAGES
+
+
+@dag(
+    schedule=(NEW_IMAGES | NEW_CHAMPION),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["catalogue", "predict"],
+    doc_md=__doc__,
+    params={
+        "attributes": Param(
+            [], type="array", items={"type": "string"}, description="empty: every attribute"
+        ),
+        "rescore_all": Param(False, type="boolean", description="rescore images already scored"),
+        "shards": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="mapped tasks (default: by the amount of work, at most "
+            "CATALOGUE_PREDICT_MAX_SHARDS)",
+        ),
+    },
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+    },
+)
+def predict_catalogue():
+    @task
+    def plan(params=None) -> dict:
+        import math
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline.config import load_settings
+        from pipeline.db import get_engine
+        from pipeline.predict.champions import current_champions
+        from pipeline.predict.errors import NoChampion
+        from pipeline.predict.pictures import count_wanted
+
+        settings = load_settings()
+        engine = get_engine(settings.database_url)
+        try:
+            champions = current_champions(engine=engine, attributes=params["attributes"] or None)
+        except NoChampion as exc:
+            raise AirflowSkipException(str(exc)) from None
+        todo = count_wanted(
+            engine=engine,
+            version_ids=[c.version_id for c in champions],
+            everything=params["rescore_all"],
+        )
+        shards = params["shards"] or max(
+            1,
+            min(settings.predict_max_shards, math.ceil(todo / settings.predict_min_shard_images)),
+        )
+        return {
+            "versions": [c.version for c in champions],
+            "images": todo,
+            "shards": shards,
+            "rescore_all": params["rescore_all"],
+        }
+
+    @task
+    def shards_of(planned: dict) -> list[int]:
+        return list(range(planned["shards"])) if planned["images"] else []
+
+    @task(map_index_template="shard {{ shard }}")
+    def score(shard: int, planned: dict) -> dict:
+        from pipeline.config import load_settings
+        from pipeline.db import get_engine
+        from pipeline.predict.batch import PredictOptions, predict_catalogue
+        from pipeline.storage import ObjectStore
+        from pipeline.train.retrain import artefact_cache
+
+        settings = load_settings()
+        run = predict_catalogue(
+            engine=get_engine(settings.database_url),
+            images=ObjectStore.for_images(settings),
+            models=ObjectStore.for_models(settings),
+            cache_dir=artefact_cache(settings),
+            options=PredictOptions(
+                versions=tuple(planned["versions"]),
+                everything=planned["rescore_all"],
+                shard=shard,
+                shards=planned["shards"],
+                batch_size=settings.predict_batch_size,
+                workers=settings.predict_workers,
+                review_below_confidence=settings.review_below_confidence,
+                review_below_margin=settings.review_below_margin,
+            ),
+        )
+        return {
+            "shard": shard,
+            "images": run.images,
+            "predictions": run.predictions,
+            "needs_review": run.needs_review,
+            "undecodable": run.undecodable,
+            "missing": run.missing,
+            "seconds": round(run.seconds, 1),
+            "problems": run.problems,
+        }
+
+    @task
+    def report(planned: dict, results: list[dict]) -> dict:
+        results = list(results)
+        total = {
+            key: sum(r[key] for r in results)
+            for key in ("images", "predictions", "needs_review", "undecodable", "missing")
+        }
+        return {"versions": planned["versions"], "shards": len(results), **total}
+
+    planned = plan()
+    report(planned, score.partial(planned=planned).expand(shard=shards_of(planned)))
+
+
+predict_catalogue()

@@ -1,0 +1,180 @@
+"""One prediction pass: the images some champion has not scored yet, scored and written back.
+
+`predict_catalogue` is what `catalogue predict` runs and what each shard of the predict DAG runs
+(`shard`/`shards`: the images whose id modulo `shards` is `shard`). It scores only what is missing
+(new images after a collection; everything after a promotion, except images the new champion
+scored before), so a rerun after a crash finishes the rest and changes nothing else; `everything`
+rescores all. Both attributes are scored in one pass over the pictures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine
+
+from pipeline.predict.champions import (
+    Champion,
+    ScoringModel,
+    current_champions,
+    load_scoring_models,
+    pinned_champions,
+)
+from pipeline.predict.errors import PredictInterrupted
+from pipeline.predict.pictures import Picture, count_wanted, stream_pictures, wanted_pages
+from pipeline.predict.writeback import Score, Unscorable, write_scores
+from pipeline.storage import ObjectStore
+
+TOP = 3  # classes kept per prediction
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    attributes: tuple[str, ...] | None = None  # default: every attribute with a champion
+    versions: tuple[str, ...] | None = None  # pinned versions (a DAG run's plan)
+    everything: bool = False  # rescore images the champion already scored
+    shard: int = 0
+    shards: int = 1
+    limit: int | None = None  # score at most this many images
+    batch_size: int = 128
+    workers: int = 8
+    prefetch: int = 2  # batches decoded ahead of the model
+    review_below_confidence: float = 0.5
+    review_below_margin: float = 0.1
+
+
+@dataclass
+class PredictRun:
+    champions: list[str]
+    planned: int = 0
+    images: int = 0  # pictures scored
+    predictions: int = 0  # (image, attribute) scores written
+    needs_review: int = 0
+    undecodable: int = 0
+    missing: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)  # a sample, for the report
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def predict_catalogue(
+    *, engine: Engine, images: ObjectStore, models: ObjectStore, cache_dir: Path,
+    options: PredictOptions = PredictOptions(),
+    progress: Callable[[PredictRun], None] | None = None,
+) -> PredictRun:  # fmt: skip
+    """Score what the champions have not scored yet and write it back (see the module doc)."""
+    started = time.perf_counter()
+    if options.versions:
+        champions = pinned_champions(engine=engine, versions=list(options.versions))
+    else:
+        champions = current_champions(
+            engine=engine, attributes=list(options.attributes) if options.attributes else None
+        )
+    run = PredictRun(champions=[c.version for c in champions])
+    version_ids = [c.version_id for c in champions]
+    run.planned = count_wanted(
+        engine=engine, version_ids=version_ids, everything=options.everything,
+        shard=options.shard, shards=options.shards,
+    )  # fmt: skip
+    if options.limit is not None:
+        run.planned = min(run.planned, options.limit)
+    if run.planned == 0:
+        run.seconds = time.perf_counter() - started
+        return run
+    scoring = load_scoring_models(champions, store=models, cache_dir=cache_dir)
+    sizes = sorted({m.image_size for m in scoring})
+    pages = wanted_pages(
+        engine=engine, version_ids=version_ids, everything=options.everything,
+        shard=options.shard, shards=options.shards, page=options.batch_size, limit=options.limit,
+    )  # fmt: skip
+    stream = stream_pictures(pages, store=images, sizes=sizes, workers=options.workers,
+                             prefetch=options.prefetch)  # fmt: skip
+    try:
+        for pictures in stream:
+            scores, unscorable = score_batch(pictures, scoring, options)
+            write_scores(engine=engine, scores=scores, unscorable=unscorable)
+            run.images += sum(1 for p in pictures if p.problem is None)
+            run.predictions += len(scores)
+            run.needs_review += sum(s.needs_review for s in scores)
+            for problem in unscorable:
+                if problem.kind == "missing":
+                    run.missing += 1
+                else:
+                    run.undecodable += 1
+                if len(run.problems) < 10:
+                    run.problems.append(f"image {problem.image_id}: {problem.reason}")
+            run.seconds = time.perf_counter() - started
+            if progress:
+                progress(run)
+    except Exception as exc:
+        if not _database_lost(exc):
+            raise
+        raise PredictInterrupted(
+            f"the database connection was lost after {run.images} images were scored and "
+            f"saved ({exc.__class__.__name__}); nothing is half-written: run `catalogue predict` "
+            "again (or let the task retry) to score the rest"
+        ) from exc
+    finally:
+        stream.close()
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def score_batch(
+    pictures: list[Picture], scoring: list[ScoringModel], options: PredictOptions
+) -> tuple[list[Score], list[Unscorable]]:
+    """The batch's scores from each model in one call per model (padded to a fixed batch size,
+    so the compiled function is reused), for the versions that still need them."""
+    good = [p for p in pictures if p.problem is None]
+    unscorable = [Unscorable(p.wanted.image_id, *p.problem) for p in pictures if p.problem]
+    scores: list[Score] = []
+    for model in scoring:
+        chosen = [p for p in good
+                  if any(c.version_id in p.wanted.version_ids for c in model.champions.values())]  # fmt: skip
+        if not chosen:
+            continue
+        batch = np.stack([p.arrays[model.image_size] for p in chosen])
+        if len(batch) < options.batch_size:
+            padding = np.zeros((options.batch_size - len(batch), *batch.shape[1:]), batch.dtype)
+            batch = np.concatenate([batch, padding])
+        probabilities = model.probabilities(batch)
+        for attribute, champion in model.champions.items():
+            p = probabilities[attribute]
+            for row, picture in enumerate(chosen):
+                if champion.version_id in picture.wanted.version_ids:
+                    scores.append(_score(champion, picture.wanted.image_id, p[row], options))
+    return scores, unscorable
+
+
+def _score(champion: Champion, image_id: int, p: np.ndarray, options: PredictOptions) -> Score:
+    order = np.argsort(-p)[:TOP]
+    confidence = float(p[order[0]])
+    margin = confidence - (float(p[order[1]]) if len(order) > 1 else 0.0)
+    confidence = min(max(confidence, 0.0), 1.0)
+    return Score(
+        version_id=champion.version_id,
+        image_id=image_id,
+        value=champion.classes[order[0]],
+        confidence=confidence,
+        margin=margin,
+        top=[{"value": champion.classes[i], "confidence": round(float(p[i]), 4)} for i in order],
+        needs_review=(
+            confidence < options.review_below_confidence or margin < options.review_below_margin
+        ),
+    )
+
+
+def _database_lost(exc: BaseException) -> bool:
+    import psycopg2
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc.orig, psycopg2.OperationalError)
+    return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))

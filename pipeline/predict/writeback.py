@@ -1,0 +1,130 @@
+"""Scores into Postgres set-based: one COPY into a staging table and a few statements per batch.
+
+In one transaction per batch:
+1. every score goes into `catalogue.model_predictions` (kept per model version);
+2. the scores of versions that are champion become the shown `catalogue.predictions`;
+3. `catalogue.refresh_products` writes the batch's marketplace rows, where a moderator's label
+   always wins over the model;
+4. pictures that could not be scored are recorded in `catalogue.unscorable_images`.
+A crash loses at most the batch in flight; nothing is ever half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+
+@dataclass(frozen=True)
+class Score:
+    version_id: int
+    image_id: int
+    value: str
+    confidence: float
+    margin: float
+    top: list[dict]  # [{"value": ..., "confidence": ...}, ...] best first
+    needs_review: bool
+
+
+@dataclass(frozen=True)
+class Unscorable:
+    image_id: int
+    kind: str  # 'undecodable' or 'missing'
+    reason: str
+
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS predict_staging (
+    model_version_id integer, image_id bigint, value text, confidence real, margin real,
+    top text, needs_review boolean
+) ON COMMIT DELETE ROWS
+"""
+_STAGING_UNSCORABLE = """
+CREATE TEMP TABLE IF NOT EXISTS predict_unscorable (image_id bigint, kind text, reason text)
+ON COMMIT DELETE ROWS
+"""
+_KEEP = """
+INSERT INTO catalogue.model_predictions AS mp (model_version_id, image_id, value, confidence,
+    margin, top, needs_review)
+SELECT model_version_id, image_id, value, confidence, margin, CAST(top AS jsonb), needs_review
+FROM predict_staging
+ON CONFLICT (model_version_id, image_id) DO UPDATE SET
+    value = EXCLUDED.value, confidence = EXCLUDED.confidence, margin = EXCLUDED.margin,
+    top = EXCLUDED.top, needs_review = EXCLUDED.needs_review, predicted_at = now()
+"""
+_SHOW = """
+INSERT INTO catalogue.predictions AS p (image_id, attribute, value, confidence, margin, top,
+    needs_review, model_version)
+SELECT s.image_id, v.attribute, s.value, s.confidence, s.margin, CAST(s.top AS jsonb),
+       s.needs_review, v.version
+FROM predict_staging s
+JOIN catalogue.model_versions v ON v.id = s.model_version_id
+WHERE v.status = 'champion'
+ON CONFLICT (image_id, attribute) DO UPDATE SET
+    value = EXCLUDED.value, confidence = EXCLUDED.confidence, margin = EXCLUDED.margin,
+    top = EXCLUDED.top, needs_review = EXCLUDED.needs_review,
+    model_version = EXCLUDED.model_version, predicted_at = now()
+WHERE (p.value, p.confidence, p.margin, p.needs_review, p.model_version)
+      IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.confidence, EXCLUDED.margin,
+                        EXCLUDED.needs_review, EXCLUDED.model_version)
+"""
+_REFRESH = """
+SELECT catalogue.refresh_products(ARRAY(SELECT DISTINCT image_id FROM predict_staging))
+"""
+_UNSCORABLE = """
+INSERT INTO catalogue.unscorable_images AS u (image_id, kind, reason)
+SELECT DISTINCT ON (image_id) image_id, kind, reason FROM predict_unscorable
+ON CONFLICT (image_id) DO UPDATE SET kind = EXCLUDED.kind, reason = EXCLUDED.reason,
+    attempts = u.attempts + 1, last_seen = now()
+"""
+_SCORED_NOW = """
+DELETE FROM catalogue.unscorable_images u USING predict_staging s WHERE u.image_id = s.image_id
+"""
+
+
+def write_scores(*, engine: Engine, scores: list[Score], unscorable: list[Unscorable]) -> None:
+    """Save one batch (see the module docstring) in one transaction."""
+    connection = engine.raw_connection()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_STAGING)
+            cursor.execute(_STAGING_UNSCORABLE)
+            if scores:
+                cursor.copy_expert(
+                    "COPY predict_staging FROM STDIN WITH (FORMAT csv)", _csv(_score_rows(scores))
+                )
+                cursor.execute(_KEEP)
+                cursor.execute(_SHOW)
+                cursor.execute(_REFRESH)
+                cursor.execute(_SCORED_NOW)
+            if unscorable:
+                rows = ((u.image_id, u.kind, u.reason) for u in unscorable)
+                cursor.copy_expert(
+                    "COPY predict_unscorable FROM STDIN WITH (FORMAT csv)", _csv(rows)
+                )
+                cursor.execute(_UNSCORABLE)
+        connection.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):  # a lost connection cannot roll back: nothing to undo
+            connection.rollback()
+        raise
+    finally:
+        connection.close()
+
+
+def _score_rows(scores: list[Score]):
+    for s in scores:
+        yield (s.version_id, s.image_id, s.value, f"{s.confidence:.6f}", f"{s.margin:.6f}",
+               json.dumps(s.top), "t" if s.needs_review else "f")  # fmt: skip
+
+
+def _csv(rows) -> io.StringIO:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    buffer.seek(0)
+    return buffer

@@ -1,0 +1,100 @@
+"""Small Keras models with known answers, registered in the real registry for prediction tests.
+
+`colour_by_channel`: calls a picture Red, Green or Blue by its strongest mean channel (a real
+network on real pixels, so what the marketplace shows can be checked against the pictures).
+`constant`: the same probabilities for every picture (a crafted unsure model for needs_review).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, text
+
+from pipeline.storage import ObjectStore
+from pipeline.train import registry
+from pipeline.train.fit import ARTEFACT, METADATA, TrainedModel
+
+SIZE = (80, 60)  # height, width: the photos' native size
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    network: Any
+    attribute: str
+    classes: list[str]
+
+
+def _network(attribute: str, classes: list[str], kernel: np.ndarray, bias: np.ndarray):
+    import keras
+
+    inputs = keras.Input((*SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(classes), activation="softmax", name=attribute)(x)
+    model = keras.Model(inputs, outputs)
+    model.get_layer(attribute).set_weights([kernel.astype("float32"), bias.astype("float32")])
+    return KnownModel(model, attribute, classes)
+
+
+def colour_by_channel(order: tuple[str, str, str] = ("Red", "Green", "Blue")):
+    """Class i is channel i's name in `order` (permute it for a 'different' model)."""
+    return _network("colour", list(order), np.eye(3) * 40.0, np.zeros(3))
+
+
+def constant(attribute: str, probabilities: dict[str, float]):
+    classes = list(probabilities)
+    bias = np.log(np.array([probabilities[c] for c in classes]))
+    return _network(attribute, classes, np.zeros((3, len(classes))), bias)
+
+
+def register_model(
+    engine: Engine, store: ObjectStore, model: KnownModel, folder: Path, *, champion: bool
+) -> str:
+    """Save `model` as an artefact, register it as a candidate, and promote it if asked."""
+    attribute, classes = model.attribute, model.classes
+    folder.mkdir(parents=True, exist_ok=True)
+    model.network.save(folder / ARTEFACT)
+    checksum = _snapshot(engine)
+    metrics = {"accuracy": 0.5, "macro_f1": 0.5, "test_images": 0}
+    (folder / METADATA).write_text(json.dumps({
+        "architecture": "test_model", "backend": "tensorflow", "image_size": list(SIZE),
+        "epochs": 0, "seconds": 0, "images_per_s": 0, "attributes": [attribute],
+        "classes": {attribute: classes}, "snapshot": checksum, "metrics": {attribute: metrics},
+    }))  # fmt: skip
+    trained = TrainedModel(folder=folder, attributes=[attribute], classes={attribute: classes},
+                           metrics={attribute: metrics}, backend="tensorflow", seconds=0,
+                           images_per_s=0)  # fmt: skip
+    snapshot_id = _snapshot_id(engine, checksum)
+    (version,) = registry.register(engine=engine, store=store, trained=trained,
+                                   snapshot_id=snapshot_id, created_by="tests")  # fmt: skip
+    if champion:
+        registry.promote(engine=engine, version=version, who="tests")
+    return version
+
+
+def _snapshot(engine: Engine) -> str:
+    checksum = secrets.token_hex(32)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO catalogue.dataset_snapshots (checksum, manifest_key, "
+                "taxonomy_version_id, attributes, counts, images, created_by) "
+                "SELECT :c, 'snapshots/tests.json', max(id), '{}', '{}', 0, 'tests' "
+                "FROM catalogue.taxonomy_versions"
+            ),
+            {"c": checksum},
+        )
+    return checksum
+
+
+def _snapshot_id(engine: Engine, checksum: str) -> int:
+    with engine.connect() as connection:
+        return connection.execute(
+            text("SELECT id FROM catalogue.dataset_snapshots WHERE checksum = :c"), {"c": checksum}
+        ).scalar_one()
