@@ -140,6 +140,40 @@ def _labels_announce_and_training_holds_the_gpu_pool(env, url: str, token: str, 
     assert training[0]["end_date"] <= training[1]["start_date"]  # never two on one GPU
 
 
+def _a_collection_starts_predict(env, url: str, token: str, tmp_path):
+    """On the running scheduler: a collection run's new-images asset starts predict_catalogue,
+    which scores the new images with the champions the forced retrain promoted."""
+    more = tmp_path / "more"
+    assert catalogue(env, "samples", str(more), "--size", "20", "--seed", "11").returncode == 0
+    run = _post(url, token, "/api/v2/dags/collect_posts/dagRuns",
+                {"logical_date": None, "conf": {"archive_dir": str(more)}})  # fmt: skip
+    collected = _wait_for_run(url, token, "collect_posts", run["dag_run_id"])
+    assert collected["state"] == "success"
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        runs = _api(url, token, "/api/v2/dags/predict_catalogue/dagRuns")["dag_runs"]
+        after = [r for r in runs if r["run_type"] == "asset_triggered"
+                 and r["queued_at"] >= collected["end_date"]]  # fmt: skip
+        if after and after[0]["state"] in ("success", "failed"):
+            break
+        time.sleep(3)
+    assert after, "the collection's asset event started no predict_catalogue run"
+    predicted = after[0]
+    tasks = _api(url, token, f"/api/v2/dags/predict_catalogue/dagRuns/{predicted['dag_run_id']}"
+                 "/taskInstances")["task_instances"]  # fmt: skip
+    assert predicted["state"] == "success", tasks
+    events = _api(url, token, f"/api/v2/dags/predict_catalogue/dagRuns/"
+                  f"{predicted['dag_run_id']}/upstreamAssetEvents")["asset_events"]  # fmt: skip
+    assert "catalogue://raw/images" in {e["uri"].rstrip("/") for e in events}
+    unscored = catalogue(
+        env, "sql",
+        "SELECT count(*) FROM raw.images i LEFT JOIN marketplace.products m "
+        "ON m.image_id = i.id WHERE m.colour IS NULL OR m.category IS NULL",
+    )  # fmt: skip
+    assert unscored.stdout.split() == ["count", "0"], unscored.stdout + unscored.stderr
+
+
 @pytest.mark.stack
 def test_up_status_down_with_embedded_defaults(services, tmp_path):
     state_dir = tmp_path / "state"
@@ -169,6 +203,7 @@ def test_up_status_down_with_embedded_defaults(services, tmp_path):
 
         if (dataset_dir() / "styles.csv").exists():
             _labels_announce_and_training_holds_the_gpu_pool(env, airflow["url"], token, tmp_path)
+            _a_collection_starts_predict(env, airflow["url"], token, tmp_path)
 
         again = catalogue(env, "up")
         assert again.returncode == 0, again.stderr

@@ -333,3 +333,33 @@ def test_unavailable_and_purged_posts_leave_the_marketplace(migrated, shop, stor
 
     purge(engine=migrated, store=stores[0], target=taken_down.shortcode, reason="takedown #1")
     assert not set(taken_down.images) & set(_products(migrated))
+
+
+def test_predict_dag_scores_in_shards_under_airflow(migrated, shop, stores, airflow, tmp_path):
+    from tests.airflow_harness import run_dags
+
+    register_model(migrated, stores[1], colour_by_channel(), tmp_path / "c1", champion=True)
+    images = _images(migrated)
+    env = {**airflow, "CATALOGUE_PREDICT_MIN_SHARD_IMAGES": "10"}  # 40 images: 4 shards
+
+    result = run_dags(env, "predict_catalogue", {})
+    assert result["state"] == "success", result["output"][-5000:]
+    tasks = result["tasks"]
+    assert {k: v for k, v in tasks.items() if k.startswith("score")} == {
+        f"score[{i}]": "success" for i in range(4)
+    }
+    assert tasks["report"] == "success"
+    assert set(_products(migrated)) == set(images)
+
+    again = run_dags(env, "predict_catalogue", {})  # nothing left: no shard runs
+    assert again["state"] == "success"
+    assert again["tasks"]["plan"] == "success" and again["tasks"]["score"] == "skipped"
+
+
+def test_predict_dag_without_a_champion_skips_saying_why(migrated, shop, airflow):
+    from tests.airflow_harness import run_dags
+
+    result = run_dags(airflow, "predict_catalogue", {})
+    assert result["state"] == "success"
+    assert result["tasks"]["plan"] == "skipped"
+    assert "no champion model for any attribute yet" in result["output"]
