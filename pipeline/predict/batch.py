@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +58,18 @@ class PredictRun:
     undecodable: int = 0
     missing: int = 0
     seconds: float = 0.0
+    startup_seconds: float = 0.0  # finding the work, loading and compiling the models
     problems: list[str] = field(default_factory=list)  # a sample, for the report
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def streaming_images_per_s(self) -> float:
+        """Once the models are loaded: the rate a long run approaches."""
+        streaming = self.seconds - self.startup_seconds
+        return self.images / streaming if streaming > 0 else 0.0
 
 
 def predict_catalogue(
@@ -89,6 +97,9 @@ def predict_catalogue(
         run.seconds = time.perf_counter() - started
         return run
     scoring = load_scoring_models(champions, store=models, cache_dir=cache_dir)
+    for model in scoring:  # compiled once before the stream starts
+        model.probabilities(np.zeros((options.batch_size, *model.image_size, 3), np.float32))
+    run.startup_seconds = time.perf_counter() - started
     sizes = sorted({m.image_size for m in scoring})
     pages = wanted_pages(
         engine=engine, version_ids=version_ids, everything=options.everything,
@@ -96,23 +107,30 @@ def predict_catalogue(
     )  # fmt: skip
     stream = stream_pictures(pages, store=images, sizes=sizes, workers=options.workers,
                              prefetch=options.prefetch)  # fmt: skip
+    # One batch is written (in Postgres, by a thread of its own) while the next is scored.
+    writer = ThreadPoolExecutor(1, thread_name_prefix="predict-write")
+    pending: tuple | None = None
+
+    def settle(batch: tuple) -> None:
+        future, pictures, scores, unscorable = batch
+        future.result()
+        _count(run, pictures, scores, unscorable)
+        run.seconds = time.perf_counter() - started
+        if progress:
+            progress(run)
+
     try:
         for pictures in stream:
             scores, unscorable = score_batch(pictures, scoring, options)
-            write_scores(engine=engine, scores=scores, unscorable=unscorable)
-            run.images += sum(1 for p in pictures if p.problem is None)
-            run.predictions += len(scores)
-            run.needs_review += sum(s.needs_review for s in scores)
-            for problem in unscorable:
-                if problem.kind == "missing":
-                    run.missing += 1
-                else:
-                    run.undecodable += 1
-                if len(run.problems) < 10:
-                    run.problems.append(f"image {problem.image_id}: {problem.reason}")
-            run.seconds = time.perf_counter() - started
-            if progress:
-                progress(run)
+            if pending is not None:
+                batch, pending = pending, None
+                settle(batch)
+            future = writer.submit(write_scores, engine=engine, scores=scores,
+                                   unscorable=unscorable)  # fmt: skip
+            pending = (future, pictures, scores, unscorable)
+        if pending is not None:
+            batch, pending = pending, None
+            settle(batch)
     except Exception as exc:
         if not _database_lost(exc):
             raise
@@ -123,8 +141,25 @@ def predict_catalogue(
         ) from exc
     finally:
         stream.close()
+        if pending is not None:  # a batch scored before the failure is still saved
+            pending[0].exception()
+        writer.shutdown(wait=True)
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _count(run: PredictRun, pictures: list[Picture], scores: list[Score],
+           unscorable: list[Unscorable]) -> None:  # fmt: skip
+    run.images += sum(1 for p in pictures if p.problem is None)
+    run.predictions += len(scores)
+    run.needs_review += sum(s.needs_review for s in scores)
+    for problem in unscorable:
+        if problem.kind == "missing":
+            run.missing += 1
+        else:
+            run.undecodable += 1
+        if len(run.problems) < 10:
+            run.problems.append(f"image {problem.image_id}: {problem.reason}")
 
 
 def score_batch(
