@@ -769,8 +769,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return EXIT_OK
     _say(
         f"scored {run.images:,} images with {', '.join(run.champions)} in {run.seconds:.1f}s "
-        f"({run.images_per_s:.0f}/s): {run.predictions:,} predictions, {run.needs_review:,} "
-        "need review"
+        f"({run.streaming_images_per_s:.0f}/s once the models were loaded): "
+        f"{run.predictions:,} predictions, {run.needs_review:,} need review"
     )
     if run.undecodable or run.missing:
         _say(f"  skipped {run.undecodable} undecodable and {run.missing} missing pictures "
