@@ -28,7 +28,9 @@ from assets import LABELS_CHANGED, NEW_CHAMPION, NEW_CHAMPION_ALIAS
 
 @dag(
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"), assets=LABELS_CHANGED
+        # run_immediately=False: a new installation waits for Sunday instead of training at once
+        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC", run_immediately=False),
+        assets=LABELS_CHANGED,
     ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,

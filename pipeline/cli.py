@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from pipeline.config import ConfigError, Settings, load_settings
@@ -782,7 +783,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # -- the demo ---------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The product end to end on embedded defaults, as far as it is built: stack, samples, import."""
+    """The product end to end on embedded defaults: stack, sample shops, archive import, labels
+    for part of them, retraining, prediction, and a report."""
 
     from infra.local_stack import LocalStack
     from pipeline.collect.archive import import_archive
@@ -790,13 +792,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.samples import generate_sample_accounts
     from pipeline.storage import ObjectStore
 
+    started = time.perf_counter()
     settings = Settings.from_env()
-    _say("== 1/4 starting the local stack (Postgres, S3, Airflow)")
+    if not 0 < args.labelled_share < 1:
+        raise UsageError("--labelled-share is a fraction between 0 and 1, e.g. 0.7")
+    _say("== 1/7 starting the local stack (Postgres, S3, Airflow)")
     statuses = LocalStack(settings, progress=_say).up(airflow=not args.no_airflow)
     _print_status(statuses)
     settings = settings.with_local_services()
 
-    _say(f"== 2/4 sample business accounts from {settings.dataset_dir}")
+    _say(f"== 2/7 sample business accounts from {settings.dataset_dir}")
     if not (settings.dataset_dir / "styles.csv").exists():
         _say(
             f"the fashion product photos are not at {settings.dataset_dir}: download Kaggle's "
@@ -811,7 +816,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         _say(f"reusing {archive}")
 
-    _say("== 3/4 importing them as an instaloader archive")
+    _say("== 3/7 importing them as an instaloader archive")
     engine = get_engine(settings.database_url)
     imported = import_archive(
         archive,
@@ -823,50 +828,155 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{imported.posts_seen} posts ({imported.posts_new} new), {imported.images_new} new "
         f"images, {imported.quarantined} quarantined, in {imported.seconds:.1f}s"
     )
-    _say("== 4/4 importing the data set's colours and categories as moderator labels")
-    labels_file = archive / "labels.csv"
-    if labels_file.exists():
-        from pipeline.labels.history import Who
-        from pipeline.labels.label_csv import import_labels
 
-        report = import_labels(
-            labels_file, engine=engine, who=Who(name=settings.moderator or "demo")
-        )
+    _say(f"== 4/7 moderators label {args.labelled_share:.0%} of the posts (the data set's "
+         "colours and categories); the rest stays unlabelled, its true labels kept aside")  # fmt: skip
+    from pipeline.labels.history import Who
+    from pipeline.labels.label_csv import import_labels
+
+    moderated, held_out = _split_labels(archive, args.labelled_share)
+    # Labels are not announced to Airflow here: the demo retrains itself, next.
+    report = import_labels(moderated, engine=engine, who=Who(name=settings.moderator or "demo"))
+    _say(
+        f"{report.written} labels written, {report.unchanged} unchanged, {len(report.refused)} "
+        "rows refused (values outside the taxonomy, e.g. the data set's free gifts; "
+        "`catalogue labels import` lists each)"
+    )
+
+    _say("== 5/7 retraining: a dataset snapshot, one network with a colour and a category head, "
+         "measured on the test split, registered, promoted if better")  # fmt: skip
+    _demo_retrain(args, settings, engine)
+
+    _say("== 6/7 predicting colour and category for every picture with the champions")
+    _demo_predict(settings, engine)
+
+    _say("== 7/7 report")
+    from pipeline.report import catalogue_report, held_out_accuracy, report_lines
+
+    for line in report_lines(catalogue_report(engine=engine)):
+        _say(line)
+    for result in held_out_accuracy(engine=engine, labels_csv=held_out):
         _say(
-            f"{report.written} labels written, {report.unchanged} unchanged, "
-            f"{len(report.refused)} rows refused (values outside the taxonomy, e.g. the data "
-            "set's free gifts; `catalogue labels import` lists each)"
+            f"predictions on the {result.pictures:,} unlabelled pictures whose true {result.attribute} "
+            f"was kept aside: accuracy {result.accuracy:.3f} ({result.accuracy_on_known:.3f} on "
+            f"the {result.known:,} whose class the model learnt)"
         )
-        _announce(settings, report.job_id, report.written)
-    else:
-        _say(f"no {labels_file}: delete {archive} and run the demo again to get it")
-    from sqlalchemy import text
-
-    with engine.connect() as connection:
-        accounts, posts, images = connection.execute(
-            text(
-                "SELECT (SELECT count(*) FROM raw.accounts), (SELECT count(*) FROM raw.posts), "
-                "(SELECT count(*) FROM raw.images WHERE removed_at IS NULL)"
-            )
-        ).one()
+    _say(f"demo finished in {time.perf_counter() - started:.0f}s")
     _say("")
-    with engine.connect() as connection:
-        labelled = connection.execute(
-            text("SELECT count(DISTINCT image_id) FROM catalogue.current_labels")
-        ).scalar_one()
-    _say(f"catalogue: {accounts} accounts, {posts} posts, {images} images, {labelled} labelled")
     _say("next:")
     airflow = next(s for s in statuses if s.name == "airflow")
     if airflow.healthy:
-        _say(f"  Airflow UI   {airflow.url}  ({airflow.detail})")
-    _say("  accounts     .venv/bin/catalogue accounts list")
+        _say(f"  Airflow UI   {airflow.url}  ({airflow.detail}): DAGs collect_posts, relabel, "
+             "retrain_models, predict_catalogue")  # fmt: skip
     _say(
-        '  SQL          .venv/bin/catalogue sql "SELECT a.username, count(*) FROM raw.posts p '
-        'JOIN raw.accounts a ON a.id = p.account_id GROUP BY 1 ORDER BY 2 DESC LIMIT 5"'
+        '  SQL          .venv/bin/catalogue sql "SELECT category, colour, count(*) FROM '
+        'marketplace.products GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10"'
     )
-    _say("  labels       .venv/bin/catalogue labels export --attribute colour --value Blue")
     _say("  review       .venv/bin/catalogue review --limit 20")
+    _say("  models       .venv/bin/catalogue models list")
+    _say("  report       .venv/bin/catalogue report")
     _say("  stop         .venv/bin/catalogue down")
+    return EXIT_OK
+
+
+def _split_labels(archive, share: float):
+    """The sample's label CSV split by a hash of each post's shortcode: `share` of the posts for
+    the moderators, the rest kept aside (the same split every time)."""
+    import csv
+    import zlib
+
+    source = archive / "labels.csv"
+    moderated, held_out = archive / "labels-moderated.csv", archive / "labels-held-out.csv"
+    with source.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = reader.fieldnames, list(reader)
+    cut = int(share * 1000)
+    for path, keep in ((moderated, True), (held_out, False)):
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(
+                r for r in rows if (zlib.crc32(r["shortcode"].encode()) % 1000 < cut) == keep
+            )
+    return moderated, held_out
+
+
+def _demo_retrain(args: argparse.Namespace, settings: Settings, engine) -> None:
+    from pipeline.storage import ObjectStore
+    from pipeline.train import registry
+    from pipeline.train.fit import TrainOptions
+    from pipeline.train.retrain import retrain
+    from pipeline.train.snapshot import SnapshotOptions, snapshot_dataset
+
+    # a small demo cannot give every class CATALOGUE_TRAIN_MIN_EXAMPLES examples
+    training_pictures = args.size * args.labelled_share * 0.8
+    options = SnapshotOptions(
+        min_examples=max(3, min(settings.train_min_examples, int(training_pictures / 60)))
+    )
+    snapshot = snapshot_dataset(engine=engine, store=ObjectStore.for_models(settings),
+                                options=options, created_by="demo")  # fmt: skip
+    champions = [registry.champion(engine, a) for a in options.attributes]
+    if all(c is not None and c.snapshot_id == snapshot.id for c in champions):
+        _say(f"the champions were trained on this snapshot ({snapshot.id}) already: "
+             f"{', '.join(c.version for c in champions)}")  # fmt: skip
+        return
+    for attribute, spec in snapshot.attributes.items():
+        _say(f"  {attribute}: {len(spec['classes'])} classes at the '{spec['level']}' level; "
+             f"{len(spec['left_out'])} left out with fewer than {options.min_examples} examples")  # fmt: skip
+    epochs = args.epochs or settings.train_epochs
+
+    def progress(epoch: int, logs: dict) -> None:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if k.endswith("accuracy"))
+        _say(f"  epoch {epoch}/{epochs}: {shown}")
+
+    outcome = retrain(
+        settings=settings, engine=engine, snapshot_options=options,
+        train_options=TrainOptions(architecture=settings.train_network, epochs=epochs),
+        separate_models=False, gate=registry.GateOptions(
+            margin=settings.promotion_margin, max_class_drop=settings.promotion_max_class_drop),
+        who="demo", progress=progress,
+    )  # fmt: skip
+    _say(f"trained in {outcome.seconds:.0f}s")
+    for decision in outcome.decisions:
+        verdict = "champion" if decision.promoted else "stays candidate"
+        _say(f"  {decision.version}: {verdict}: {decision.reason}")
+
+
+def _demo_predict(settings: Settings, engine) -> None:
+    from pipeline.predict.batch import PredictOptions, predict_catalogue
+    from pipeline.storage import ObjectStore
+    from pipeline.train.retrain import artefact_cache
+
+    shown = {"at": 0.0}
+
+    def progress(run) -> None:
+        if run.seconds - shown["at"] >= 5:
+            shown["at"] = run.seconds
+            _say(f"  {run.images:,}/{run.planned:,} pictures scored")
+
+    run = predict_catalogue(
+        engine=engine, images=ObjectStore.for_images(settings),
+        models=ObjectStore.for_models(settings), cache_dir=artefact_cache(settings),
+        options=PredictOptions(batch_size=settings.predict_batch_size,
+                               workers=settings.predict_workers,
+                               review_below_confidence=settings.review_below_confidence,
+                               review_below_margin=settings.review_below_margin),
+        progress=progress,
+    )  # fmt: skip
+    if run.planned == 0:
+        _say(f"every picture was scored by {', '.join(run.champions)} already")
+    else:
+        _say(f"scored {run.images:,} pictures with {', '.join(run.champions)} in "
+             f"{run.seconds:.1f}s; {run.needs_review:,} of {run.predictions:,} predictions are unsure")  # fmt: skip
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.db import get_engine
+    from pipeline.report import catalogue_report, report_lines
+
+    settings = load_settings()
+    for line in report_lines(catalogue_report(engine=get_engine(settings.database_url))):
+        _say(line)
     return EXIT_OK
 
 
@@ -1147,10 +1257,17 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_demo,
         "Run the product end to end on embedded defaults: start the stack, generate sample "
         "business accounts from the fashion product photos, import them and their colour and "
-        "category labels (training and prediction join as they are built).",
+        "category labels for part of them, retrain, promote, predict every picture, and report "
+        "(with the accuracy on the pictures whose labels were kept aside).",
     )
     demo.add_argument("--no-airflow", action="store_true", help="skip Airflow")
     demo.add_argument("--size", type=int, default=2000, help="product photos to use (default 2000)")
+    demo.add_argument("--labelled-share", type=float, default=0.7,
+                      help="share of the posts the moderators label (default 0.7)")  # fmt: skip
+    demo.add_argument("--epochs", type=int, help="training epochs (CATALOGUE_TRAIN_EPOCHS)")
+    add("report", cmd_report, "What the catalogue holds: counts, the labelled share, where each "
+        "shown value comes from, pictures that need review, the champions' test metrics next to "
+        "the seed baselines.")  # fmt: skip
     sql = add("sql", cmd_sql, "Run one SQL statement against the catalogue and print the rows.")
     sql.add_argument("query")
     return parser

@@ -1,0 +1,204 @@
+"""What the catalogue holds, for people: `catalogue report` and the end of the demo.
+
+Counts (accounts, posts, pictures, the labelled share), where each shown value comes from
+(moderator, model, none yet), the pictures that need review, the champions with their test metrics
+next to the seed baselines, and the pictures predict could not score. `held_out_accuracy` measures
+the predictions against true labels kept aside (the demo keeps part of the data set's labels away
+from the moderators, as if nobody had labelled those pictures yet).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+# Seed baselines as measured by bench/training.py (docs/benchmarks.md, "Retraining"): the seed
+# studies' compact CNN trained by the same code on the same snapshots.
+SEED_BASELINES = {
+    "category": "seed compact CNN: 0.913 on 8 article types (seed study); 0.858 on 8 and 0.812 "
+    "on 41 article types trained here (docs/benchmarks.md)",
+    "colour": "seed compact CNN: 0.672 on 17 colour families trained here (docs/benchmarks.md)",
+}
+
+
+@dataclass
+class CatalogueReport:
+    accounts: int
+    posts: int
+    images: int
+    labelled: int  # pictures with at least one current moderator label
+    products: int
+    needs_review: int
+    sources: dict[str, dict[str, int]]  # attribute -> {moderator, model, none} -> pictures
+    champions: list[dict[str, Any]] = field(default_factory=list)
+    unscorable: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def labelled_share(self) -> float:
+        return self.labelled / self.images if self.images else 0.0
+
+
+def catalogue_report(*, engine: Engine) -> CatalogueReport:
+    with engine.connect() as connection:
+        counts = connection.execute(
+            text(
+                """
+                SELECT (SELECT count(*) FROM raw.accounts) AS accounts,
+                       (SELECT count(*) FROM raw.posts WHERE unavailable_since IS NULL) AS posts,
+                       (SELECT count(*) FROM raw.images i JOIN raw.posts p ON p.id = i.post_id
+                        WHERE i.removed_at IS NULL AND p.unavailable_since IS NULL) AS images,
+                       (SELECT count(DISTINCT image_id) FROM catalogue.current_labels) AS labelled,
+                       (SELECT count(*) FROM marketplace.products) AS products,
+                       (SELECT count(*) FROM marketplace.products WHERE needs_review)
+                           AS needs_review
+                """
+            )
+        ).one()
+        sources: dict[str, dict[str, int]] = {}
+        for attribute in ("colour", "category"):
+            rows = connection.execute(
+                text(
+                    f"SELECT COALESCE({attribute}_source, 'none') AS source, count(*) "
+                    f"FROM marketplace.products GROUP BY 1"
+                )
+            ).all()
+            sources[attribute] = {"moderator": 0, "model": 0, "none": 0} | dict(rows)
+        champions = connection.execute(
+            text(
+                "SELECT version, attribute, architecture, backend, snapshot_id, metrics, "
+                "promoted_at FROM catalogue.model_versions WHERE status = 'champion' "
+                "ORDER BY attribute"
+            )
+        ).all()
+        unscorable = dict(
+            connection.execute(
+                text("SELECT kind, count(*) FROM catalogue.unscorable_images GROUP BY kind")
+            ).all()
+        )
+    return CatalogueReport(
+        accounts=counts.accounts, posts=counts.posts, images=counts.images,
+        labelled=counts.labelled, products=counts.products, needs_review=counts.needs_review,
+        sources=sources,
+        champions=[
+            {"version": c.version, "attribute": c.attribute, "architecture": c.architecture,
+             "backend": c.backend, "snapshot_id": c.snapshot_id, **_metrics(c.metrics)}
+            for c in champions
+        ],
+        unscorable=unscorable,
+    )  # fmt: skip
+
+
+def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("accuracy", "macro_f1", "top2_accuracy", "majority_accuracy", "random_accuracy",
+            "test_images")  # fmt: skip
+    found = {k: metrics.get(k) for k in keys}
+    found["classes"] = len(metrics.get("classes") or [])
+    return found
+
+
+def report_lines(report: CatalogueReport) -> list[str]:
+    lines = [
+        f"catalogue: {report.accounts:,} accounts, {report.posts:,} posts, {report.images:,} "
+        f"pictures; {report.labelled:,} labelled by moderators ({report.labelled_share:.0%})",
+        f"marketplace.products: {report.products:,} rows; {report.needs_review:,} need review "
+        "(`catalogue review`)",
+    ]
+    for attribute, sources in report.sources.items():
+        lines.append(
+            f"  {attribute:<9} from moderators {sources['moderator']:,}, from the model "
+            f"{sources['model']:,}, none yet {sources['none']:,}"
+        )
+    if not report.champions:
+        lines.append("no champion models yet: `catalogue train`")
+    for c in report.champions:
+        if c["accuracy"] is None:
+            lines.append(f"champion {c['version']} ({c['architecture']}): no test metrics")
+            continue
+        lines.append(
+            f"champion {c['version']} ({c['architecture']}, {c['backend']}, snapshot "
+            f"{c['snapshot_id']}): test accuracy {c['accuracy']:.3f}, macro-F1 "
+            f"{c['macro_f1']:.3f}, top-2 {c['top2_accuracy']:.3f} on {c['test_images']} test "
+            f"pictures, {c['classes']} classes (majority class {c['majority_accuracy']:.3f}, "
+            f"random {c['random_accuracy']:.3f})"
+        )
+        if c["attribute"] in SEED_BASELINES:
+            lines.append(f"    next to the {SEED_BASELINES[c['attribute']]}")
+    if report.unscorable:
+        lines.append(
+            "pictures predict could not score: "
+            + ", ".join(f"{n} {kind}" for kind, n in sorted(report.unscorable.items()))
+            + " (catalogue.unscorable_images)"
+        )
+    return lines
+
+
+@dataclass
+class HeldOutAccuracy:
+    attribute: str
+    pictures: int = 0  # held-out pictures with a model value and a true value in the taxonomy
+    correct: int = 0
+    known: int = 0  # ... whose true class the model learnt
+    correct_known: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.pictures if self.pictures else 0.0
+
+    @property
+    def accuracy_on_known(self) -> float:
+        return self.correct_known / self.known if self.known else 0.0
+
+
+def held_out_accuracy(*, engine: Engine, labels_csv: Path) -> list[HeldOutAccuracy]:
+    """The shown model values of the pictures in `labels_csv` (a label CSV nobody imported)
+    against its values, each taken to the model's training level."""
+    from pipeline.labels.taxonomy import UnknownValue, taxonomy_from_database
+
+    with labels_csv.open(newline="", encoding="utf-8") as handle:
+        truth = list(csv.DictReader(handle))
+    with engine.connect() as connection:
+        taxonomy = taxonomy_from_database(connection)
+        shown = {
+            (r.shortcode, r.position): r
+            for r in connection.execute(
+                text(
+                    "SELECT shortcode, position, colour, colour_source, category, "
+                    "category_source FROM marketplace.products"
+                )
+            )
+        }
+        learnt = {
+            attribute: set(classes)
+            for attribute, classes in connection.execute(
+                text(
+                    "SELECT attribute, classes FROM catalogue.model_versions "
+                    "WHERE status = 'champion'"
+                )
+            )
+        }
+    results = []
+    for attribute in ("colour", "category"):
+        result = HeldOutAccuracy(attribute)
+        spec = taxonomy.attribute(attribute)
+        for row in truth:
+            product = shown.get((row["shortcode"], int(row["position"])))
+            if not row.get(attribute) or product is None:
+                continue
+            if getattr(product, f"{attribute}_source") != "model":
+                continue
+            try:
+                expected = spec.training_class(spec.canonical(row[attribute]))
+            except UnknownValue:
+                continue
+            hit = getattr(product, attribute) == expected
+            result.pictures += 1
+            result.correct += hit
+            if expected in learnt.get(attribute, ()):
+                result.known += 1
+                result.correct_known += hit
+        results.append(result)
+    return results

@@ -1,0 +1,43 @@
+"""The README's first command, small: every stage runs and the report says what a newcomer needs."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import create_engine, text
+
+from tests.cli import catalogue
+
+
+def test_the_demo_runs_end_to_end_and_reports(services, dataset, fresh_database, tmp_path):
+    env = services.env(
+        CATALOGUE_DATABASE_URL=fresh_database.render_as_string(hide_password=False),
+        CATALOGUE_STATE_DIR=str(tmp_path / "state"),
+        CATALOGUE_DATASET_DIR=str(dataset),
+    )
+    result = catalogue(env, "demo", "--no-airflow", "--size", "300", "--epochs", "1",
+                       timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for step in range(1, 8):
+        assert f"== {step}/7" in out
+    assert re.search(r"catalogue: \d+ accounts, \d+ posts, 300 pictures; \d+ labelled", out)
+    assert re.search(r"champion colour-\d+ \(catalogue_net, tensorflow.*test accuracy", out)
+    assert "next to the seed compact CNN" in out
+    held_out = re.findall(r"predictions on the (\d+) unlabelled pictures whose true (\w+)", out)
+    assert {attribute for _, attribute in held_out} == {"colour", "category"}
+    assert all(int(n) > 0 for n, _ in held_out)
+
+    engine = create_engine(fresh_database)
+    with engine.connect() as connection:
+        sources = dict(connection.execute(text(
+            "SELECT colour_source, count(*) FROM marketplace.products GROUP BY 1"
+        )).all())  # fmt: skip
+    engine.dispose()
+    assert sum(sources.values()) == 300  # every picture has a colour
+    assert sources["model"] > 0 and sources["moderator"] > 0  # the unlabelled share is predicted
+
+    again = catalogue(env, "demo", "--no-airflow", "--size", "300", "--epochs", "1", timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "were trained on this snapshot" in again.stdout  # a rerun does not train again
+    assert "every picture was scored" in again.stdout
