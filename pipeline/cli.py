@@ -923,7 +923,7 @@ def _demo_retrain(args: argparse.Namespace, settings: Settings, engine) -> None:
     for attribute, spec in snapshot.attributes.items():
         _say(f"  {attribute}: {len(spec['classes'])} classes at the '{spec['level']}' level; "
              f"{len(spec['left_out'])} left out with fewer than {options.min_examples} examples")  # fmt: skip
-    epochs = args.epochs or settings.train_epochs
+    epochs = args.epochs
 
     def progress(epoch: int, logs: dict) -> None:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if k.endswith("accuracy"))
@@ -931,7 +931,7 @@ def _demo_retrain(args: argparse.Namespace, settings: Settings, engine) -> None:
 
     outcome = retrain(
         settings=settings, engine=engine, snapshot_options=options,
-        train_options=TrainOptions(architecture=settings.train_network, epochs=epochs),
+        train_options=TrainOptions(architecture=args.network, epochs=epochs),
         separate_models=False, gate=registry.GateOptions(
             margin=settings.promotion_margin, max_class_drop=settings.promotion_max_class_drop),
         who="demo", progress=progress,
@@ -1264,7 +1264,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=2000, help="product photos to use (default 2000)")
     demo.add_argument("--labelled-share", type=float, default=0.7,
                       help="share of the posts the moderators label (default 0.7)")  # fmt: skip
-    demo.add_argument("--epochs", type=int, help="training epochs (CATALOGUE_TRAIN_EPOCHS)")
+    # On the demo's ~1,100 training pictures the seed's compact network generalises far better
+    # than the default catalogue_net, which needs the full data set (docs/benchmarks.md).
+    demo.add_argument("--network", default="compact_80x60",
+                      help="the network to train (default compact_80x60; catalogue_net needs "
+                           "more pictures than the demo has)")  # fmt: skip
+    demo.add_argument("--epochs", type=int, default=24, help="training epochs (default 24)")
     add("report", cmd_report, "What the catalogue holds: counts, the labelled share, where each "
         "shown value comes from, pictures that need review, the champions' test metrics next to "
         "the seed baselines.")  # fmt: skip
