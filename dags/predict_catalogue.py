@@ -107,15 +107,12 @@ def predict_catalogue():
             images=ObjectStore.for_images(settings),
             models=ObjectStore.for_models(settings),
             cache_dir=artefact_cache(settings),
-            options=PredictOptions(
+            options=PredictOptions.from_settings(
+                settings,
                 versions=tuple(planned["versions"]),
                 everything=planned["rescore_all"],
                 shard=shard,
                 shards=planned["shards"],
-                batch_size=settings.predict_batch_size,
-                workers=settings.predict_workers,
-                review_below_confidence=settings.review_below_confidence,
-                review_below_margin=settings.review_below_margin,
             ),
         )
         return {

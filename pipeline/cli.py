@@ -741,13 +741,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.predict.batch import PredictOptions, predict_catalogue
     from pipeline.train.retrain import artefact_cache
 
-    options = PredictOptions(
-        attributes=tuple(args.attribute) if args.attribute else None,
+    options = PredictOptions.from_settings(
+        settings, attributes=tuple(args.attribute) if args.attribute else None,
         everything=args.all, shard=shard, shards=shards, limit=args.limit,
-        batch_size=args.batch_size or settings.predict_batch_size,
-        workers=args.workers or settings.predict_workers,
-        review_below_confidence=settings.review_below_confidence,
-        review_below_margin=settings.review_below_margin,
+        batch_size=args.batch_size or None, workers=args.workers or None,
     )  # fmt: skip
     shown = {"at": 0.0}
 
@@ -957,10 +954,7 @@ def _demo_predict(settings: Settings, engine) -> None:
     run = predict_catalogue(
         engine=engine, images=ObjectStore.for_images(settings),
         models=ObjectStore.for_models(settings), cache_dir=artefact_cache(settings),
-        options=PredictOptions(batch_size=settings.predict_batch_size,
-                               workers=settings.predict_workers,
-                               review_below_confidence=settings.review_below_confidence,
-                               review_below_margin=settings.review_below_margin),
+        options=PredictOptions.from_settings(settings),
         progress=progress,
     )  # fmt: skip
     if run.planned == 0:

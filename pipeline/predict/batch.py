@@ -14,10 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
 
+from pipeline.config import Settings
 from pipeline.predict.champions import (
     Champion,
     ScoringModel,
@@ -46,6 +48,18 @@ class PredictOptions:
     prefetch: int = 2  # batches decoded ahead of the model
     review_below_confidence: float = 0.5
     review_below_margin: float = 0.1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **choices: Any) -> PredictOptions:
+        """The configured batch size, threads and review thresholds, with this run's choices
+        (a choice of None keeps the configured value)."""
+        configured = {
+            "batch_size": settings.predict_batch_size,
+            "workers": settings.predict_workers,
+            "review_below_confidence": settings.review_below_confidence,
+            "review_below_margin": settings.review_below_margin,
+        }
+        return cls(**configured | {k: v for k, v in choices.items() if v is not None})
 
 
 @dataclass
