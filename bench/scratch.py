@@ -3,16 +3,13 @@ afterwards, and the header of a result file (commit, machine, time)."""
 
 from __future__ import annotations
 
-import os
-import platform
 import secrets
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 
+from bench.header import result_header  # noqa: F401  (every benchmark's header)
 from pipeline.db import get_engine
 from pipeline.db.migrate import upgrade
 from pipeline.storage import ObjectStore
@@ -62,19 +59,3 @@ def empty_bucket(store: ObjectStore) -> None:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda o: store.delete(o.key), store.list("")))
     store._client.remove_bucket(store.bucket)
-
-
-def result_header(name: str) -> dict:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "benchmark": name,
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": commit,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-    }

@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/training.py                 # every protocol and network, resumable
     .venv/bin/python bench/training.py --only category_8 --networks catalogue_net
-    KERAS_BACKEND=jax .venv/bin/python bench/training.py --from-export shard.npz ...   # GPU
+    .venv/bin/python bench/training.py --export .gpu/                # one export per protocol
+    KERAS_BACKEND=jax python3 bench/training.py --from-export .gpu/category_8.npz \
+        --out $OUT/training-gpu.json                                   # on the GPU machine
 
 The data path is the product's: the sample accounts (all 15,000 photos) imported as an instaloader
 archive, the data set's labels imported as a label CSV, a dataset snapshot per protocol, then
@@ -17,14 +19,23 @@ same snapshot (`compact_80x60`, and the 150x150 `category_cnn10` / `colour_cnn11
 
 Each finished (protocol, network) is written to `bench/results/training.json` at once, so an
 interrupted run (or a later session) continues where it stopped; `--force` redoes them.
-Throughput: training images/s, and the input pipeline alone (decode + augment + batch) in the
-same run; its share of a training step is train rate / input rate.
+Throughput: training images/s (steady state: the median epoch, so compilation and the first
+epoch's warm-up are left out), the input pipeline alone (decode + augment + batch, one thread) in
+the same run, and the bound it is measured against: the same network and optimizer fitted on
+pictures already in memory, with no input pipeline at all. The input pipeline's share of step
+time is 1 - training rate / that bound.
+
+On the GPU machine (no database, no object store, no `../shared`) the protocols travel as the
+product's training exports (`--export`, the same files `catalogue snapshot export` writes, at the
+native 80x60; a 150x150 baseline resizes them as it would the JPEGs) and `--from-export` trains
+from one, naming the protocol by the file's name.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,9 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
-from sqlalchemy import create_engine, text  # noqa: E402
-
-from bench.scratch import result_header  # noqa: E402
+from bench.header import result_header  # noqa: E402
 
 EIGHT_TYPES = ["Sports Shoes", "Kurtas", "Tops", "Handbags", "Watches", "Shirts", "Tshirts",
                "Casual Shoes"]  # fmt: skip
@@ -55,6 +64,8 @@ DATABASE = "catalogue_bench_training"
 
 def prepare(settings, work: Path):
     """The bench database with all 15,000 photos and their labels (kept between runs)."""
+    from sqlalchemy import create_engine, text
+
     from pipeline.collect.archive import import_archive
     from pipeline.db import get_engine
     from pipeline.db.migrate import upgrade
@@ -88,7 +99,7 @@ def prepare(settings, work: Path):
 
 
 def input_rate(items, classes, cache, image_size, batch_size=64, batches=40) -> float:
-    """Pictures per second of the input pipeline alone (decode, augment, batch), as in training."""
+    """Pictures per second of the input pipeline alone (decode, augment, batch), one thread."""
     from pipeline.train.inputs import LabelledPictures
 
     data = LabelledPictures(items, cache=cache, classes=classes, image_size=image_size,
@@ -100,28 +111,185 @@ def input_rate(items, classes, cache, image_size, batch_size=64, batches=40) -> 
     return count * batch_size / (time.perf_counter() - started)
 
 
+def compute_bound(network, classes, image_size, batch_size=64, steps=40, epochs=4) -> float:
+    """Training pictures per second with no input pipeline: the same network and optimizer
+    fitted on one block of pictures already in memory (median of the epochs after the first)."""
+    import keras
+    import numpy as np
+
+    from pipeline.train.fit import compile_for_training
+    from pipeline.train.models import architecture, build_model
+
+    attribute, names = next(iter(classes.items()))
+    rng = np.random.default_rng(0)
+    count = steps * batch_size
+    pictures = rng.integers(0, 256, (count, *image_size, 3), dtype=np.uint8).astype(np.float32)
+    targets = keras.utils.to_categorical(rng.integers(0, len(names), count), len(names))
+    model = build_model(network, {attribute: len(names)}, image_size=image_size)
+    compile_for_training(model, architecture(network), [attribute], total_steps=steps * epochs)
+    timer = EpochTimer()
+    model.fit(pictures, {attribute: targets}, batch_size=batch_size, epochs=epochs,
+              shuffle=False, verbose=0, callbacks=[timer.callback()])  # fmt: skip
+    return count / timer.steady_seconds()
+
+
+class EpochTimer:
+    """Seconds per epoch; the steady state is the median of the epochs after the first."""
+
+    def __init__(self) -> None:
+        self.marks = [time.perf_counter()]
+
+    def tick(self) -> None:
+        self.marks.append(time.perf_counter())
+
+    def callback(self):
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                timer.tick()
+
+        return Callback()
+
+    def steady_seconds(self) -> float:
+        import statistics
+
+        spans = [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+        return statistics.median(spans[1:] or spans)
+
+
+def device_name() -> str:
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return f"jax {jax.__version__} on {jax.devices()[0].device_kind}"
+    return f"{backend} on {os.cpu_count()} CPUs"
+
+
+def bench_network(
+    *, protocol_name, network, manifest, cache, epochs, results, out, work, image_size=None
+):
+    """Train one network on one protocol's snapshot; record accuracy and throughput at once."""
+    from pipeline.train.fit import TrainOptions, train
+    from pipeline.train.models import architecture
+
+    protocol = PROTOCOLS[protocol_name]
+    attribute = protocol["attribute"]
+    size = tuple(image_size or architecture(network).image_size)
+    key = f"{protocol_name}/{network}" + (f"@{size[0]}x{size[1]}" if image_size else "")
+    classes = {attribute: manifest["attributes"][attribute]["classes"]}
+    train_items = [i for i in manifest["images"]
+                   if i["split"] == "train" and attribute in i["labels"]]  # fmt: skip
+    cache.warm([i["key"] for i in manifest["images"]])
+    feed = input_rate(train_items, classes, cache, size)
+    print(f"{key}: {len(classes[attribute])} classes, {len(train_items)} training pictures, "
+          f"{epochs} epochs; input pipeline {feed:.0f} pictures/s", flush=True)  # fmt: skip
+
+    def progress(epoch, logs):
+        timer.tick()
+        print(f"  {key} epoch {epoch}: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if "accuracy" in k), flush=True)  # fmt: skip
+
+    folder = work / "artefacts" / key.replace("/", "-")
+    timer = EpochTimer()
+    trained = train(
+        manifest=manifest, cache=cache, attributes=[attribute],
+        options=TrainOptions(architecture=network, epochs=epochs, image_size=size), out=folder,
+        progress=progress,
+    )  # fmt: skip
+    steady = len(train_items) / timer.steady_seconds()
+    bound = compute_bound(network, classes, size)
+    measured = trained.metrics[attribute]
+    counts = manifest["counts"][attribute]
+    results["entries"][key] = {
+        "protocol": protocol_name,
+        "network": network,
+        "attribute": attribute,
+        "level": protocol["level"],
+        "classes": len(classes[attribute]),
+        "snapshot": manifest["checksum"],
+        "pictures": {split: sum(c.values()) for split, c in counts.items()},
+        "epochs": epochs,
+        "image_size": list(size),
+        "backend": trained.backend,
+        "device": device_name(),
+        "accuracy": measured["accuracy"],
+        "macro_f1": measured["macro_f1"],
+        "top2_accuracy": measured["top2_accuracy"],
+        "majority_accuracy": measured["majority_accuracy"],
+        "random_accuracy": measured["random_accuracy"],
+        "seed_result": protocol.get("seed"),
+        "target": protocol.get("target") if network == "catalogue_net" else None,
+        "train_seconds": round(trained.seconds, 1),
+        "train_images_per_s": round(trained.images_per_s, 1),
+        "steady_images_per_s": round(steady, 1),
+        "no_input_bound_images_per_s": round(bound, 1),
+        "input_images_per_s": round(feed, 1),
+        "input_share_of_step": round(max(0.0, 1 - steady / bound), 3),
+    }
+    results.update(result_header("training"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{key}: accuracy {measured['accuracy']:.3f}, macro-F1 {measured['macro_f1']:.3f} "
+          f"({trained.seconds:.0f}s; steady {steady:.0f} img/s, bound {bound:.0f} img/s)",
+          flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=list(PROTOCOLS))
     parser.add_argument("--networks", action="append")
     parser.add_argument("--epochs", type=int, help="override every network's epochs")
     parser.add_argument("--force", action="store_true", help="redo finished entries")
+    parser.add_argument("--image-size", metavar="HxW",
+                        help="train at this size instead of each network's own (entry: NET@HxW)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "training.json")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-training"))
+    parser.add_argument("--export", type=Path, metavar="DIR",
+                        help="write each protocol's training export to DIR/<protocol>.npz, stop")  # fmt: skip
+    parser.add_argument("--from-export", type=Path, action="append", metavar="FILE",
+                        help="train from exports named <protocol>.npz (no database, no S3)")  # fmt: skip
     args = parser.parse_args()
+    results = json.loads(args.out.read_text()) if args.out.exists() else {"entries": {}}
+    size = tuple(int(v) for v in args.image_size.split("x")) if args.image_size else None
+    suffix = f"@{size[0]}x{size[1]}" if size else ""
+
+    def todo(protocol_name, attribute):
+        for network in args.networks or NETWORKS[attribute]:
+            if f"{protocol_name}/{network}{suffix}" in results["entries"] and not args.force:
+                print(f"{protocol_name}/{network}: done before, skipped", flush=True)
+                continue
+            yield network, args.epochs or EPOCHS[network]
+
+    if args.from_export:
+        from pipeline.train.export import load_export
+
+        for path in args.from_export:
+            name = path.stem
+            manifest, pictures, _header = load_export(path)
+            for network, epochs in todo(name, PROTOCOLS[name]["attribute"]):
+                bench_network(protocol_name=name, network=network, manifest=manifest,
+                              cache=pictures, epochs=epochs, results=results, out=args.out,
+                              work=args.work, image_size=size)  # fmt: skip
+        print(f"wrote {args.out}")
+        return
 
     from pipeline.config import load_settings
     from pipeline.storage import ObjectStore
-    from pipeline.train.fit import TrainOptions, train
+    from pipeline.train.export import export_snapshot
     from pipeline.train.inputs import PictureCache
-    from pipeline.train.models import architecture
+    from pipeline.train.models import DEFAULT_ARCHITECTURE, architecture
     from pipeline.train.snapshot import SnapshotOptions, snapshot_dataset
 
     settings = load_settings()
     args.work.mkdir(parents=True, exist_ok=True)
     engine = prepare(settings, args.work)
     cache = PictureCache(ObjectStore.for_images(settings), args.work / "pictures")
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"entries": {}}
     for name in args.only or list(PROTOCOLS):
         protocol = PROTOCOLS[name]
         attribute = protocol["attribute"]
@@ -133,58 +301,18 @@ def main() -> None:
                 only_classes={attribute: protocol["only"]} if "only" in protocol else {},
             ),
         )  # fmt: skip
-        counts = snapshot.manifest["counts"][attribute]
-        for network in args.networks or NETWORKS[attribute]:
-            key = f"{name}/{network}"
-            if key in results["entries"] and not args.force:
-                print(f"{key}: done before, skipped", flush=True)
-                continue
-            epochs = args.epochs or EPOCHS[network]
-            size = architecture(network).image_size
-            classes = {attribute: snapshot.attributes[attribute]["classes"]}
-            train_items = [i for i in snapshot.items("train") if attribute in i["labels"]]
-            cache.warm([i["key"] for i in snapshot.manifest["images"]])
-            feed = input_rate(train_items, classes, cache, size)
-            print(f"{key}: {len(classes[attribute])} classes, {len(train_items)} training "
-                  f"pictures, {epochs} epochs; input pipeline {feed:.0f} pictures/s", flush=True)  # fmt: skip
-            folder = args.work / "artefacts" / key.replace("/", "-")
-            trained = train(
-                manifest=snapshot.manifest, cache=cache, attributes=[attribute],
-                options=TrainOptions(architecture=network, epochs=epochs), out=folder,
-                progress=lambda e, logs, key=key: print(
-                    f"  {key} epoch {e}: " + ", ".join(f"{k} {v:.3f}" for k, v in logs.items()
-                                                       if "accuracy" in k), flush=True),
+        if args.export:
+            written = export_snapshot(
+                snapshot.manifest, cache=cache, out=args.export / f"{name}.npz",
+                image_size=architecture(DEFAULT_ARCHITECTURE).image_size, snapshot_id=snapshot.id,
             )  # fmt: skip
-            measured = trained.metrics[attribute]
-            results["entries"][key] = {
-                "protocol": name,
-                "network": network,
-                "attribute": attribute,
-                "level": protocol["level"],
-                "classes": len(classes[attribute]),
-                "snapshot": snapshot.checksum,
-                "pictures": {split: sum(c.values()) for split, c in counts.items()},
-                "epochs": epochs,
-                "image_size": list(size),
-                "backend": trained.backend,
-                "accuracy": measured["accuracy"],
-                "macro_f1": measured["macro_f1"],
-                "top2_accuracy": measured["top2_accuracy"],
-                "majority_accuracy": measured["majority_accuracy"],
-                "random_accuracy": measured["random_accuracy"],
-                "seed_result": protocol.get("seed"),
-                "target": protocol.get("target") if network == "catalogue_net" else None,
-                "train_seconds": round(trained.seconds, 1),
-                "train_images_per_s": round(trained.images_per_s, 1),
-                "input_images_per_s": round(feed, 1),
-                "input_share_of_step": round(trained.images_per_s / feed, 3),
-            }
-            results.update(result_header("training"))
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=2) + "\n")
-            print(f"{key}: accuracy {measured['accuracy']:.3f}, macro-F1 "
-                  f"{measured['macro_f1']:.3f} ({trained.seconds:.0f}s, "
-                  f"{trained.images_per_s:.0f} img/s)", flush=True)  # fmt: skip
+            print(f"{name}: {written['pictures']} pictures, {written['bytes'] / 2**20:.1f} MiB "
+                  f"in {written['path']}", flush=True)  # fmt: skip
+            continue
+        for network, epochs in todo(name, attribute):
+            bench_network(protocol_name=name, network=network, manifest=snapshot.manifest,
+                          cache=cache, epochs=epochs, results=results, out=args.out,
+                              work=args.work, image_size=size)  # fmt: skip
     print(f"wrote {args.out}")
 
 

@@ -20,7 +20,7 @@ Manual runs (Trigger DAG w/ config): `attributes`, `network` (catalogue_net or a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from assets import LABELS_CHANGED, NEW_CHAMPION, NEW_CHAMPION_ALIAS
@@ -28,11 +28,13 @@ from assets import LABELS_CHANGED, NEW_CHAMPION, NEW_CHAMPION_ALIAS
 
 @dag(
     schedule=AssetOrTimeSchedule(
-        # run_immediately=False: a new installation waits for Sunday instead of training at once
-        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC", run_immediately=False),
+        # A new installation waits for the next Sunday instead of training at once. Airflow runs
+        # the latest past cron point when a start_date is set (run_immediately is then ignored)
+        # or, with run_immediately=False, when it lies within a tenth of the week: so no
+        # start_date, and a zero window.
+        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC", run_immediately=timedelta(0)),
         assets=LABELS_CHANGED,
     ),
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     tags=["catalogue", "train"],

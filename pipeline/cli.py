@@ -1272,6 +1272,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_REPORTED = (  # (module, error): a user's mistake or a service down, said in one line
+    ("infra.local_stack", "StackError"),
+    ("pipeline.accounts", "AccountError"),
+    ("pipeline.collect.archive", "ArchiveError"),
+    ("pipeline.db", "DatabaseError"),
+    ("pipeline.labels.jobs", "JobError"),
+    ("pipeline.labels.label_csv", "LabelFileError"),
+    ("pipeline.labels.taxonomy", "TaxonomyError"),
+    ("pipeline.labels.taxonomy", "UnknownValue"),
+    ("pipeline.predict.errors", "PredictError"),
+    ("pipeline.storage", "ObjectStoreError"),
+    ("pipeline.train.errors", "RegistryError"),
+    ("pipeline.train.errors", "UnknownArchitecture"),
+    ("pipeline.train.errors", "WeightsFileError"),
+    ("pipeline.train.snapshot", "SnapshotError"),
+)
+
+
+def _reported_errors() -> tuple[type[Exception], ...]:
+    """The errors reported in one line. A module whose packages are not installed is passed
+    over: the GPU machine carries only what `train --from-export` needs (no alembic, no
+    instaloader, no database driver), and those modules cannot raise there."""
+    import importlib
+
+    found: list[type[Exception]] = [UsageError]
+    for module, name in _REPORTED:
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            continue
+    return tuple(found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -1280,28 +1313,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # retries are reported once, in the final error, not per attempt
         logging.getLogger("urllib3").setLevel(logging.ERROR)
-    from infra.local_stack import StackError
-    from pipeline.accounts import AccountError
-    from pipeline.collect.archive import ArchiveError
-    from pipeline.db import DatabaseError
-    from pipeline.labels.jobs import JobError
-    from pipeline.labels.label_csv import LabelFileError
-    from pipeline.labels.taxonomy import TaxonomyError, UnknownValue
-    from pipeline.predict.errors import PredictError
-    from pipeline.storage import ObjectStoreError
-    from pipeline.train.errors import RegistryError, UnknownArchitecture, WeightsFileError
-    from pipeline.train.snapshot import SnapshotError
-
     try:
         return args.handler(args)
     except ConfigError as exc:
         print(f"catalogue: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (
-        DatabaseError, ObjectStoreError, StackError, AccountError, ArchiveError, JobError,
-        LabelFileError, TaxonomyError, UnknownValue, UsageError, SnapshotError, RegistryError,
-        UnknownArchitecture, WeightsFileError, PredictError,
-    ) as exc:  # fmt: skip
+    except _reported_errors() as exc:
         print(f"catalogue: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except (FileNotFoundError, FileExistsError) as exc:

@@ -109,15 +109,7 @@ def train(
     if options.initial_weights:
         load_initial_weights(model, Path(options.initial_weights))
     steps = options.steps_per_epoch or len(train_data)
-    model.compile(
-        optimizer=_optimizer(spec, total_steps=steps * options.epochs),
-        loss={
-            a: keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing)
-            for a in attributes
-        },
-        metrics={a: ["accuracy"] for a in attributes},
-        jit_compile="auto",
-    )
+    compile_for_training(model, spec, attributes, total_steps=steps * options.epochs)
     callbacks = [_Progress(progress)] if progress else []
     started = time.perf_counter()
     history = model.fit(
@@ -132,7 +124,7 @@ def train(
     trained_images = min(len(train_items), steps * options.batch_size) * options.epochs
 
     out.mkdir(parents=True, exist_ok=True)
-    model.save(out / ARTEFACT)
+    save_for_inference(model, out / ARTEFACT)
     measured = measure(model, manifest, attributes, classes, cache=cache, image_size=image_size)
     metadata = {
         "architecture": options.architecture,
@@ -153,6 +145,16 @@ def train(
         backend=backend_name(), seconds=seconds, images_per_s=trained_images / seconds,
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
     )  # fmt: skip
+
+
+def save_for_inference(model, path: Path) -> None:
+    """The artefact without the optimizer's state (Adam keeps two slots per weight: a third of
+    the size): what predict loads, and what a later run starts from with `initial_weights`."""
+    import keras
+
+    plain = keras.Model.from_config(model.get_config())  # not compiled: no optimizer
+    plain.set_weights(model.get_weights())
+    plain.save(path)
 
 
 def load_initial_weights(model, path: Path) -> None:
@@ -177,6 +179,21 @@ def _items(manifest: dict[str, Any], split: str, attributes: list[str]) -> list[
         item for item in manifest["images"]
         if item["split"] == split and any(a in item["labels"] for a in attributes)
     ]  # fmt: skip
+
+
+def compile_for_training(model, spec, attributes: list[str], *, total_steps: int) -> None:
+    """The network's optimizer (with its schedule over `total_steps`), one loss per head."""
+    import keras
+
+    model.compile(
+        optimizer=_optimizer(spec, total_steps=total_steps),
+        loss={
+            a: keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing)
+            for a in attributes
+        },
+        metrics={a: ["accuracy"] for a in attributes},
+        jit_compile="auto",
+    )
 
 
 def _optimizer(spec, *, total_steps: int):

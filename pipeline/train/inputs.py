@@ -7,7 +7,8 @@
 - `LabelledPictures` is a `keras.utils.PyDataset`: batches are built in worker threads (Pillow
   releases the GIL while decoding), prefetched by Keras, and fed to any backend as NumPy arrays.
 - Augmentation keeps the attribute true: mirror, small shifts and zooms (random crops); never a
-  hue, saturation or brightness change, which would falsify a colour label.
+  hue, saturation or brightness change, which would falsify a colour label. It works on a whole
+  batch at once (`augment_batch`: one NumPy gather), so a GPU is not left waiting for it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from PIL import Image
 
-from pipeline.storage import ObjectStore
+if TYPE_CHECKING:  # the GPU machine trains from an export, with no object store client
+    from pipeline.storage import ObjectStore
 
 
 class PictureCache:
@@ -72,55 +74,56 @@ class ExportedPictures:
             raise KeyError(f"{len(missing)} pictures are not in the export, e.g. {missing[0]}")
         return 0
 
-    def array(self, key: str, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
+    def array(self, key: str, size: tuple[int, int]) -> np.ndarray:
         array = self.arrays[key]
-        if rng is None and array.shape[:2] == tuple(size):
+        if array.shape[:2] == tuple(size):
             return array
-        image = Image.fromarray(array)
-        if rng is not None:
-            image = _augment(image, rng)
         height, width = size
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        image = Image.fromarray(array).resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
 
 
-def picture_array(cache, key: str, size: tuple[int, int], rng=None) -> np.ndarray:
+def picture_array(cache, key: str, size: tuple[int, int]) -> np.ndarray:
     if isinstance(cache, ExportedPictures):
-        return cache.array(key, size, rng)
-    return decode(cache.read(key), size, rng=rng)
+        return cache.array(key, size)
+    return decode(cache.read(key), size)
 
 
-def decode(
-    data: bytes,
-    size: tuple[int, int],
-    *,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """An RGB uint8 array of `size` (height, width); with `rng`, randomly mirrored/cropped."""
+def decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """An RGB uint8 array of `size` (height, width)."""
     height, width = size
     with Image.open(io.BytesIO(data)) as image:
         image.draft("RGB", (width, height))  # JPEG: decode at the smallest DCT scale >= size
         image = image.convert("RGB")
-        if rng is not None:
-            image = _augment(image, rng)
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
         return np.asarray(image, dtype=np.uint8)
 
 
-def _augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    if rng.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    scale = rng.uniform(0.85, 1.0)  # zoom in up to 15 %, shifted anywhere inside
-    w, h = image.size
-    cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
-    left, top = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
-    return image.crop((int(left), int(top), int(left + cw), int(top + ch)))
+def augment_batch(pictures: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each picture of a (batch, height, width, 3) block mirrored at random and zoomed in by up
+    to 15 %, shifted anywhere inside: one nearest-neighbour gather for the whole batch. Pixel
+    values are only moved, never changed, so a colour label stays true."""
+    count, height, width = pictures.shape[:3]
+    scale = rng.uniform(0.85, 1.0, count)
+    crop_h = np.maximum(1, np.round(height * scale)).astype(np.int64)
+    crop_w = np.maximum(1, np.round(width * scale)).astype(np.int64)
+    top = (rng.random(count) * (height - crop_h + 1)).astype(np.int64)
+    left = (rng.random(count) * (width - crop_w + 1)).astype(np.int64)
+    rows = top[:, None] + ((np.arange(height) + 0.5) * crop_h[:, None] / height).astype(np.int64)
+    cols = left[:, None] + ((np.arange(width) + 0.5) * crop_w[:, None] / width).astype(np.int64)
+    mirrored = rng.random(count) < 0.5
+    cols = np.where(mirrored[:, None], cols[:, ::-1], cols)
+    index = (np.arange(count)[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
+    pixels = np.ascontiguousarray(pictures).reshape(-1, pictures.shape[3])
+    return np.take(pixels, index.reshape(-1), axis=0).reshape(pictures.shape)
 
 
 class LabelledPictures(keras.utils.PyDataset):
     """(pictures, {attribute: one-hot}, {attribute: weight}) batches of snapshot items.
+
+    Pictures stay uint8: the network's input layer casts them where it runs (on a GPU, after a
+    transfer a quarter the size), and the host never allocates a float copy of each batch.
 
     An item without a label for an attribute weighs 0 for that head; with `balanced`, a class
     weighs the inverse of its frequency (normalised to a mean of 1) for the long tail.
@@ -174,15 +177,18 @@ class LabelledPictures(keras.utils.PyDataset):
             np.random.default_rng((self.seed, self.epoch)).shuffle(self.order)
         self.epoch += 1
 
-    def picture(self, item: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray:
-        if rng is None and self.decoded is not None and item["key"] in self.decoded:
+    def picture(self, item: dict[str, Any]) -> np.ndarray:
+        if self.decoded is not None and item["key"] in self.decoded:
             return self.decoded[item["key"]]
-        return picture_array(self.cache, item["key"], self.image_size, rng)
+        return picture_array(self.cache, item["key"], self.image_size)
 
     def __getitem__(self, index: int):
         chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        rng = np.random.default_rng((self.seed, self.epoch, index)) if self.augment else None
-        pictures = np.stack([self.picture(self.items[i], rng) for i in chosen]).astype(np.float32)
+        pictures = np.stack([self.picture(self.items[i]) for i in chosen])
+        if self.augment:
+            pictures = augment_batch(
+                pictures, np.random.default_rng((self.seed, self.epoch, index))
+            )
         targets, weights = {}, {}
         for attribute, names in self.classes.items():
             y = np.zeros((len(chosen), len(names)), dtype=np.float32)

@@ -6,6 +6,7 @@ import json
 import socket
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -35,11 +36,11 @@ def _stack_env(services, state_dir: Path) -> dict[str, str]:
         )
     }
     env.update(
-        # a 60-picture sample is enough to train on, briefly (also for the weekly run that
-        # Airflow starts at once: catchup=False still runs the latest missed interval)
+        # a 60-picture sample is enough to train on, briefly
         CATALOGUE_TRAIN_MIN_EXAMPLES="2",
         CATALOGUE_TRAIN_NETWORK="compact_80x60",
         CATALOGUE_TRAIN_EPOCHS="1",
+        CATALOGUE_RETRAIN_MIN_CHANGED_LABELS="50",  # the sample's ~120 labels train, a rename not
         CATALOGUE_STATE_DIR=str(state_dir),
         CATALOGUE_S3_PORT=str(_free_port()),
         CATALOGUE_AIRFLOW_PORT=str(_free_port()),
@@ -98,51 +99,114 @@ def _processes_under(state_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def _labels_announce_and_training_holds_the_gpu_pool(env, url: str, token: str, tmp_path):
-    """On the running scheduler: a CLI label import reaches the retrain DAG through the REST API
-    (a small change: that run skips, saying why), and a forced retrain runs its training tasks on
-    queue and pool `gpu`, one after the other (`dag.test()` ignores pools and queues)."""
+def _asset_runs_after(url: str, token: str, dag_id: str, after: str, timeout: float = 300,
+                      quiet: float = 20) -> list[dict]:  # fmt: skip
+    """The runs of `dag_id` that asset events queued after `after`, once all have finished and no
+    new one came for `quiet` seconds (a DAG mapped over accounts announces once per account)."""
+    deadline, settled = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        runs = _api(url, token, f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+        runs = [r for r in runs if r["run_type"] == "asset_triggered"
+                and datetime.fromisoformat(r["queued_at"]) >= datetime.fromisoformat(after)]  # fmt: skip
+        finished = runs and all(r["state"] in ("success", "failed") for r in runs)
+        if not finished:
+            settled = None
+        elif settled is None or settled[1] != len(runs):
+            settled = (time.monotonic(), len(runs))
+        elif time.monotonic() - settled[0] >= quiet:
+            return runs
+        time.sleep(2)
+    raise AssertionError(f"no asset event started {dag_id} after {after}, or its runs hang")
+
+
+def _asset_run_after(url: str, token: str, dag_id: str, after: str) -> dict:
+    runs = _asset_runs_after(url, token, dag_id, after)
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def _predicted_after(url: str, token: str, after: str, uri: str) -> None:
+    """Every predict run that `uri`'s events started after `after` succeeded."""
+    runs = _asset_runs_after(url, token, "predict_catalogue", after)
+    assert all(r["state"] == "success" for r in runs), [
+        _tasks(url, token, "predict_catalogue", r) for r in runs
+    ]
+    uris = set()
+    for run in runs:
+        events = _api(url, token, f"/api/v2/dags/predict_catalogue/dagRuns/"
+                      f"{run['dag_run_id']}/upstreamAssetEvents")["asset_events"]  # fmt: skip
+        uris |= {e["uri"].rstrip("/") for e in events}
+    assert uri in uris, uris
+
+
+def _tasks(url: str, token: str, dag_id: str, run: dict) -> list[dict]:
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances"
+    return _api(url, token, path)["task_instances"]
+
+
+def _relabelling_retrains_and_predicts(env, url: str, token: str, tmp_path):
+    """On the running scheduler, driven only by Assets: a moderators' label import reaches
+    retrain_models through the REST API, which trains on queue and pool `gpu` (one training at a
+    time: `dag.test()` ignores pools and queues) and promotes; the new champions start
+    predict_catalogue, which fills the marketplace. A small relabelling starts a retrain run that
+    skips, saying why."""
     archive = tmp_path / "archive"
     assert catalogue(env, "samples", str(archive), "--size", "60").returncode == 0
     assert catalogue(env, "import-archive", str(archive)).returncode == 0
+    started = _now()
     labelled = catalogue(env, "labels", "import", str(archive / "labels.csv"))
     assert labelled.returncode == 0, labelled.stderr
     assert "told Airflow" in labelled.stdout, labelled.stdout
+
+    retrained = _asset_run_after(url, token, "retrain_models", started)
+    tasks = _tasks(url, token, "retrain_models", retrained)
+    assert retrained["state"] == "success", tasks
+    states = {t["task_id"]: t["state"] for t in tasks}
+    assert states["snapshot"] == "success" and states["promote"] == "success", states
+    training = sorted((t for t in tasks if t["task_id"] == "train"), key=lambda t: t["start_date"])
+    assert len(training) == 2  # colour and category
+    assert {(t["queue"], t["pool"], t["state"]) for t in training} == {("gpu", "gpu", "success")}
+    assert training[0]["end_date"] <= training[1]["start_date"]  # never two on one GPU
+    champions = catalogue(env, "models", "list")
+    assert champions.stdout.count(" champion ") == 2, champions.stdout
+
+    _predicted_after(url, token, retrained["start_date"], "catalogue://models/champion")
+    _assert_everything_scored(env)
+
     refused = catalogue(
         {**env, "CATALOGUE_AIRFLOW_PASSWORD": "wrong"}, "labels", "rename",
         "--attribute", "colour", "--from", "Black", "--to", "Grey",
     )  # fmt: skip
     assert "refused the login of 'admin'" in refused.stdout, refused.stdout
+    small = _now()
+    renamed = catalogue(env, "labels", "rename", "--attribute", "colour", "--from", "Grey",
+                        "--to", "Black")  # fmt: skip
+    assert "told Airflow" in renamed.stdout, renamed.stdout + renamed.stderr
+    skipped = _asset_run_after(url, token, "retrain_models", small)
+    states = {t["task_id"]: t["state"] for t in _tasks(url, token, "retrain_models", skipped)}
+    assert states["snapshot"] == "skipped", states
 
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # the asset event queues a run of retrain_models
-        runs = _api(url, token, "/api/v2/dags/retrain_models/dagRuns")["dag_runs"]
-        runs = [r for r in runs if r["run_type"] == "asset_triggered"]
-        if runs:
-            break
-        time.sleep(2)
-    assert runs, "the labels' asset event started no retrain_models run"
-    by_labels = _wait_for_run(url, token, "retrain_models", runs[0]["dag_run_id"])
-    tasks = _api(url, token, f"/api/v2/dags/retrain_models/dagRuns/{by_labels['dag_run_id']}"
-                 "/taskInstances")["task_instances"]  # fmt: skip
-    assert {t["task_id"]: t["state"] for t in tasks}["snapshot"] == "skipped"
+    # a new installation waits for Sunday 03:00: the weekly run did not start when `up` unpaused
+    runs = _api(url, token, "/api/v2/dags/retrain_models/dagRuns")["dag_runs"]
+    assert not [r for r in runs if r["run_type"] == "scheduled"], runs
 
-    conf = {"network": "compact_80x60", "epochs": 1, "steps_per_epoch": 1, "force": True}
-    run = _post(url, token, "/api/v2/dags/retrain_models/dagRuns",
-                {"logical_date": None, "conf": conf})  # fmt: skip
-    finished = _wait_for_run(url, token, "retrain_models", run["dag_run_id"])
-    tasks = _api(url, token, f"/api/v2/dags/retrain_models/dagRuns/{run['dag_run_id']}"
-                 "/taskInstances")["task_instances"]  # fmt: skip
-    assert finished["state"] == "success", tasks
-    training = sorted((t for t in tasks if t["task_id"] == "train"), key=lambda t: t["start_date"])
-    assert len(training) == 2  # colour and category
-    assert {(t["queue"], t["pool"], t["state"]) for t in training} == {("gpu", "gpu", "success")}
-    assert training[0]["end_date"] <= training[1]["start_date"]  # never two on one GPU
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()  # the scheduler runs on this machine's clock
+
+
+def _assert_everything_scored(env) -> None:
+    unscored = catalogue(
+        env, "sql",
+        "SELECT count(*) FROM raw.images i LEFT JOIN marketplace.products m "
+        "ON m.image_id = i.id WHERE m.colour IS NULL OR m.category IS NULL",
+    )  # fmt: skip
+    assert unscored.stdout.split() == ["count", "0"], unscored.stdout + unscored.stderr
 
 
 def _a_collection_starts_predict(env, url: str, token: str, tmp_path):
     """On the running scheduler: a collection run's new-images asset starts predict_catalogue,
-    which scores the new images with the champions the forced retrain promoted."""
+    which scores the new images with the champions the labels' retrain promoted."""
     more = tmp_path / "more"
     assert catalogue(env, "samples", str(more), "--size", "20", "--seed", "11").returncode == 0
     run = _post(url, token, "/api/v2/dags/collect_posts/dagRuns",
@@ -150,28 +214,8 @@ def _a_collection_starts_predict(env, url: str, token: str, tmp_path):
     collected = _wait_for_run(url, token, "collect_posts", run["dag_run_id"])
     assert collected["state"] == "success"
 
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        runs = _api(url, token, "/api/v2/dags/predict_catalogue/dagRuns")["dag_runs"]
-        after = [r for r in runs if r["run_type"] == "asset_triggered"
-                 and r["queued_at"] >= collected["end_date"]]  # fmt: skip
-        if after and after[0]["state"] in ("success", "failed"):
-            break
-        time.sleep(3)
-    assert after, "the collection's asset event started no predict_catalogue run"
-    predicted = after[0]
-    tasks = _api(url, token, f"/api/v2/dags/predict_catalogue/dagRuns/{predicted['dag_run_id']}"
-                 "/taskInstances")["task_instances"]  # fmt: skip
-    assert predicted["state"] == "success", tasks
-    events = _api(url, token, f"/api/v2/dags/predict_catalogue/dagRuns/"
-                  f"{predicted['dag_run_id']}/upstreamAssetEvents")["asset_events"]  # fmt: skip
-    assert "catalogue://raw/images" in {e["uri"].rstrip("/") for e in events}
-    unscored = catalogue(
-        env, "sql",
-        "SELECT count(*) FROM raw.images i LEFT JOIN marketplace.products m "
-        "ON m.image_id = i.id WHERE m.colour IS NULL OR m.category IS NULL",
-    )  # fmt: skip
-    assert unscored.stdout.split() == ["count", "0"], unscored.stdout + unscored.stderr
+    _predicted_after(url, token, collected["start_date"], "catalogue://raw/images")
+    _assert_everything_scored(env)
 
 
 @pytest.mark.stack
@@ -202,7 +246,7 @@ def test_up_status_down_with_embedded_defaults(services, tmp_path):
         assert pools["instagram"] == 1 and pools["gpu"] == 1
 
         if (dataset_dir() / "styles.csv").exists():
-            _labels_announce_and_training_holds_the_gpu_pool(env, airflow["url"], token, tmp_path)
+            _relabelling_retrains_and_predicts(env, airflow["url"], token, tmp_path)
             _a_collection_starts_predict(env, airflow["url"], token, tmp_path)
 
         again = catalogue(env, "up")

@@ -172,7 +172,7 @@ from pipeline.train.fit import load_artefact, predict_probabilities
 manifest, pictures, header = load_export(sys.argv[1])
 model, metadata = load_artefact(sys.argv[2])
 keys = [i["key"] for i in manifest["images"] if i["split"] == "test"][:64]
-batch = np.stack([pictures.array(k, tuple(metadata["image_size"]), None) for k in keys])
+batch = np.stack([pictures.array(k, tuple(metadata["image_size"])) for k in keys])
 out = predict_probabilities(model, batch, metadata["attributes"])
 np.save(sys.argv[3], np.stack([out[a].argmax(axis=1) for a in metadata["attributes"]]))
 print("BACKEND", metadata["backend"])
