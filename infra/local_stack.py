@@ -150,7 +150,11 @@ class LocalStack:
     def _up_airflow(self, previous: dict, settings: Settings) -> dict:
         port = self.settings.airflow_port
         url = f"http://127.0.0.1:{port}"
-        if previous.get("managed") and _alive(previous) and _airflow_healthy(url):
+        if (
+            previous.get("managed")
+            and _alive(previous)
+            and _airflow_healthy_within(url, seconds=20)
+        ):
             self.progress(f"airflow: already running at {url}")
             return previous
         _refuse_taken_port(port, "the Airflow UI", "CATALOGUE_AIRFLOW_PORT")
@@ -291,7 +295,7 @@ class LocalStack:
         url = f"http://127.0.0.1:{self.settings.airflow_port}"
         if not entry.get("managed") or not _alive(entry):
             return ServiceStatus("airflow", "stopped", url, "run `catalogue up`")
-        if not _airflow_healthy(url):
+        if not _airflow_healthy_within(url, seconds=20):
             return ServiceStatus("airflow", "unreachable", url, f"see {entry.get('log')}")
         return ServiceStatus(
             "airflow",
@@ -599,9 +603,20 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+def _airflow_healthy_within(url: str, *, seconds: float) -> bool:
+    """Healthy now or within `seconds`: on a busy machine (a task starting on two cores) the API
+    server answers late and a scheduler heartbeat can be a few seconds overdue."""
+    deadline = time.monotonic() + seconds
+    while not _airflow_healthy(url):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
 def _airflow_healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as response:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=10) as response:
             health = json.load(response)
     except (urllib.error.URLError, OSError, ValueError):
         return False

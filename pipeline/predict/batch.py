@@ -112,7 +112,7 @@ def predict_catalogue(
         return run
     scoring = load_scoring_models(champions, store=models, cache_dir=cache_dir)
     for model in scoring:  # compiled once before the stream starts
-        model.probabilities(np.zeros((options.batch_size, *model.image_size, 3), np.float32))
+        model.probabilities(np.zeros((options.batch_size, *model.image_size, 3), np.uint8))
     run.startup_seconds = time.perf_counter() - started
     sizes = sorted({m.image_size for m in scoring})
     pages = wanted_pages(

@@ -38,10 +38,11 @@ class ScoringModel:
     champions: dict[str, Champion] = field(default_factory=dict)
 
     def probabilities(self, pictures: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = self.network.predict_on_batch(pictures.astype(np.float32))
-        if not isinstance(outputs, dict):  # one head
-            outputs = {self.trained_attributes[0]: outputs}
-        return {a: np.asarray(outputs[a], dtype=np.float32) for a in self.champions}
+        """Class probabilities per champion attribute for a uint8 batch (N, height, width, 3)."""
+        from pipeline.train.fit import head_probabilities
+
+        outputs = self.network.predict_on_batch(pictures)  # the first layer rescales the uint8
+        return head_probabilities(outputs, self.trained_attributes, self.champions)
 
 
 def current_champions(*, engine: Engine, attributes: list[str] | None = None) -> list[Champion]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.train.fit import WeightsFileError, load_initial_weights
+from pipeline.train.fit import WeightsFileError, load_initial_weights, recalibrate_batch_norm
 from pipeline.train.models import ARCHITECTURES, UnknownArchitecture, build_model
 
 
@@ -44,3 +44,27 @@ def test_a_missing_weights_file_is_named(tmp_path):
     model = build_model("compact_80x60", {"colour": 2})
     with pytest.raises(WeightsFileError, match=r"nope\.weights\.h5 do not exist"):
         load_initial_weights(model, tmp_path / "nope.weights.h5")
+
+
+def test_batch_norm_statistics_are_recomputed_at_the_final_weights():
+    """Precise batch norm: after training, inference normalises with the average statistics of
+    the training pictures, not with moving averages that trail the weights (a small label set
+    trains a few hundred steps: far too few for momentum 0.99)."""
+    import keras
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="norm")(inputs))
+    rng = np.random.default_rng(0)
+    batches = [
+        (rng.normal(loc, scale, (8, 4, 4, 3)).astype("float32"), None)
+        for loc, scale in ((10, 2), (20, 3), (30, 4))
+    ]
+    assert recalibrate_batch_norm(model, batches) == 3
+
+    norm = model.get_layer("norm")
+    expected_mean = np.mean([x.mean(axis=(0, 1, 2)) for x, _ in batches], axis=0)
+    expected_var = np.mean([x.var(axis=(0, 1, 2)) for x, _ in batches], axis=0)
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), expected_mean, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(norm.moving_variance), expected_var, rtol=1e-3)
+    assert norm.momentum == 0.99  # training later goes on as before
+    assert recalibrate_batch_norm(build_model("compact_80x60", {"colour": 2}), batches) == 0
