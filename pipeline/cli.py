@@ -926,9 +926,10 @@ def _demo_retrain(args: argparse.Namespace, settings: Settings, engine) -> None:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if k.endswith("accuracy"))
         _say(f"  epoch {epoch}/{epochs}: {shown}")
 
+    network = args.network or settings.train_network
     outcome = retrain(
         settings=settings, engine=engine, snapshot_options=options,
-        train_options=TrainOptions(architecture=args.network, epochs=epochs),
+        train_options=TrainOptions(architecture=network, epochs=epochs),
         separate_models=False, gate=registry.GateOptions(
             margin=settings.promotion_margin, max_class_drop=settings.promotion_max_class_drop),
         who="demo", progress=progress,
@@ -1258,11 +1259,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=2000, help="product photos to use (default 2000)")
     demo.add_argument("--labelled-share", type=float, default=0.7,
                       help="share of the posts the moderators label (default 0.7)")  # fmt: skip
-    # On the demo's ~1,100 training pictures the seed's compact network generalises far better
-    # than the default catalogue_net, which needs the full data set (docs/benchmarks.md).
-    demo.add_argument("--network", default="compact_80x60",
-                      help="the network to train (default compact_80x60; catalogue_net needs "
-                           "more pictures than the demo has)")  # fmt: skip
+    demo.add_argument("--network", help="the network to train (default: CATALOGUE_TRAIN_NETWORK, "
+                      "catalogue_net unless configured)")  # fmt: skip
     demo.add_argument("--epochs", type=int, default=24, help="training epochs (default 24)")
     add("report", cmd_report, "What the catalogue holds: counts, the labelled share, where each "
         "shown value comes from, pictures that need review, the champions' test metrics next to "
