@@ -158,10 +158,10 @@ def train(
 def recalibrate_batch_norm(model, pictures, *, batches: int = 100) -> int:
     """Precise batch norm: each BatchNormalization layer's moving mean and variance become the
     average of its batch statistics over `batches` batches of `pictures` (un-augmented training
-    pictures) at the final weights. During training the moving statistics trail the weights by
-    about a hundred steps (momentum 0.99): on a few hundred steps (a small label set) they are far
-    from what the trained network sees, and inference with them scatters. Returns the batches
-    used (0 for a network without batch norm)."""
+    pictures) at the final weights. During training the moving statistics trail the weights (by
+    about a hundred steps at Keras' default momentum 0.99): on a few hundred steps (a small label
+    set) they are far from what the trained network sees, and inference with them scatters.
+    Returns the batches used (0 for a network without batch norm)."""
     import keras
 
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
