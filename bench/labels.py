@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 from sqlalchemy import text  # noqa: E402
 
-from bench.scratch import drop_database, result_header, scratch_database  # noqa: E402
+from bench.header import result_header  # noqa: E402
+from bench.scratch import drop_database, scratch_database  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
 from pipeline.labels.history import Who  # noqa: E402
 from pipeline.labels.jobs import run_job, undo_job  # noqa: E402

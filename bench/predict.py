@@ -38,10 +38,10 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 from sqlalchemy import text  # noqa: E402
 
+from bench.header import result_header  # noqa: E402
 from bench.scratch import (  # noqa: E402
     drop_database,
     empty_bucket,
-    result_header,
     scratch_bucket,
     scratch_database,
 )

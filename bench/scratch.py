@@ -1,5 +1,5 @@
 """What every benchmark needs: a scratch database and bucket on the configured services, removed
-afterwards, and the header of a result file (commit, machine, time)."""
+afterwards (the result file's header is bench/header.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 
-from bench.header import result_header  # noqa: F401  (every benchmark's header)
 from pipeline.db import get_engine
 from pipeline.db.migrate import upgrade
 from pipeline.storage import ObjectStore
