@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 
 from pipeline.db import get_engine
 from pipeline.db.migrate import upgrade
 from pipeline.storage import ObjectStore
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def scratch_database(settings) -> tuple[str, Engine]:
