@@ -64,6 +64,7 @@ def _engine(url: URL) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
+        pool_size=10,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "catalogue"},
     )
 
