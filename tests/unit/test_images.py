@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -32,6 +33,24 @@ def test_good_pictures_pass_with_their_size_and_type(data, content_type, size):
     assert (checked.width, checked.height) == size and checked.content_type == content_type
 
 
+def _photo_like(size=(1080, 1350)) -> bytes:
+    """A picture with detail everywhere, so its scan is long enough to damage in the middle."""
+    pixels = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _cut_middle(data: bytes, length: int = 5000) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + data[middle + length :]
+
+
+def _zero_middle(data: bytes, length: int = 5000) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes(length) + data[middle + length :]
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -40,6 +59,11 @@ def test_good_pictures_pass_with_their_size_and_type(data, content_type, size):
         pytest.param(
             _encode((1080, 1350))[:-4000], "truncated or corrupt JPEG", id="truncated-big"
         ),
+        # the end of the file is intact; Pillow would open these with grey blocks
+        pytest.param(
+            _cut_middle(_photo_like()), "premature end of data segment", id="bytes-lost-in-middle"
+        ),
+        pytest.param(_zero_middle(_photo_like()), "extraneous bytes", id="zeroed-in-middle"),
         pytest.param(_encode(fmt="GIF", mode="P"), "GIF is not allowed", id="real-gif"),
         pytest.param(b"%PDF-1.7 not a picture", "not an image", id="pdf"),
         pytest.param(
