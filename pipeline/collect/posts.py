@@ -303,25 +303,27 @@ def store_post(
             continue
         ready.append(_ReadyImage(image, data, content_key(sha, checked.content_type), sha, checked))
 
-    # One connection per post: the lookup, the uploads, then the rows. The transaction commits
-    # only after every object is written, so a row never points at a missing picture.
-    with engine.begin() as connection:
-        if known_new:
-            known, post_exists = set(), False
-        else:
+    # Objects first, rows second: the transaction starts only after every object is written, so
+    # a row never points at a missing picture, and no connection waits idle in a transaction
+    # while the uploads run.
+    known: set[str] = set()
+    post_exists = False
+    if not known_new:
+        with engine.connect() as connection:
             lookup = connection.execute(
                 _LOOKUP, {"shas": [r.sha256 for r in ready], "media_id": post.media_id}
             ).one()
             known, post_exists = set(lookup.known), lookup.post_exists
-        for item in ready:
-            if item.sha256 not in known:
-                stored = store.put_content(
-                    item.data,
-                    content_type=item.checked.content_type,
-                    check_existing=False,
-                    sha256=item.sha256,
-                )
-                outcome.objects_written += int(stored.created)
+    for item in ready:
+        if item.sha256 not in known:
+            stored = store.put_content(
+                item.data,
+                content_type=item.checked.content_type,
+                check_existing=False,
+                sha256=item.sha256,
+            )
+            outcome.objects_written += int(stored.created)
+    with engine.begin() as connection:
         if post_exists:
             # Slides the shop removed leave the post (their labels stay with them).
             connection.execute(
