@@ -134,15 +134,20 @@ def main() -> None:
 
     settings = load_settings()
     image_size = tuple(int(v) for v in args.image_size.split("x")) if args.image_size else None
-    work = Path(tempfile.mkdtemp(prefix="bench-archive-"))
-    archive = args.archive
-    if archive is None:
-        archive = work / "archive"
+    if args.archive is not None:
+        measure(args, settings, args.archive)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-archive-") as work:  # removed afterwards
+        archive = Path(work) / "archive"
         started = time.perf_counter()
         generate_sample_accounts(
             settings.dataset_dir, archive, size=args.size, seed=7, image_size=image_size
         )
         print(f"generated the archive in {time.perf_counter() - started:.1f}s", flush=True)
+        measure(args, settings, archive)
+
+
+def measure(args: argparse.Namespace, settings, archive: Path) -> None:
     with (archive / "manifest.csv").open() as handle:
         manifest = list(csv.DictReader(handle))
     files = [archive / row["file"] for row in manifest]

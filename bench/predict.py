@@ -27,6 +27,7 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -263,6 +264,7 @@ def main() -> None:
         drop_database(settings, db)
         empty_bucket(images)
         empty_bucket(models)
+        shutil.rmtree(work, ignore_errors=True)  # generated archive, picture cache, artefact
 
     input_rate = count / stages["input_seconds"]
     model_rate = count / stages["model_seconds"]
