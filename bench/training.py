@@ -123,7 +123,8 @@ def compute_bound(network, classes, image_size, batch_size=64, steps=40, epochs=
     attribute, names = next(iter(classes.items()))
     rng = np.random.default_rng(0)
     count = steps * batch_size
-    pictures = rng.integers(0, 256, (count, *image_size, 3), dtype=np.uint8).astype(np.float32)
+    # uint8, as the product's input pipeline feeds them (the network casts where it runs)
+    pictures = rng.integers(0, 256, (count, *image_size, 3), dtype=np.uint8)
     targets = keras.utils.to_categorical(rng.integers(0, len(names), count), len(names))
     model = build_model(network, {attribute: len(names)}, image_size=image_size)
     compile_for_training(model, architecture(network), [attribute], total_steps=steps * epochs)
