@@ -304,8 +304,9 @@ def store_post(
         ready.append(_ReadyImage(image, data, content_key(sha, checked.content_type), sha, checked))
 
     # Objects first, rows second: the transaction starts only after every object is written, so
-    # a row never points at a missing picture, and no connection waits idle in a transaction
-    # while the uploads run.
+    # a row never points at a missing picture. No connection is held while the uploads run: the
+    # lookup (a post not known to be new) has its own short checkout, whose read transaction
+    # ends before the uploads.
     known: set[str] = set()
     post_exists = False
     if not known_new:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from functools import cache
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ def test_good_pictures_pass_with_their_size_and_type(data, content_type, size):
     assert (checked.width, checked.height) == size and checked.content_type == content_type
 
 
+@cache  # encoded once for both damaged copies
 def _photo_like(size=(1080, 1350)) -> bytes:
     """A picture with detail everywhere, so its scan is long enough to damage in the middle."""
     pixels = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
