@@ -135,13 +135,12 @@ def compute_bound(network, classes, image_size, batch_size=64, steps=40, epochs=
 
 
 class EpochTimer:
-    """Seconds per epoch; the steady state is the median of the epochs after the first."""
+    """Seconds each epoch spends training, validation left out; the steady state is the median
+    of the epochs after the first (compilation and warm-up)."""
 
     def __init__(self) -> None:
-        self.marks = [time.perf_counter()]
-
-    def tick(self) -> None:
-        self.marks.append(time.perf_counter())
+        self.spans: list[float] = []
+        self.started = 0.0
 
     def callback(self):
         import keras
@@ -149,16 +148,23 @@ class EpochTimer:
         timer = self
 
         class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                timer.started = time.perf_counter()
+
+            def on_test_begin(self, logs=None):  # validation inside fit: the training part ends
+                if timer.started:
+                    timer.spans.append(time.perf_counter() - timer.started)
+                    timer.started = 0.0
+
             def on_epoch_end(self, epoch, logs=None):
-                timer.tick()
+                self.on_test_begin()
 
         return Callback()
 
     def steady_seconds(self) -> float:
         import statistics
 
-        spans = [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
-        return statistics.median(spans[1:] or spans)
+        return statistics.median(self.spans[1:] or self.spans)
 
 
 def device_name() -> str:
@@ -173,7 +179,17 @@ def device_name() -> str:
 
 
 def bench_network(
-    *, protocol_name, network, manifest, cache, epochs, results, out, work, image_size=None
+    *,
+    protocol_name,
+    network,
+    manifest,
+    cache,
+    epochs,
+    results,
+    out,
+    work,
+    image_size=None,
+    workers=4,
 ):
     """Train one network on one protocol's snapshot; record accuracy and throughput at once."""
     from pipeline.train.fit import TrainOptions, train
@@ -192,7 +208,6 @@ def bench_network(
           f"{epochs} epochs; input pipeline {feed:.0f} pictures/s", flush=True)  # fmt: skip
 
     def progress(epoch, logs):
-        timer.tick()
         print(f"  {key} epoch {epoch}: "
               + ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if "accuracy" in k), flush=True)  # fmt: skip
 
@@ -200,8 +215,8 @@ def bench_network(
     timer = EpochTimer()
     trained = train(
         manifest=manifest, cache=cache, attributes=[attribute],
-        options=TrainOptions(architecture=network, epochs=epochs, image_size=size), out=folder,
-        progress=progress,
+        options=TrainOptions(architecture=network, epochs=epochs, image_size=size, workers=workers),
+        out=folder, progress=progress, callbacks=[timer.callback()],
     )  # fmt: skip
     steady = len(train_items) / timer.steady_seconds()
     bound = compute_bound(network, classes, size)
@@ -232,6 +247,7 @@ def bench_network(
         "no_input_bound_images_per_s": round(bound, 1),
         "input_images_per_s": round(feed, 1),
         "input_share_of_step": round(max(0.0, 1 - steady / bound), 3),
+        "input_workers": workers,
     }
     results.update(result_header("training"))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -251,6 +267,7 @@ def main() -> None:
                         help="train at this size instead of each network's own (entry: NET@HxW)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "training.json")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-training"))
+    parser.add_argument("--workers", type=int, default=4, help="input threads (default 4)")
     parser.add_argument("--export", type=Path, metavar="DIR",
                         help="write each protocol's training export to DIR/<protocol>.npz, stop")  # fmt: skip
     parser.add_argument("--from-export", type=Path, action="append", metavar="FILE",
@@ -276,7 +293,7 @@ def main() -> None:
             for network, epochs in todo(name, PROTOCOLS[name]["attribute"]):
                 bench_network(protocol_name=name, network=network, manifest=manifest,
                               cache=pictures, epochs=epochs, results=results, out=args.out,
-                              work=args.work, image_size=size)  # fmt: skip
+                              work=args.work, image_size=size, workers=args.workers)  # fmt: skip
         print(f"wrote {args.out}")
         return
 
@@ -313,7 +330,7 @@ def main() -> None:
         for network, epochs in todo(name, attribute):
             bench_network(protocol_name=name, network=network, manifest=snapshot.manifest,
                           cache=cache, epochs=epochs, results=results, out=args.out,
-                              work=args.work, image_size=size)  # fmt: skip
+                          work=args.work, image_size=size, workers=args.workers)  # fmt: skip
     print(f"wrote {args.out}")
 
 

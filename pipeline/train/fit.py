@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,10 @@ def train(
     options: TrainOptions,
     out: Path,
     progress=None,
+    callbacks: Sequence = (),
 ) -> TrainedModel:
-    """Fit one network with a head per attribute on the manifest's train split."""
+    """Fit one network with a head per attribute on the manifest's train split; `callbacks` are
+    further Keras callbacks (a benchmark's timer)."""
     import keras
 
     keras.utils.set_random_seed(options.seed)
@@ -110,7 +113,7 @@ def train(
         load_initial_weights(model, Path(options.initial_weights))
     steps = options.steps_per_epoch or len(train_data)
     compile_for_training(model, spec, attributes, total_steps=steps * options.epochs)
-    callbacks = [_Progress(progress)] if progress else []
+    callbacks = ([_Progress(progress)] if progress else []) + list(callbacks)
     started = time.perf_counter()
     history = model.fit(
         train_data,

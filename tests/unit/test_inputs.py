@@ -1,11 +1,16 @@
 """Augmentation keeps a picture's colour and category true: pixels are moved (mirrored, zoomed in
-by at most 15 %, shifted), never changed, and the same seed gives the same batch."""
+by at most 15 %, shifted), never changed, and the same seed gives the same batch. A batch of
+labelled pictures holds each item's own picture, label and weight, whichever way the pictures
+are held (decoded per batch, or one block built once)."""
 
 from __future__ import annotations
 
-import numpy as np
+import io
 
-from pipeline.train.inputs import augment_batch
+import numpy as np
+from PIL import Image
+
+from pipeline.train.inputs import ExportedPictures, LabelledPictures, PictureCache, augment_batch
 
 
 def _pictures(count=32, height=80, width=60):
@@ -42,3 +47,80 @@ def test_a_mirrored_uncropped_picture_is_the_exact_mirror():
     # a zoom that rounds to the full size leaves the picture whole, mirrored or not
     assert any(exact) or any(mirrors)
     assert not all(exact)
+
+
+CLASSES = {"category": ["Shirts", "Tops", "Watches"], "colour": ["Black", "Blue"]}
+
+
+def _labelled_items(count=11):
+    """Items with every label combination, some without a colour or with an unknown class."""
+    categories = ["Shirts", "Tops", "Watches", "Tops", "Kurtas"]
+    colours = ["Black", None, "Blue", "Black"]
+    items = []
+    for i in range(count):
+        labels = {"category": categories[i % len(categories)]}
+        if colours[i % len(colours)]:
+            labels["colour"] = colours[i % len(colours)]
+        items.append({"key": f"images/{i:02d}.jpg", "labels": labels})
+    return items
+
+
+def _expected_batch(items, pictures, chosen, *, balanced):
+    """What a batch must hold, item by item."""
+    targets, weights = {}, {}
+    for attribute, names in CLASSES.items():
+        known = [item["labels"].get(attribute) for item in items]
+        counts = np.array([known.count(name) for name in names], dtype=np.float64)
+        class_weight = counts.sum() / np.maximum(counts, 1) / len(names)
+        class_weight = class_weight / class_weight.mean() if balanced else np.ones(len(names))
+        y = np.zeros((len(chosen), len(names)), dtype=np.float32)
+        w = np.zeros(len(chosen), dtype=np.float32)
+        for row, i in enumerate(chosen):
+            if known[i] in names:
+                y[row, names.index(known[i])] = 1
+                w[row] = class_weight[names.index(known[i])]
+        targets[attribute], weights[attribute] = y, w
+    return np.stack([pictures[i] for i in chosen]), targets, weights
+
+
+def _assert_batch(batch, expected):
+    np.testing.assert_array_equal(batch[0], expected[0])
+    for attribute in CLASSES:
+        np.testing.assert_array_equal(batch[1][attribute], expected[1][attribute])
+        np.testing.assert_allclose(batch[2][attribute], expected[2][attribute], rtol=1e-6)
+
+
+def test_batches_hold_each_items_picture_label_and_weight_however_pictures_are_held(tmp_path):
+    items = _labelled_items()
+    size = (8, 6)
+    pictures = [_pictures(1, *size)[0] // (i + 1) for i in range(len(items))]
+    export = ExportedPictures({item["key"]: p for item, p in zip(items, pictures, strict=True)})
+    cache = PictureCache(None, tmp_path)
+    decoded = {}
+    for item in items:  # lossless PNG bytes in the cache folder: decoded per batch
+        buffer = io.BytesIO()
+        Image.fromarray(export.arrays[item["key"]]).save(buffer, format="PNG")
+        cache.path(item["key"]).write_bytes(buffer.getvalue())
+        decoded[item["key"]] = export.arrays[item["key"]]
+    for balanced in (False, True):
+        for source in (
+            {"cache": export},
+            {"cache": cache},
+            {"cache": cache, "decoded": decoded},
+        ):
+            data = LabelledPictures(items, classes=CLASSES, image_size=size, batch_size=4,
+                                    shuffle=True, balanced=balanced, seed=3, **source)  # fmt: skip
+            assert (data.block is None) == (source == {"cache": cache})
+            assert len(data) == 3
+            for index in range(len(data)):
+                chosen = data.order[index * 4 : (index + 1) * 4]
+                _assert_batch(data[index], _expected_batch(items, pictures, chosen,
+                                                           balanced=balanced))  # fmt: skip
+
+
+def test_an_export_at_another_size_is_resized_once_into_the_block():
+    items = _labelled_items(5)
+    export = ExportedPictures({item["key"]: _pictures(1, 8, 6)[0] for item in items})
+    data = LabelledPictures(items, cache=export, classes=CLASSES, image_size=(15, 15))
+    assert data.block.shape == (5, 15, 15, 3)
+    np.testing.assert_array_equal(data[0][0][2], export.array(items[2]["key"], (15, 15)))
