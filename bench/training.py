@@ -103,7 +103,7 @@ def input_rate(items, classes, cache, image_size, batch_size=64, batches=40) -> 
     from pipeline.train.inputs import LabelledPictures
 
     data = LabelledPictures(items, cache=cache, classes=classes, image_size=image_size,
-                            batch_size=batch_size, augment=True, shuffle=True)  # fmt: skip
+                            batch_size=batch_size, augment=True, shuffle=True, workers=1)  # fmt: skip
     count = min(batches, len(data))
     started = time.perf_counter()
     for index in range(count):

@@ -118,6 +118,7 @@ def train(
     history = model.fit(
         train_data,
         validation_data=validation_data if validation_items else None,
+        shuffle=False,  # in order, so batches can be prefetched; the items are shuffled per epoch
         epochs=options.epochs,
         steps_per_epoch=options.steps_per_epoch,
         callbacks=callbacks,

@@ -124,3 +124,35 @@ def test_an_export_at_another_size_is_resized_once_into_the_block():
     data = LabelledPictures(items, cache=export, classes=CLASSES, image_size=(15, 15))
     assert data.block.shape == (5, 15, 15, 3)
     np.testing.assert_array_equal(data[0][0][2], export.array(items[2]["key"], (15, 15)))
+
+
+def test_prefetched_batches_are_the_batches_built_in_place_epoch_after_epoch():
+    items = _labelled_items(40)
+    export = ExportedPictures(
+        {item["key"]: _pictures(1, 8, 6)[0] + i for i, item in enumerate(items)}
+    )
+
+    def epochs(workers, order):
+        data = LabelledPictures(items, cache=export, classes=CLASSES, image_size=(8, 6),
+                                batch_size=4, augment=True, shuffle=True, seed=2,
+                                workers=workers, prefetch=True)  # fmt: skip
+        seen = []
+        for _ in range(3):
+            seen.append([data[i] for i in order(len(data))])
+            if order(3) == [0, 1, 2]:
+                assert data.ahead == {}  # every batch built ahead was read
+                data[0]
+                assert len(data.ahead) == (2 * workers if workers > 1 else 0)  # by its threads
+            data.on_epoch_end()
+        return seen
+
+    in_place = epochs(1, lambda n: list(range(n)))
+    for workers, order in ((4, lambda n: list(range(n))), (3, lambda n: list(range(n))[::-1])):
+        prefetched = epochs(workers, order)
+        for epoch, (want, got) in enumerate(zip(in_place, prefetched, strict=True)):
+            got = got if order(3) == [0, 1, 2] else got[::-1]
+            for a, b in zip(want, got, strict=True):
+                np.testing.assert_array_equal(a[0], b[0], err_msg=f"epoch {epoch}")
+                for attribute in CLASSES:
+                    np.testing.assert_array_equal(a[1][attribute], b[1][attribute])
+    assert not np.array_equal(in_place[0][0][0], in_place[1][0][0])  # a new order every epoch
