@@ -18,7 +18,7 @@ import math
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,27 +200,24 @@ class LabelledPictures(keras.utils.PyDataset):
 
     def _block(self, decoded: dict[str, np.ndarray] | None) -> np.ndarray | None:
         """Every item's picture at `image_size` in one array, when they are decoded already."""
-        if decoded is not None and all(item["key"] in decoded for item in self.items):
-            arrays = [decoded[item["key"]] for item in self.items]
-        elif isinstance(self.cache, ExportedPictures):
-            with ThreadPoolExecutor(os.cpu_count() or 4) as pool:  # Pillow resizes without the GIL
-                arrays = list(pool.map(lambda item: self.picture(item), self.items))
-        else:
+        if decoded is None and isinstance(self.cache, ExportedPictures):
+            decoded = decode_all(self.items, cache=self.cache, image_size=self.image_size,
+                                 workers=os.cpu_count() or 4)  # fmt: skip
+        if decoded is None or not all(item["key"] in decoded for item in self.items):
             return None
-        if not arrays:
+        if not self.items:
             return np.zeros((0, *self.image_size, 3), dtype=np.uint8)
-        return np.stack(arrays)
+        return np.stack([decoded[item["key"]] for item in self.items])
 
     def __len__(self) -> int:
         return math.ceil(len(self.items) / self.batch_size)
 
     def on_epoch_end(self) -> None:
-        # no batch of this epoch may still be building when the order and epoch change
+        # no batch of this epoch may still be building when the order and epoch change (an
+        # error of an unread batch does not matter)
         for future in self.ahead.values():
             future.cancel()
-        for future in self.ahead.values():
-            if not future.cancelled():
-                future.exception()  # waits; an error of an unread batch does not matter
+        wait(self.ahead.values())
         self.ahead.clear()
         if self.shuffle:
             np.random.default_rng((self.seed, self.epoch)).shuffle(self.order)
@@ -262,8 +259,8 @@ class LabelledPictures(keras.utils.PyDataset):
 
 
 def decode_all(
-    items: Sequence[dict[str, Any]], *, cache: PictureCache, image_size: tuple[int, int],
-    workers: int = 8,
+    items: Sequence[dict[str, Any]], *, cache: PictureCache | ExportedPictures,
+    image_size: tuple[int, int], workers: int = 8,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Every item's picture decoded at `image_size`, in parallel (for evaluation and exports)."""
     keys = list(dict.fromkeys(item["key"] for item in items))
