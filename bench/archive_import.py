@@ -127,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=10_000, help="product photos (default 10000)")
     parser.add_argument("--image-size", help="re-encode to WIDTHxHEIGHT, e.g. 1080x1350")
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--archive", type=Path, help="reuse a generated archive folder")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
@@ -158,40 +158,41 @@ def measure(args: argparse.Namespace, settings, archive: Path) -> None:
     token = secrets.token_hex(3)
 
     # The bound: raw PUTs and raw INSERTs of the same data with the same concurrency, measured
-    # before and after the import (the S3 server warms up as its volumes grow); the faster of the
-    # two counts, so the ratio is conservative. Everything goes to one scratch bucket.
-    store = scratch_bucket(settings, f"bench-{token}")
+    # before and after the import; the faster of the two counts, so the ratio is conservative.
+    # Each phase writes into a new bucket and database of its own, removed after it (untimed), so
+    # none starts with the previous one's objects in the S3 server.
     rows = load_rows(archive, posts)
     put_runs, insert_runs = [], []
 
     def measure_bound(run: int) -> None:
+        store = scratch_bucket(settings, f"bench-{token}-bound{run}")
         db, engine = scratch_database(settings)
         try:
-            put_runs.append(measure_put(store, files, args.workers, prefix=f"bound{run}"))
+            put_runs.append(measure_put(store, files, args.workers, prefix="bound"))
             insert_runs.append(measure_insert(engine, rows, args.workers))
         finally:
             drop_database(settings, db)
+            empty_bucket(store)
         print(
             f"bound run {run}: PUT {len(files) / put_runs[-1]:.0f} img/s, "
             f"INSERT {len(files) / insert_runs[-1]:.0f} img/s",
             flush=True,
         )
 
+    measure_bound(1)
+    store = scratch_bucket(settings, f"bench-{token}-import")
+    db, engine = scratch_database(settings)
     try:
-        measure_bound(1)
-        db, engine = scratch_database(settings)
-        try:
-            started = time.perf_counter()
-            summary = import_archive(archive, engine=engine, store=store, workers=args.workers)
-            import_s = time.perf_counter() - started
-            assert summary.images_new == len(files), (summary, len(files))
-            assert summary.quarantined == 0
-        finally:
-            drop_database(settings, db)
-        print(f"import: {len(files) / import_s:.0f} img/s", flush=True)
-        measure_bound(2)
+        started = time.perf_counter()
+        summary = import_archive(archive, engine=engine, store=store, workers=args.workers)
+        import_s = time.perf_counter() - started
+        assert summary.images_new == len(files), (summary, len(files))
+        assert summary.quarantined == 0
     finally:
+        drop_database(settings, db)
         empty_bucket(store)
+    print(f"import: {len(files) / import_s:.0f} img/s", flush=True)
+    measure_bound(2)
     put_s, insert_s = min(put_runs), min(insert_runs)
 
     bound_rate = len(files) / (put_s + insert_s)

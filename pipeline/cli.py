@@ -1067,7 +1067,9 @@ def build_parser() -> argparse.ArgumentParser:
         "duplicates nothing.",
     )
     archive.add_argument("folder", help="a folder of profile folders, or one profile folder")
-    archive.add_argument("--workers", type=int, default=8, help="parallel uploads (default 8)")
+    archive.add_argument(
+        "--workers", type=int, default=16, help="posts stored in parallel (default 16)"
+    )
     archive.add_argument(
         "--enable",
         action="store_true",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import lzma
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from instaloader.exceptions import InstaloaderException
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.accounts import AccountError, normalise_username
 from pipeline.collect.posts import (
@@ -116,7 +118,7 @@ def import_archive(
     *,
     engine: Engine,
     store: ObjectStore,
-    workers: int = 8,
+    workers: int = 16,
     enable_accounts: bool = False,
     allow_personal: bool = False,
     progress: Progress | None = None,
@@ -149,7 +151,8 @@ def import_archive(
             if POST_FILE.match(path.name)
         ]
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    connections = _ThreadConnections(engine)
+    with connections, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         posts = [post for found in pool.map(register, _profile_folders(root)) for post in found]
         summary.accounts = sorted({post.account for post in posts})
 
@@ -159,10 +162,23 @@ def import_archive(
             item, collected = pair
             if collected is None:
                 return _refuse_post(item, root=root, engine=engine, context=context)
-            return store_post(
-                engine=engine, store=store, account_id=item.account_id, account=item.account,
-                post=collected, known_new=collected.media_id not in stored_ids,
-            )  # fmt: skip
+
+            def store_on(connection: Connection) -> StoreOutcome:
+                return store_post(
+                    db=connection, store=store, account_id=item.account_id,
+                    account=item.account, post=collected,
+                    known_new=collected.media_id not in stored_ids,
+                )  # fmt: skip
+
+            try:
+                return store_on(connections.get())
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # the held connection broke (Postgres restarted, or the backend was ended): once
+                # more on a new one; storing the post again from the start duplicates nothing
+                connections.drop()
+                return store_on(connections.get())
 
         # Post files are read in chunks in this thread while the pool stores the chunk before:
         # reading is Python work under the GIL (JSON), which more threads only slow down, and
@@ -190,6 +206,40 @@ def import_archive(
             connection.execute(text("ANALYZE raw.posts, raw.images"))
     summary.seconds = time.monotonic() - started
     return summary
+
+
+class _ThreadConnections:
+    """One connection per storing thread, held for the whole import: a post costs one
+    transaction, not a pool checkout, a liveness ping and a return as well. Closed at the end."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._local = threading.local()
+        self._opened: list[Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self.engine.connect()
+            with self._lock:
+                self._opened.append(connection)
+        return connection
+
+    def drop(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
+
+    def __enter__(self) -> _ThreadConnections:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            connection.close()
 
 
 def _count(outcome: StoreOutcome, summary: ImportSummary, progress: Progress | None) -> None:

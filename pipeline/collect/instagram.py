@@ -259,7 +259,7 @@ def _store(
         all_media_ids=tuple(image.media_id for image in every_image),
     )
     outcome = store_post(
-        engine=engine,
+        db=engine,
         store=store,
         account_id=account["id"],
         account=account["username"],

@@ -10,7 +10,8 @@ object, never a row without its picture, and a rerun changes nothing that did no
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -186,6 +187,66 @@ _REMOVE_MISSING_SLIDES = text(
 )
 
 
+_POST_COLUMNS = """
+    INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, caption, hashtags,
+                           like_count, comment_count, media_type, location, node, source)
+    VALUES (:shortcode, :media_id, :account_id, :taken_at, :caption, :hashtags,
+            :like_count, :comment_count, :media_type, :location, :node, :source)
+"""
+_IMAGE_COLUMNS = """
+    INSERT INTO raw.images (media_id, post_id, position, is_video_cover, object_key,
+                            sha256, width, height, bytes, content_type)
+    SELECT v.media_id, post.id, v.position, v.is_video_cover, v.object_key, v.sha256,
+           v.width, v.height, v.bytes, v.content_type
+    FROM post, (VALUES {values}) AS v(media_id, position, is_video_cover, object_key,
+                                      sha256, width, height, bytes, content_type)
+"""
+
+
+def _image_values(image_count: int) -> str:
+    return ",\n".join(
+        f"(:media_id_{i}, :position_{i}, :is_video_cover_{i}, :object_key_{i}, :sha256_{i}, "
+        f":width_{i}, :height_{i}, :bytes_{i}, :content_type_{i})"
+        for i in range(image_count)
+    )
+
+
+def _with_json(statement: TextClause) -> TextClause:
+    return statement.bindparams(bindparam("location", type_=JSONB), bindparam("node", type_=JSONB))
+
+
+@lru_cache(maxsize=32)
+def _insert_statement(image_count: int) -> TextClause:
+    """A new post and its images, inserted only: no row for the post returned when it exists.
+
+    Cheaper for Postgres than the upsert (a simpler plan, and no UPDATE trigger: `INSERT ... ON
+    CONFLICT DO UPDATE` fires the tables' statement-level UPDATE triggers even when nothing
+    conflicts). For posts the caller found new; `store_post` falls back to the upsert when the
+    post turns out to be there after all. A picture id already stored (under another post: not
+    something Instagram does) stays where it is.
+    """
+    images = (
+        f""", new_images AS ({_IMAGE_COLUMNS.format(values=_image_values(image_count))}
+            ON CONFLICT (media_id) DO NOTHING
+            RETURNING 1
+        )"""
+        if image_count
+        else ""
+    )
+    inserted_images = "(SELECT count(*) FROM new_images)" if image_count else "0"
+    return _with_json(
+        text(
+            f"""
+            WITH post AS ({_POST_COLUMNS}
+                ON CONFLICT (media_id) DO NOTHING
+                RETURNING id
+            ){images}
+            SELECT id, {inserted_images} AS images_inserted FROM post
+            """
+        )
+    )
+
+
 @lru_cache(maxsize=32)
 def _upsert_statement(image_count: int) -> TextClause:
     """The post and its images in one statement (one round trip per post).
@@ -193,20 +254,9 @@ def _upsert_statement(image_count: int) -> TextClause:
     A post whose fields did not change is not rewritten (`refreshed_at` keeps its value); its id
     then comes from the second branch of `post`.
     """
-    values = ",\n".join(
-        f"(:media_id_{i}, :position_{i}, :is_video_cover_{i}, :object_key_{i}, :sha256_{i}, "
-        f":width_{i}, :height_{i}, :bytes_{i}, :content_type_{i})"
-        for i in range(image_count)
-    )
     images = (
         f"""
-        , new_images AS (
-            INSERT INTO raw.images (media_id, post_id, position, is_video_cover, object_key,
-                                    sha256, width, height, bytes, content_type)
-            SELECT v.media_id, post.id, v.position, v.is_video_cover, v.object_key, v.sha256,
-                   v.width, v.height, v.bytes, v.content_type
-            FROM post, (VALUES {values}) AS v(media_id, position, is_video_cover, object_key,
-                                              sha256, width, height, bytes, content_type)
+        , new_images AS ({_IMAGE_COLUMNS.format(values=_image_values(image_count))}
             ON CONFLICT (media_id) DO UPDATE SET
                 position = EXCLUDED.position, removed_at = NULL
             WHERE (raw.images.position, raw.images.removed_at IS NULL)
@@ -219,11 +269,7 @@ def _upsert_statement(image_count: int) -> TextClause:
     inserted_images = "(SELECT count(*) FROM new_images WHERE inserted)" if image_count else "0"
     statement = text(
         f"""
-        WITH changed AS (
-            INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, caption, hashtags,
-                                   like_count, comment_count, media_type, location, node, source)
-            VALUES (:shortcode, :media_id, :account_id, :taken_at, :caption, :hashtags,
-                    :like_count, :comment_count, :media_type, :location, :node, :source)
+        WITH changed AS ({_POST_COLUMNS}
             ON CONFLICT (media_id) DO UPDATE SET
                 caption = EXCLUDED.caption, hashtags = EXCLUDED.hashtags,
                 like_count = EXCLUDED.like_count, comment_count = EXCLUDED.comment_count,
@@ -247,7 +293,7 @@ def _upsert_statement(image_count: int) -> TextClause:
         FROM post
         """
     )
-    return statement.bindparams(bindparam("location", type_=JSONB), bindparam("node", type_=JSONB))
+    return _with_json(statement)
 
 
 def post_row(post: CollectedPost, *, account_id: int) -> dict[str, Any]:
@@ -268,9 +314,21 @@ def post_row(post: CollectedPost, *, account_id: int) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def transaction(db: Engine | Connection) -> Iterator[Connection]:
+    """A transaction on `db`: a connection checked out of the engine for it, or the caller's own
+    connection (a bulk load holds one per thread: no checkout, ping and return per post)."""
+    if isinstance(db, Engine):
+        with db.begin() as connection:
+            yield connection
+    else:
+        with db.begin():
+            yield db
+
+
 def store_post(
     *,
-    engine: Engine,
+    db: Engine | Connection,
     store: ObjectStore,
     account_id: int,
     account: str,
@@ -281,7 +339,8 @@ def store_post(
 
     `known_new`: the caller checked that no row has this post, so the lookup of already stored
     pictures is skipped and each picture is uploaded (an upload of content that is there already
-    rewrites the same key with the same bytes, so nothing is duplicated).
+    rewrites the same key with the same bytes, so nothing is duplicated). `db`: the engine, or a
+    connection the caller holds outside a transaction (each step runs its own on it).
     """
     outcome = StoreOutcome()
     ready: list[_ReadyImage] = []
@@ -304,13 +363,12 @@ def store_post(
         ready.append(_ReadyImage(image, data, content_key(sha, checked.content_type), sha, checked))
 
     # Objects first, rows second: the transaction starts only after every object is written, so
-    # a row never points at a missing picture. No connection is held while the uploads run: the
-    # lookup (a post not known to be new) has its own short checkout, whose read transaction
-    # ends before the uploads.
+    # a row never points at a missing picture. No transaction is open while the uploads run: the
+    # lookup (a post not known to be new) has its own short one, which ends before the uploads.
     known: set[str] = set()
     post_exists = False
     if not known_new:
-        with engine.connect() as connection:
+        with transaction(db) as connection:
             lookup = connection.execute(
                 _LOOKUP, {"shas": [r.sha256 for r in ready], "media_id": post.media_id}
             ).one()
@@ -324,7 +382,7 @@ def store_post(
                 sha256=item.sha256,
             )
             outcome.objects_written += int(stored.created)
-    with engine.begin() as connection:
+    with transaction(db) as connection:
         if post_exists:
             # Slides the shop removed leave the post (their labels stay with them).
             connection.execute(
@@ -349,10 +407,16 @@ def store_post(
                     f"content_type_{i}": item.checked.content_type,
                 }
             )
-        row = connection.execute(_upsert_statement(len(ready)), parameters).one()
-        outcome.post_id = row.id
-        outcome.post_inserted, outcome.post_updated = row.inserted, row.updated
-        outcome.images_inserted = row.images_inserted
+        if known_new:
+            inserted = connection.execute(_insert_statement(len(ready)), parameters).one_or_none()
+            if inserted is not None:
+                outcome.post_id, outcome.post_inserted = inserted.id, True
+                outcome.images_inserted = inserted.images_inserted
+        if outcome.post_id is None:  # not new after all: another run stored it meanwhile
+            row = connection.execute(_upsert_statement(len(ready)), parameters).one()
+            outcome.post_id = row.id
+            outcome.post_inserted, outcome.post_updated = row.inserted, row.updated
+            outcome.images_inserted = row.images_inserted
         for image, reason, sha, size in refused:
             quarantine(
                 connection=connection,

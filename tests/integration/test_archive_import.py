@@ -9,13 +9,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from pipeline.collect.archive import import_archive
+from pipeline.collect.posts import CollectedImage, CollectedPost, store_post, upsert_account
 from pipeline.samples import generate_sample_accounts
 from pipeline.storage import ObjectStore
 from tests.cli import catalogue
@@ -250,6 +253,105 @@ def test_kill_during_import_then_rerun_completes_without_duplicates(
     with clean_catalogue.connect() as connection:
         keys = connection.execute(text("SELECT DISTINCT object_key FROM raw.images")).scalars()
         assert all(store.exists(key) for key in keys)  # no row without its picture
+
+
+def test_connections_ended_by_postgres_mid_import_are_replaced(
+    clean_catalogue, settings, sample_archive
+):
+    """The storing threads hold their connections for the whole import; Postgres ending them
+    (a restart, an administrator) costs the import nothing."""
+    manifest = _manifest(sample_archive)
+    ended: list[tuple[int, int]] = []  # (backends ended, images stored at that moment)
+
+    def end_the_import_connections() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ended:
+            with clean_catalogue.connect() as connection:
+                stored = connection.execute(text("SELECT count(*) FROM raw.images")).scalar_one()
+                if stored >= 20:
+                    count = connection.execute(
+                        text(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                            "AND application_name = 'catalogue'"
+                        )
+                    ).scalar_one()
+                    ended.append((count, stored))
+            time.sleep(0.005)
+
+    terminator = threading.Thread(target=end_the_import_connections)
+    terminator.start()
+    summary = import_archive(
+        sample_archive, engine=clean_catalogue, store=ObjectStore.for_images(settings), workers=4
+    )
+    terminator.join()
+    assert ended and ended[0][0] >= 1 and ended[0][1] < len(manifest), (
+        "the connections should be ended mid-import"
+    )
+    assert summary.images_new == len(manifest) and summary.quarantined == 0
+    counts = _counts(clean_catalogue)
+    assert counts["images"] == len(manifest)
+    assert counts["posts"] == len({row["shortcode"] for row in manifest})
+
+
+def _post(media_id: int, image_ids: list[int], picture: bytes) -> CollectedPost:
+    return CollectedPost(
+        shortcode=f"P{media_id}",
+        media_id=media_id,
+        taken_at=datetime(2026, 5, 1, tzinfo=UTC),
+        media_type="sidecar" if len(image_ids) > 1 else "image",
+        caption="linen shirt #linen",
+        hashtags=["linen"],
+        like_count=3,
+        comment_count=0,
+        location=None,
+        node={"id": str(media_id)},
+        images=[
+            CollectedImage(media_id=i, position=n, read=lambda: picture, source_ref=f"test/{i}")
+            for n, i in enumerate(image_ids)
+        ],
+        source="archive",
+    )
+
+
+def test_a_post_taken_for_new_that_is_stored_already_is_settled_by_the_upsert(
+    clean_catalogue, settings, sample_archive
+):
+    """The import inserts posts it found new without the upsert; when another run stored one
+    meanwhile, the upsert settles it. A picture id stored under another post stays there."""
+    store = ObjectStore.for_images(settings)
+    picture = (sample_archive / _manifest(sample_archive)[0]["file"]).read_bytes()
+    with clean_catalogue.begin() as connection:
+        account_id = upsert_account(connection=connection, username="racing_shop").id
+
+    def stored(post: CollectedPost, *, known_new: bool = True):
+        return store_post(
+            db=clean_catalogue, store=store, account_id=account_id, account="racing_shop",
+            post=post, known_new=known_new,
+        )  # fmt: skip
+
+    first = stored(_post(1001, [11, 12], picture))
+    assert (first.post_inserted, first.post_updated, first.images_inserted) == (True, False, 2)
+    again = stored(_post(1001, [11, 12], picture))  # another run stored it meanwhile
+    assert (again.post_inserted, again.post_updated, again.images_inserted) == (False, False, 0)
+    assert again.post_id == first.post_id
+    # a new post whose first picture is stored already (second in post 1001)
+    overlap = stored(_post(1002, [12, 13], picture))
+    assert (overlap.post_inserted, overlap.post_updated, overlap.images_inserted) == (
+        True,
+        False,
+        1,
+    )
+    counts = _counts(clean_catalogue)
+    assert (counts["posts"], counts["images"]) == (2, 3)
+    with clean_catalogue.connect() as connection:
+        images = {
+            row.media_id: (row.post_id, row.position)
+            for row in connection.execute(
+                text("SELECT media_id, post_id, position FROM raw.images")
+            )
+        }
+    assert images == {11: (first.post_id, 0), 12: (first.post_id, 1), 13: (overlap.post_id, 1)}
 
 
 def test_purge_an_account_deletes_rows_and_pictures_and_keeps_an_audit_record(
