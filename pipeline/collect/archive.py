@@ -163,9 +163,9 @@ def import_archive(
             if collected is None:
                 return _refuse_post(item, root=root, engine=engine, context=context)
 
-            def store_on(connection: Connection) -> StoreOutcome:
+            def store_on(db: Engine | Connection) -> StoreOutcome:
                 return store_post(
-                    db=connection, store=store, account_id=item.account_id,
+                    db=db, store=store, account_id=item.account_id,
                     account=item.account, post=collected,
                     known_new=collected.media_id not in stored_ids,
                 )  # fmt: skip
@@ -210,19 +210,27 @@ def import_archive(
 
 class _ThreadConnections:
     """One connection per storing thread, held for the whole import: a post costs one
-    transaction, not a pool checkout, a liveness ping and a return as well. Closed at the end."""
+    transaction, not a pool checkout, a liveness ping and a return as well. Closed at the end.
+
+    At most the engine's pool size less one are held (one stays for the reading thread); threads
+    beyond that (`--workers` above it) take the engine, a checkout per post, as live collection.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        size = getattr(engine.pool, "size", None)  # QueuePool; other pools have no fixed size
+        self.limit = max(0, size() - 1) if callable(size) else None
         self._local = threading.local()
         self._opened: list[Connection] = []
         self._lock = threading.Lock()
 
-    def get(self) -> Connection:
+    def get(self) -> Engine | Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._local.connection = self.engine.connect()
             with self._lock:
+                if self.limit is not None and len(self._opened) >= self.limit:
+                    return self.engine
+                connection = self._local.connection = self.engine.connect()
                 self._opened.append(connection)
         return connection
 
@@ -230,6 +238,8 @@ class _ThreadConnections:
         connection = getattr(self._local, "connection", None)
         self._local.connection = None
         if connection is not None:
+            with self._lock:
+                self._opened.remove(connection)
             connection.close()
 
     def __enter__(self) -> _ThreadConnections:

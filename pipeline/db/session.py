@@ -64,9 +64,9 @@ def _engine(url: URL) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        # kept open for reuse: the archive import's 16 workers hold one each, and a connection
-        # returned above pool_size is closed (a new one costs Postgres a backend start)
-        pool_size=16,
+        # kept open for reuse: the archive import's threads (16 by default) hold one each, and a
+        # connection returned above pool_size is closed (a new one costs Postgres a backend start)
+        pool_size=20,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "catalogue"},
     )
 

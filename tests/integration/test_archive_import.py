@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from pipeline.collect.archive import import_archive
 from pipeline.collect.posts import CollectedImage, CollectedPost, store_post, upsert_account
@@ -292,6 +292,20 @@ def test_connections_ended_by_postgres_mid_import_are_replaced(
     counts = _counts(clean_catalogue)
     assert counts["images"] == len(manifest)
     assert counts["posts"] == len({row["shortcode"] for row in manifest})
+
+
+def test_more_threads_than_the_pool_holds_share_the_rest(clean_catalogue, settings, sample_archive):
+    """Threads beyond what the engine's pool can hold for the whole import take a connection per
+    post instead of waiting for one that is never returned."""
+    small = create_engine(clean_catalogue.url, pool_size=2, max_overflow=1, pool_timeout=5)
+    try:
+        summary = import_archive(
+            sample_archive, engine=small, store=ObjectStore.for_images(settings), workers=6
+        )
+    finally:
+        small.dispose()
+    manifest = _manifest(sample_archive)
+    assert summary.images_new == len(manifest) == _counts(clean_catalogue)["images"]
 
 
 def _post(media_id: int, image_ids: list[int], picture: bytes) -> CollectedPost:
