@@ -32,12 +32,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from sqlalchemy import text  # noqa: E402
 
 from bench.header import result_header  # noqa: E402
-from bench.scratch import (  # noqa: E402
-    drop_database,
-    empty_bucket,
-    scratch_bucket,
-    scratch_database,
-)
+from bench.scratch import scratch_services  # noqa: E402
 from pipeline.collect.archive import import_archive  # noqa: E402
 from pipeline.collect.posts import post_row  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
@@ -165,14 +160,9 @@ def measure(args: argparse.Namespace, settings, archive: Path) -> None:
     put_runs, insert_runs = [], []
 
     def measure_bound(run: int) -> None:
-        store = scratch_bucket(settings, f"bench-{token}-bound{run}")
-        db, engine = scratch_database(settings)
-        try:
+        with scratch_services(settings, f"bench-{token}-bound{run}") as (store, engine):
             put_runs.append(measure_put(store, files, args.workers, prefix="bound"))
             insert_runs.append(measure_insert(engine, rows, args.workers))
-        finally:
-            drop_database(settings, db)
-            empty_bucket(store)
         print(
             f"bound run {run}: PUT {len(files) / put_runs[-1]:.0f} img/s, "
             f"INSERT {len(files) / insert_runs[-1]:.0f} img/s",
@@ -180,17 +170,12 @@ def measure(args: argparse.Namespace, settings, archive: Path) -> None:
         )
 
     measure_bound(1)
-    store = scratch_bucket(settings, f"bench-{token}-import")
-    db, engine = scratch_database(settings)
-    try:
+    with scratch_services(settings, f"bench-{token}-import") as (store, engine):
         started = time.perf_counter()
         summary = import_archive(archive, engine=engine, store=store, workers=args.workers)
         import_s = time.perf_counter() - started
         assert summary.images_new == len(files), (summary, len(files))
         assert summary.quarantined == 0
-    finally:
-        drop_database(settings, db)
-        empty_bucket(store)
     print(f"import: {len(files) / import_s:.0f} img/s", flush=True)
     measure_bound(2)
     put_s, insert_s = min(put_runs), min(insert_runs)

@@ -29,12 +29,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from sqlalchemy import text  # noqa: E402
 
 from bench.header import result_header  # noqa: E402
-from bench.scratch import (  # noqa: E402
-    drop_database,
-    empty_bucket,
-    scratch_bucket,
-    scratch_database,
-)
+from bench.scratch import scratch_services  # noqa: E402
 from pipeline.accounts import add_account  # noqa: E402
 from pipeline.collect.instagram import CollectOptions, collect_account, make_loader  # noqa: E402
 from pipeline.collect.rate_limits import PersistentRateController  # noqa: E402
@@ -76,10 +71,8 @@ def timeline(posts: int) -> ReplayAccount:
 
 def measure(settings, posts: int, *, logged_in: bool) -> dict:
     account = timeline(posts)
-    db, engine = scratch_database(settings)
-    store = scratch_bucket(settings, f"bench-live-{secrets.token_hex(3)}")
     virtual = VirtualTime(START)
-    try:
+    with scratch_services(settings, f"bench-live-{secrets.token_hex(3)}") as (store, engine):
         add_account(engine=engine, username=account.username)
 
         def controller(context):
@@ -101,9 +94,6 @@ def measure(settings, posts: int, *, logged_in: bool) -> dict:
         assert run.ok, run.reason
         with engine.connect() as connection:
             images = connection.execute(text("SELECT count(*) FROM raw.images")).scalar_one()
-    finally:
-        empty_bucket(store)
-        drop_database(settings, db)
     requests = sum(kinds.values())
     api_requests = requests - kinds["image"] - kinds["video"]
     waited_s = virtual.elapsed

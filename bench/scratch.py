@@ -4,7 +4,9 @@ afterwards (the result file's header is bench/header.py)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, text
 
@@ -55,3 +57,15 @@ def empty_bucket(store: ObjectStore) -> None:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda o: store.delete(o.key), store.list("")))
     store._client.remove_bucket(store.bucket)
+
+
+@contextmanager
+def scratch_services(settings, bucket: str) -> Iterator[tuple[ObjectStore, Engine]]:
+    """A scratch bucket and a scratch database for one measured phase, both removed after it."""
+    store = scratch_bucket(settings, bucket)
+    db, engine = scratch_database(settings)
+    try:
+        yield store, engine
+    finally:
+        drop_database(settings, db)
+        empty_bucket(store)
