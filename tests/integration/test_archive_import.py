@@ -338,10 +338,10 @@ def test_a_post_taken_for_new_that_is_stored_already_is_settled_by_the_upsert(
     with clean_catalogue.begin() as connection:
         account_id = upsert_account(connection=connection, username="racing_shop").id
 
-    def stored(post: CollectedPost, *, known_new: bool = True):
+    def stored(post: CollectedPost):
         return store_post(
             db=clean_catalogue, store=store, account_id=account_id, account="racing_shop",
-            post=post, known_new=known_new,
+            post=post, known_new=True,
         )  # fmt: skip
 
     first = stored(_post(1001, [11, 12], picture))
