@@ -315,6 +315,26 @@ def post_row(post: CollectedPost, *, account_id: int) -> dict[str, Any]:
 
 
 @contextmanager
+def single_statement(db: Engine | Connection) -> Iterator[Connection]:
+    """A connection in autocommit for one statement, which is atomic by itself: no BEGIN and
+    COMMIT round trips. `db` as for `transaction`. A held connection is switched at the driver
+    (psycopg2's `autocommit`) and back: SQLAlchemy's isolation-level option costs as much Python
+    as the round trips it saves."""
+    if isinstance(db, Engine):
+        with db.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+        return
+    driver = db.connection.dbapi_connection
+    driver.autocommit = True
+    try:
+        yield db
+    finally:
+        if not db.invalidated:  # a broken connection is the caller's to drop
+            db.rollback()  # ends SQLAlchemy's record of a transaction; autocommit sends nothing
+            driver.autocommit = False
+
+
+@contextmanager
 def transaction(db: Engine | Connection) -> Iterator[Connection]:
     """A transaction on `db`: a connection checked out of the engine for it, or the caller's own
     connection (a bulk load holds one per thread: no checkout, ping and return per post)."""
@@ -382,6 +402,30 @@ def store_post(
                 sha256=item.sha256,
             )
             outcome.objects_written += int(stored.created)
+    parameters = post_row(post, account_id=account_id)
+    for i, item in enumerate(ready):
+        parameters.update(
+            {
+                f"media_id_{i}": item.image.media_id,
+                f"position_{i}": item.image.position,
+                f"is_video_cover_{i}": item.image.is_video_cover,
+                f"object_key_{i}": item.key,
+                f"sha256_{i}": item.sha256,
+                f"width_{i}": item.checked.width,
+                f"height_{i}": item.checked.height,
+                f"bytes_{i}": len(item.data),
+                f"content_type_{i}": item.checked.content_type,
+            }
+        )
+    if known_new and not refused:
+        # the whole write is one statement
+        with single_statement(db) as connection:
+            inserted = connection.execute(_insert_statement(len(ready)), parameters).one_or_none()
+        if inserted is not None:
+            outcome.post_id, outcome.post_inserted = inserted.id, True
+            outcome.images_inserted = inserted.images_inserted
+            return outcome
+        # not new after all (another run stored it meanwhile): the upsert below settles it
     with transaction(db) as connection:
         if post_exists:
             # Slides the shop removed leave the post (their labels stay with them).
@@ -392,31 +436,10 @@ def store_post(
                     "media_ids": list(post.all_media_ids) or [i.media_id for i in post.images],
                 },
             )
-        parameters = post_row(post, account_id=account_id)
-        for i, item in enumerate(ready):
-            parameters.update(
-                {
-                    f"media_id_{i}": item.image.media_id,
-                    f"position_{i}": item.image.position,
-                    f"is_video_cover_{i}": item.image.is_video_cover,
-                    f"object_key_{i}": item.key,
-                    f"sha256_{i}": item.sha256,
-                    f"width_{i}": item.checked.width,
-                    f"height_{i}": item.checked.height,
-                    f"bytes_{i}": len(item.data),
-                    f"content_type_{i}": item.checked.content_type,
-                }
-            )
-        if known_new:
-            inserted = connection.execute(_insert_statement(len(ready)), parameters).one_or_none()
-            if inserted is not None:
-                outcome.post_id, outcome.post_inserted = inserted.id, True
-                outcome.images_inserted = inserted.images_inserted
-        if outcome.post_id is None:  # not new after all: another run stored it meanwhile
-            row = connection.execute(_upsert_statement(len(ready)), parameters).one()
-            outcome.post_id = row.id
-            outcome.post_inserted, outcome.post_updated = row.inserted, row.updated
-            outcome.images_inserted = row.images_inserted
+        row = connection.execute(_upsert_statement(len(ready)), parameters).one()
+        outcome.post_id = row.id
+        outcome.post_inserted, outcome.post_updated = row.inserted, row.updated
+        outcome.images_inserted = row.images_inserted
         for image, reason, sha, size in refused:
             quarantine(
                 connection=connection,

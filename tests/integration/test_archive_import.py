@@ -368,6 +368,32 @@ def test_a_post_taken_for_new_that_is_stored_already_is_settled_by_the_upsert(
     assert images == {11: (first.post_id, 0), 12: (first.post_id, 1), 13: (overlap.post_id, 1)}
 
 
+def test_a_held_connection_is_transactional_again_after_a_new_posts_single_statement(
+    clean_catalogue, settings, sample_archive
+):
+    """A new post's write is one statement sent in autocommit on the import's held connection;
+    afterwards the connection is back in transactions: work that fails is rolled back whole."""
+    store = ObjectStore.for_images(settings)
+    picture = (sample_archive / _manifest(sample_archive)[0]["file"]).read_bytes()
+    with clean_catalogue.begin() as connection:
+        account_id = upsert_account(connection=connection, username="held_shop").id
+    with clean_catalogue.connect() as held:
+        for media_id in (2001, 2001):  # new, then stored already: the upsert in a transaction
+            outcome = store_post(
+                db=held, store=store, account_id=account_id, account="held_shop",
+                post=_post(media_id, [21], picture), known_new=True,
+            )  # fmt: skip
+        assert outcome.post_id is not None and not outcome.post_inserted
+        with pytest.raises(RuntimeError), held.begin():
+            held.execute(text("UPDATE raw.posts SET caption = 'changed' WHERE media_id = 2001"))
+            raise RuntimeError("the rest of the work failed")
+        assert (
+            held.execute(text("SELECT caption FROM raw.posts WHERE media_id = 2001")).scalar_one()
+            == "linen shirt #linen"
+        )
+    assert (_counts(clean_catalogue)["posts"], _counts(clean_catalogue)["images"]) == (1, 1)
+
+
 def test_purge_an_account_deletes_rows_and_pictures_and_keeps_an_audit_record(
     clean_catalogue, settings, sample_archive, services
 ):
