@@ -3,7 +3,8 @@
 Live collection and archive import both hand `CollectedPost`s to `store_post`, so a post loads the
 same way whichever door it came through. Per post: every picture is checked and written to the
 object store (content-addressed, so a picture already referenced is not uploaded again), then the
-post and its images are upserted in one transaction. A crash leaves at most an unreferenced
+post and its images are written in one transaction (a post known to be new: one statement that
+inserts, otherwise an upsert). A crash leaves at most an unreferenced
 object, never a row without its picture, and a rerun changes nothing that did not change.
 """
 
@@ -355,7 +356,8 @@ def store_post(
     post: CollectedPost,
     known_new: bool = False,
 ) -> StoreOutcome:
-    """Check and store every picture of `post`, then upsert the post and its images.
+    """Check and store every picture of `post`, then write the post and its images (inserted when
+    known to be new, upserted otherwise).
 
     `known_new`: the caller checked that no row has this post, so the lookup of already stored
     pictures is skipped and each picture is uploaded (an upload of content that is there already
@@ -384,11 +386,11 @@ def store_post(
 
     # Objects first, rows second: the transaction starts only after every object is written, so
     # a row never points at a missing picture. No transaction is open while the uploads run: the
-    # lookup (a post not known to be new) has its own short one, which ends before the uploads.
+    # lookup (a post not known to be new) is one statement of its own, done before the uploads.
     known: set[str] = set()
     post_exists = False
     if not known_new:
-        with transaction(db) as connection:
+        with single_statement(db) as connection:
             lookup = connection.execute(
                 _LOOKUP, {"shas": [r.sha256 for r in ready], "media_id": post.media_id}
             ).one()
