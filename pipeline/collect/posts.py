@@ -347,24 +347,21 @@ def transaction(db: Engine | Connection) -> Iterator[Connection]:
             yield db
 
 
-def store_post(
-    *,
-    db: Engine | Connection,
-    store: ObjectStore,
-    account_id: int,
-    account: str,
-    post: CollectedPost,
-    known_new: bool = False,
-) -> StoreOutcome:
-    """Check and store every picture of `post`, then write the post and its images (inserted when
-    known to be new, upserted otherwise).
+@dataclass(frozen=True)
+class PreparedPost:
+    """A post whose pictures were read, hashed and checked: what `upload_pictures` uploads."""
 
-    `known_new`: the caller checked that no row has this post, so the lookup of already stored
-    pictures is skipped and each picture is uploaded (an upload of content that is there already
-    rewrites the same key with the same bytes, so nothing is duplicated). `db`: the engine, or a
-    connection the caller holds outside a transaction (each step runs its own on it).
+    post: CollectedPost
+    ready: list[_ReadyImage]
+    refused: list[tuple[CollectedImage, str, str | None, int | None]]
+
+
+def prepare_post(post: CollectedPost) -> PreparedPost:
+    """Read, hash and check every picture of `post` (no database, no object store).
+
+    The work is the picture check's decoding, in C without the GIL; a bulk load runs it for many
+    posts on as many threads as cores before it uploads them.
     """
-    outcome = StoreOutcome()
     ready: list[_ReadyImage] = []
     refused: list[tuple[CollectedImage, str, str | None, int | None]] = []
     for image in post.images:
@@ -383,19 +380,59 @@ def store_post(
             refused.append((image, exc.reason, sha, len(data)))
             continue
         ready.append(_ReadyImage(image, data, content_key(sha, checked.content_type), sha, checked))
+    return PreparedPost(post, ready, refused)
 
-    # Objects first, rows second: the transaction starts only after every object is written, so
-    # a row never points at a missing picture. No transaction is open while the uploads run: the
-    # lookup (a post not known to be new) is one statement of its own, done before the uploads.
+
+def store_post(
+    *,
+    db: Engine | Connection,
+    store: ObjectStore,
+    account_id: int,
+    account: str,
+    post: CollectedPost,
+    known_new: bool = False,
+) -> StoreOutcome:
+    """Check and store every picture of `post`, then write the post and its images (inserted when
+    known to be new, upserted otherwise): `prepare_post`, `upload_pictures`, then `write_post`.
+
+    `known_new` and `db` as for `upload_pictures`.
+    """
+    uploaded = upload_pictures(db=db, store=store, prepared=prepare_post(post), known_new=known_new)
+    return write_post(db=db, uploaded=uploaded, account_id=account_id, account=account)
+
+
+@dataclass(frozen=True)
+class UploadedPost:
+    """A prepared post whose pictures are in the object store: `write_post` writes its rows."""
+
+    prepared: PreparedPost
+    known_new: bool
+    post_exists: bool
+    objects_written: int
+
+
+def upload_pictures(
+    *, db: Engine | Connection, store: ObjectStore, prepared: PreparedPost, known_new: bool = False
+) -> UploadedPost:
+    """Upload the checked pictures of a prepared post that the object store may not have.
+
+    `known_new`: the caller checked that no row has this post, so the lookup of already stored
+    pictures is skipped and each picture is uploaded (an upload of content that is there already
+    rewrites the same key with the same bytes, so nothing is duplicated). `db`: the engine, or a
+    connection the caller holds outside a transaction. No transaction is open while the uploads
+    run: the lookup is one statement of its own, done before them.
+    """
     known: set[str] = set()
     post_exists = False
     if not known_new:
         with single_statement(db) as connection:
             lookup = connection.execute(
-                _LOOKUP, {"shas": [r.sha256 for r in ready], "media_id": post.media_id}
+                _LOOKUP,
+                {"shas": [r.sha256 for r in prepared.ready], "media_id": prepared.post.media_id},
             ).one()
             known, post_exists = set(lookup.known), lookup.post_exists
-    for item in ready:
+    written = 0
+    for item in prepared.ready:
         if item.sha256 not in known:
             stored = store.put_content(
                 item.data,
@@ -403,7 +440,19 @@ def store_post(
                 check_existing=False,
                 sha256=item.sha256,
             )
-            outcome.objects_written += int(stored.created)
+            written += int(stored.created)
+    return UploadedPost(prepared, known_new, post_exists, written)
+
+
+def write_post(
+    *, db: Engine | Connection, uploaded: UploadedPost, account_id: int, account: str
+) -> StoreOutcome:
+    """Write the rows of a post whose pictures are uploaded (objects first, rows second, so a row
+    never points at a missing picture): the post and its images in one transaction, or one
+    statement for a post known to be new; refused pictures go to the quarantine table."""
+    prepared, known_new, post_exists = uploaded.prepared, uploaded.known_new, uploaded.post_exists
+    post, ready, refused = prepared.post, prepared.ready, prepared.refused
+    outcome = StoreOutcome(objects_written=uploaded.objects_written)
     parameters = post_row(post, account_id=account_id)
     for i, item in enumerate(ready):
         parameters.update(

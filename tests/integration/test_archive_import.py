@@ -294,6 +294,40 @@ def test_connections_ended_by_postgres_mid_import_are_replaced(
     assert counts["posts"] == len({row["shortcode"] for row in manifest})
 
 
+def test_an_import_in_many_chunks_stores_every_post_once_and_caps_the_bytes_held(
+    clean_catalogue, settings, sample_archive, monkeypatch
+):
+    """Posts are read, checked, uploaded and written a chunk at a time; after the first, a chunk
+    holds about CHUNK_BYTES of pictures at the bytes per post seen so far."""
+    from pipeline.collect import archive
+
+    chunks: list[int] = []
+    stored_post_ids = archive._stored_post_ids
+
+    def counting(engine, media_ids):
+        chunks.append(len(media_ids))
+        return stored_post_ids(engine, media_ids)
+
+    monkeypatch.setattr(archive, "_stored_post_ids", counting)
+    monkeypatch.setattr(archive, "CHUNK_POSTS", (5, 40))
+    manifest = _manifest(sample_archive)
+    per_post = sum((sample_archive / row["file"]).stat().st_size for row in manifest) / len(
+        {row["shortcode"] for row in manifest}
+    )
+    monkeypatch.setattr(archive, "CHUNK_BYTES", int(per_post * 8))
+
+    summary = import_archive(
+        sample_archive, engine=clean_catalogue, store=ObjectStore.for_images(settings), workers=3
+    )
+
+    counts = _counts(clean_catalogue)
+    assert counts["posts"] == len({row["shortcode"] for row in manifest}) == summary.posts_new
+    assert counts["images"] == len(manifest) == summary.images_new
+    assert sum(chunks) == counts["posts"] and chunks[0] == 5
+    # the byte cap, not the 40-post limit, sized the later chunks (pictures vary in size)
+    assert all(2 <= size <= 20 for size in chunks[1:-1]), chunks
+
+
 def test_more_threads_than_the_pool_holds_share_the_rest(clean_catalogue, settings, sample_archive):
     """Threads beyond what the engine's pool can hold for the whole import take a connection per
     post instead of waiting for one that is never returned."""
