@@ -58,7 +58,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # core-seconds in the uploads of 10,000 pictures); the bytes held are capped too.
 CHUNK_POSTS = (250, 1000)
 CHUNK_BYTES = 96 * 1024 * 1024
-CHECKING_THREADS = os.cpu_count() or 2  # picture checks: C code, without the GIL
+# picture checks: C code without the GIL, one thread per core this process may use
+CHECKING_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
 # What a damaged or hostile post file can raise while instaloader reads it.
 _UNREADABLE = (
     InstaloaderException, KeyError, ValueError, TypeError, OSError, EOFError, lzma.LZMAError,
