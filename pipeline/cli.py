@@ -1068,7 +1068,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     archive.add_argument("folder", help="a folder of profile folders, or one profile folder")
     archive.add_argument(
-        "--workers", type=int, default=16, help="posts stored in parallel (default 16)"
+        "--workers",
+        type=int,
+        default=16,
+        help="threads that upload pictures and write rows (default 16); pictures are checked "
+        "on one thread per core",
     )
     archive.add_argument(
         "--enable",
