@@ -229,6 +229,8 @@ def import_archive(
                 _count(outcome, summary, progress)
             start += len(chunk)
             size = _chunk_size(prepared)
+            # let this chunk's pictures go before the next chunk's are read
+            del prepared, uploaded
 
     _record_success(engine, summary.accounts)
     if summary.posts_new + summary.images_new >= 1000:

@@ -1,7 +1,9 @@
 """Storing collected posts: objects first, rows second, upserts keyed on Instagram's ids.
 
-Live collection and archive import both hand `CollectedPost`s to `store_post`, so a post loads the
-same way whichever door it came through. Per post: every picture is checked and written to the
+Live collection and archive import both store `CollectedPost`s through the same three steps, so a
+post loads the same way whichever door it came through: `prepare_post`, `upload_pictures` and
+`write_post` (`store_post` runs them for one post; the archive import runs each for a chunk of
+posts before the next). Per post: every picture is checked and written to the
 object store (content-addressed, so a picture already referenced is not uploaded again), then the
 post and its images are written in one transaction (a post known to be new: one statement that
 inserts, otherwise an upsert). A crash leaves at most an unreferenced
