@@ -1287,6 +1287,7 @@ _REPORTED = (  # (module, error): a user's mistake or a service down, said in on
     ("pipeline.labels.taxonomy", "UnknownValue"),
     ("pipeline.predict.errors", "PredictError"),
     ("pipeline.storage", "ObjectStoreError"),
+    ("pipeline.train.errors", "ExportError"),
     ("pipeline.train.errors", "RegistryError"),
     ("pipeline.train.errors", "UnknownArchitecture"),
     ("pipeline.train.errors", "WeightsFileError"),

@@ -13,3 +13,7 @@ class WeightsFileError(ValueError):
 
 class RegistryError(ValueError):
     """A registry action cannot be done; the message says why and what to do."""
+
+
+class ExportError(ValueError):
+    """A file that is not a training export this version can read; the message names it."""
