@@ -3,7 +3,7 @@ else (no database, no object store, a 64 MiB limit on what travels).
 
 `export_snapshot` writes an `.npz`: every picture decoded and resized to the network's input size,
 then stored as a lossless WebP (the same pixels back, at about a quarter of the raw size: all
-15,000 shared photos at 80x60 in about 50 MiB, where zlib over the raw pixels needed 76 MiB), with
+15,000 shared photos at 80x60 in 52.5 MiB, where zlib over the raw pixels needed 76.4 MiB), with
 each picture's split and labels and the snapshot's manifest without the object store.
 `load_export` gives back what `fit.train` needs, so `catalogue train --from-export` trains exactly
 as from the database. The artefact folder it writes is registered when brought back
@@ -37,7 +37,7 @@ def export_snapshot(
     items = manifest["images"]
     decoded = decode_all(items, cache=cache, image_size=image_size)
     keys = list(decoded)
-    with ThreadPoolExecutor(os.cpu_count() or 4) as pool:  # libwebp runs without the GIL
+    with ThreadPoolExecutor(os.cpu_count() or 4) as pool:
         encoded = list(pool.map(_lossless_webp, (decoded[k] for k in keys)))
     offsets = np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64)
     header = {
@@ -88,7 +88,7 @@ def _pictures(data, header: dict[str, Any], path: Path) -> dict[str, np.ndarray]
             f"reads {FORMAT} and {RAW_FORMAT}: export the snapshot again with this version"
         )
     blob, offsets = data["pictures"].tobytes(), data["offsets"]
-    with ThreadPoolExecutor(os.cpu_count() or 4) as pool:  # libwebp decodes without the GIL
+    with ThreadPoolExecutor(os.cpu_count() or 4) as pool:
         decoded = pool.map(
             lambda i: _pixels(blob[offsets[i] : offsets[i + 1]]), range(len(offsets) - 1)
         )

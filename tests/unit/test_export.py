@@ -1,5 +1,5 @@
 """Training exports: the pictures come back exactly as they were decoded (lossless), an export of
-the earlier raw format still trains, and a file that is not an export is named, with what to do."""
+the earlier raw format still loads, and a file that is not an export is named, with what to do."""
 
 from __future__ import annotations
 
