@@ -212,6 +212,7 @@ def bench_network(
               + ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if "accuracy" in k), flush=True)  # fmt: skip
 
     folder = work / "artefacts" / key.replace("/", "-")
+    started = result_header("training")  # the code that trains, even if HEAD moves meanwhile
     timer = EpochTimer()
     trained = train(
         manifest=manifest, cache=cache, attributes=[attribute],
@@ -248,6 +249,8 @@ def bench_network(
         "input_images_per_s": round(feed, 1),
         "input_share_of_step": round(max(0.0, 1 - steady / bound), 3),
         "input_workers": workers,
+        "commit": started["commit"],
+        "started": started["when"],
     }
     results.update(result_header("training"))
     out.parent.mkdir(parents=True, exist_ok=True)
