@@ -2,9 +2,10 @@
 else (no database, no object store, a 64 MiB limit on what travels).
 
 `export_snapshot` writes an `.npz`: every picture decoded and resized to the network's input size,
-then stored as a lossless WebP (the same pixels back, at about a quarter of the raw size: all
-15,000 shared photos at 80x60 in 52.5 MiB, where zlib over the raw pixels needed 76.4 MiB), with
-each picture's split and labels and the snapshot's manifest without the object store.
+then stored as a lossless WebP (the same pixels back, at about a quarter of the raw size: the
+14,867 colour-labelled shared photos at 80x60 take 52.5 MiB, where zlib over the raw pixels
+needed 76.4 MiB), with each picture's split and labels and the snapshot's manifest without the
+object store.
 `load_export` gives back what `fit.train` needs, so `catalogue train --from-export` trains exactly
 as from the database. The artefact folder it writes is registered when brought back
 (`catalogue models register FOLDER`), against the snapshot the export names.
