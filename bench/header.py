@@ -17,6 +17,14 @@ def result_header(name: str) -> dict:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip() or os.environ.get("CATALOGUE_COMMIT", "")
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if commit and changed:  # the code that ran is not the commit alone: say so
+        commit += "+changes"
     return {
         "benchmark": name,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -60,6 +60,7 @@ NETWORKS = {
 }
 EPOCHS = {"catalogue_net": 12, "compact_80x60": 12, "category_cnn10": 8, "colour_cnn11": 8}
 DATABASE = "catalogue_bench_training"
+SPLITS = "splits.json"  # beside each artefact: picture key -> split, for --warm-from's check
 
 
 def prepare(settings, work: Path):
@@ -190,8 +191,11 @@ def bench_network(
     work,
     image_size=None,
     workers=4,
+    warm_from=None,
 ):
-    """Train one network on one protocol's snapshot; record accuracy and throughput at once."""
+    """Train one network on one protocol's snapshot; record accuracy and throughput at once.
+    `warm_from` names a protocol whose artefact of the same network (in `work`) the training
+    starts from; it is refused when that artefact trained or validated on this test split."""
     from pipeline.train.fit import TrainOptions, train
     from pipeline.train.models import architecture
 
@@ -199,6 +203,10 @@ def bench_network(
     attribute = protocol["attribute"]
     size = tuple(image_size or architecture(network).image_size)
     key = f"{protocol_name}/{network}" + (f"@{size[0]}x{size[1]}" if image_size else "")
+    initial_weights = None
+    if warm_from:
+        key += f"+{warm_from}"
+        initial_weights = backbone(work, warm_from, network, manifest)
     classes = {attribute: manifest["attributes"][attribute]["classes"]}
     train_items = [i for i in manifest["images"]
                    if i["split"] == "train" and attribute in i["labels"]]  # fmt: skip
@@ -216,9 +224,11 @@ def bench_network(
     timer = EpochTimer()
     trained = train(
         manifest=manifest, cache=cache, attributes=[attribute],
-        options=TrainOptions(architecture=network, epochs=epochs, image_size=size, workers=workers),
+        options=TrainOptions(architecture=network, epochs=epochs, image_size=size, workers=workers,
+                             initial_weights=initial_weights),
         out=folder, progress=progress, callbacks=[timer.callback()],
     )  # fmt: skip
+    (folder / SPLITS).write_text(json.dumps({i["key"]: i["split"] for i in manifest["images"]}))
     steady = len(train_items) / timer.steady_seconds()
     bound = compute_bound(network, classes, size)
     measured = trained.metrics[attribute]
@@ -249,6 +259,7 @@ def bench_network(
         "input_images_per_s": round(feed, 1),
         "input_share_of_step": round(max(0.0, 1 - steady / bound), 3),
         "input_workers": workers,
+        "initial_weights": f"{warm_from}/{network}" if warm_from else None,
         "commit": started["commit"],
         "started": started["when"],
     }
@@ -258,6 +269,22 @@ def bench_network(
     print(f"{key}: accuracy {measured['accuracy']:.3f}, macro-F1 {measured['macro_f1']:.3f} "
           f"({trained.seconds:.0f}s; steady {steady:.0f} img/s, bound {bound:.0f} img/s)",
           flush=True)  # fmt: skip
+
+
+def backbone(work: Path, protocol_name: str, network: str, manifest) -> Path:
+    """The artefact `network` left when trained on `protocol_name`, checked to have seen none of
+    `manifest`'s test pictures (a post's split comes from its id, so it holds across snapshots;
+    this says so for these two)."""
+    folder = work / "artefacts" / f"{protocol_name}-{network}"
+    if not (folder / SPLITS).is_file():
+        raise SystemExit(f"no {network} trained on {protocol_name} in {work}: run "
+                         f"--only {protocol_name} --networks {network} first (same --work)")  # fmt: skip
+    seen = {k for k, split in json.loads((folder / SPLITS).read_text()).items() if split != "test"}
+    test = {i["key"] for i in manifest["images"] if i["split"] == "test"}
+    if seen & test:
+        raise SystemExit(f"{protocol_name}/{network} trained or validated on {len(seen & test)} "
+                         "of this protocol's test pictures: not a fair start")  # fmt: skip
+    return folder / "model.keras"
 
 
 def main() -> None:
@@ -273,12 +300,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="input threads (default 4)")
     parser.add_argument("--export", type=Path, metavar="DIR",
                         help="write each protocol's training export to DIR/<protocol>.npz, stop")  # fmt: skip
+    parser.add_argument("--warm-from", metavar="PROTOCOL", choices=list(PROTOCOLS),
+                        help="start from the same network's artefact trained on PROTOCOL (in "
+                        "--work; entry: NET+PROTOCOL)")  # fmt: skip
     parser.add_argument("--from-export", type=Path, action="append", metavar="FILE",
                         help="train from exports named <protocol>.npz (no database, no S3)")  # fmt: skip
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.exists() else {"entries": {}}
     size = tuple(int(v) for v in args.image_size.split("x")) if args.image_size else None
     suffix = f"@{size[0]}x{size[1]}" if size else ""
+    suffix += f"+{args.warm_from}" if args.warm_from else ""
 
     def todo(protocol_name, attribute):
         for network in args.networks or NETWORKS[attribute]:
@@ -296,7 +327,8 @@ def main() -> None:
             for network, epochs in todo(name, PROTOCOLS[name]["attribute"]):
                 bench_network(protocol_name=name, network=network, manifest=manifest,
                               cache=pictures, epochs=epochs, results=results, out=args.out,
-                              work=args.work, image_size=size, workers=args.workers)  # fmt: skip
+                              work=args.work, image_size=size, workers=args.workers,
+                              warm_from=args.warm_from)  # fmt: skip
         print(f"wrote {args.out}")
         return
 
@@ -333,7 +365,8 @@ def main() -> None:
         for network, epochs in todo(name, attribute):
             bench_network(protocol_name=name, network=network, manifest=snapshot.manifest,
                           cache=cache, epochs=epochs, results=results, out=args.out,
-                          work=args.work, image_size=size, workers=args.workers)  # fmt: skip
+                          work=args.work, image_size=size, workers=args.workers,
+                          warm_from=args.warm_from)  # fmt: skip
     print(f"wrote {args.out}")
 
 
