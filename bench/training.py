@@ -3,6 +3,8 @@
     .venv/bin/python bench/training.py                 # every protocol and network, resumable
     .venv/bin/python bench/training.py --only category_8 --networks catalogue_net
     .venv/bin/python bench/training.py --export .gpu/                # one export per protocol
+    .venv/bin/python bench/training.py --from-export .gpu/category_8.npz --networks catalogue_net \
+        --warm-from category_all50      # start from catalogue_net trained on the 41 types first
     KERAS_BACKEND=jax python3 bench/training.py --from-export .gpu/category_8.npz \
         --out $OUT/training-gpu.json                                   # on the GPU machine
 
