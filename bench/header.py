@@ -18,7 +18,8 @@ def result_header(name: str) -> dict:
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip() or os.environ.get("CATALOGUE_COMMIT", "")
     changed = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        # results files change while a benchmark runs; they are not the code that ran
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -279,8 +279,8 @@ def backbone(work: Path, protocol_name: str, network: str, manifest) -> Path:
     this says so for these two)."""
     folder = work / "artefacts" / f"{protocol_name}-{network}"
     if not (folder / SPLITS).is_file():
-        raise SystemExit(f"no {network} trained on {protocol_name} in {work}: run "
-                         f"--only {protocol_name} --networks {network} first (same --work)")  # fmt: skip
+        raise SystemExit(f"no {network} trained on {protocol_name} in {work}: train it on "
+                         f"{protocol_name} first, with the same --work")  # fmt: skip
     seen = {k for k, split in json.loads((folder / SPLITS).read_text()).items() if split != "test"}
     test = {i["key"] for i in manifest["images"] if i["split"] == "test"}
     if seen & test:
