@@ -55,14 +55,22 @@ PROTOCOLS = {
     "category_all50": {"attribute": "category", "level": "article", "min": 50, "target": 0.85},
     "colour_exact": {"attribute": "colour", "level": "colour", "min": 20},
     "colour_family": {"attribute": "colour", "level": "family", "min": 20, "target": 0.75},
+    # one backbone, a head per attribute, on every labelled picture: a start for the others
+    "shared": {"levels": {"category": "article", "colour": "family"}, "min": 20},
 }  # fmt: skip
 NETWORKS = {
     "category": ["catalogue_net", "compact_80x60", "category_cnn10"],
     "colour": ["catalogue_net", "compact_80x60", "colour_cnn11"],
+    "shared": ["catalogue_net"],
 }
 EPOCHS = {"catalogue_net": 12, "compact_80x60": 12, "category_cnn10": 8, "colour_cnn11": 8}
 DATABASE = "catalogue_bench_training"
 SPLITS = "splits.json"  # beside each artefact: picture key -> split, for --warm-from's check
+
+
+def levels(protocol) -> dict[str, str]:
+    """attribute -> taxonomy level of a protocol's heads."""
+    return protocol.get("levels") or {protocol["attribute"]: protocol["level"]}
 
 
 def prepare(settings, work: Path):
@@ -123,16 +131,17 @@ def compute_bound(network, classes, image_size, batch_size=64, steps=40, epochs=
     from pipeline.train.fit import compile_for_training
     from pipeline.train.models import architecture, build_model
 
-    attribute, names = next(iter(classes.items()))
     rng = np.random.default_rng(0)
     count = steps * batch_size
     # uint8, as the product's input pipeline feeds them (the network casts where it runs)
     pictures = rng.integers(0, 256, (count, *image_size, 3), dtype=np.uint8)
-    targets = keras.utils.to_categorical(rng.integers(0, len(names), count), len(names))
-    model = build_model(network, {attribute: len(names)}, image_size=image_size)
-    compile_for_training(model, architecture(network), [attribute], total_steps=steps * epochs)
+    targets = {a: keras.utils.to_categorical(rng.integers(0, len(names), count), len(names))
+               for a, names in classes.items()}  # fmt: skip
+    model = build_model(network, {a: len(names) for a, names in classes.items()},
+                        image_size=image_size)  # fmt: skip
+    compile_for_training(model, architecture(network), list(classes), total_steps=steps * epochs)
     timer = EpochTimer()
-    model.fit(pictures, {attribute: targets}, batch_size=batch_size, epochs=epochs,
+    model.fit(pictures, targets, batch_size=batch_size, epochs=epochs,
               shuffle=False, verbose=0, callbacks=[timer.callback()])  # fmt: skip
     return count / timer.steady_seconds()
 
@@ -202,19 +211,20 @@ def bench_network(
     from pipeline.train.models import architecture
 
     protocol = PROTOCOLS[protocol_name]
-    attribute = protocol["attribute"]
+    attributes = list(levels(protocol))
     size = tuple(image_size or architecture(network).image_size)
     key = f"{protocol_name}/{network}" + (f"@{size[0]}x{size[1]}" if image_size else "")
     initial_weights = None
     if warm_from:
         key += f"+{warm_from}"
         initial_weights = backbone(work, warm_from, network, manifest)
-    classes = {attribute: manifest["attributes"][attribute]["classes"]}
+    classes = {a: manifest["attributes"][a]["classes"] for a in attributes}
     train_items = [i for i in manifest["images"]
-                   if i["split"] == "train" and attribute in i["labels"]]  # fmt: skip
+                   if i["split"] == "train" and any(a in i["labels"] for a in attributes)]  # fmt: skip
     cache.warm([i["key"] for i in manifest["images"]])
     feed = input_rate(train_items, classes, cache, size)
-    print(f"{key}: {len(classes[attribute])} classes, {len(train_items)} training pictures, "
+    print(f"{key}: {' + '.join(f'{len(c)} {a}' for a, c in classes.items())} classes, "
+          f"{len(train_items)} training pictures, "
           f"{epochs} epochs; input pipeline {feed:.0f} pictures/s", flush=True)  # fmt: skip
 
     def progress(epoch, logs):
@@ -225,7 +235,7 @@ def bench_network(
     started = result_header("training")  # the code that trains, even if HEAD moves meanwhile
     timer = EpochTimer()
     trained = train(
-        manifest=manifest, cache=cache, attributes=[attribute],
+        manifest=manifest, cache=cache, attributes=attributes,
         options=TrainOptions(architecture=network, epochs=epochs, image_size=size, workers=workers,
                              initial_weights=initial_weights),
         out=folder, progress=progress, callbacks=[timer.callback()],
@@ -233,25 +243,30 @@ def bench_network(
     (folder / SPLITS).write_text(json.dumps({i["key"]: i["split"] for i in manifest["images"]}))
     steady = len(train_items) / timer.steady_seconds()
     bound = compute_bound(network, classes, size)
-    measured = trained.metrics[attribute]
-    counts = manifest["counts"][attribute]
+    scores = {
+        a: {
+            "level": levels(protocol)[a],
+            "classes": len(classes[a]),
+            "pictures": {split: sum(c.values()) for split, c in manifest["counts"][a].items()},
+            **{m: trained.metrics[a][m] for m in ("accuracy", "macro_f1", "top2_accuracy",
+                                                  "majority_accuracy", "random_accuracy")},
+        }
+        for a in attributes
+    }  # fmt: skip
     results["entries"][key] = {
         "protocol": protocol_name,
         "network": network,
-        "attribute": attribute,
-        "level": protocol["level"],
-        "classes": len(classes[attribute]),
+        # one attribute: its figures inline, as before; several: one set per attribute
+        **(
+            {"attribute": attributes[0], **scores[attributes[0]]}
+            if len(attributes) == 1
+            else {"attributes": scores}
+        ),
         "snapshot": manifest["checksum"],
-        "pictures": {split: sum(c.values()) for split, c in counts.items()},
         "epochs": epochs,
         "image_size": list(size),
         "backend": trained.backend,
         "device": device_name(),
-        "accuracy": measured["accuracy"],
-        "macro_f1": measured["macro_f1"],
-        "top2_accuracy": measured["top2_accuracy"],
-        "majority_accuracy": measured["majority_accuracy"],
-        "random_accuracy": measured["random_accuracy"],
         "seed_result": protocol.get("seed"),
         "target": protocol.get("target") if network == "catalogue_net" else None,
         "train_seconds": round(trained.seconds, 1),
@@ -268,9 +283,10 @@ def bench_network(
     results.update(result_header("training"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{key}: accuracy {measured['accuracy']:.3f}, macro-F1 {measured['macro_f1']:.3f} "
-          f"({trained.seconds:.0f}s; steady {steady:.0f} img/s, bound {bound:.0f} img/s)",
-          flush=True)  # fmt: skip
+    figures = "; ".join(f"{a} accuracy {s['accuracy']:.3f}, macro-F1 {s['macro_f1']:.3f}"
+                        for a, s in scores.items())  # fmt: skip
+    print(f"{key}: {figures} ({trained.seconds:.0f}s; steady {steady:.0f} img/s, "
+          f"bound {bound:.0f} img/s)", flush=True)  # fmt: skip
 
 
 def backbone(work: Path, protocol_name: str, network: str, manifest) -> Path:
@@ -313,8 +329,9 @@ def main() -> None:
     suffix = f"@{size[0]}x{size[1]}" if size else ""
     suffix += f"+{args.warm_from}" if args.warm_from else ""
 
-    def todo(protocol_name, attribute):
-        for network in args.networks or NETWORKS[attribute]:
+    def todo(protocol_name):
+        protocol = PROTOCOLS[protocol_name]
+        for network in args.networks or NETWORKS[protocol.get("attribute", protocol_name)]:
             if f"{protocol_name}/{network}{suffix}" in results["entries"] and not args.force:
                 print(f"{protocol_name}/{network}: done before, skipped", flush=True)
                 continue
@@ -326,7 +343,7 @@ def main() -> None:
         for path in args.from_export:
             name = path.stem
             manifest, pictures, _header = load_export(path)
-            for network, epochs in todo(name, PROTOCOLS[name]["attribute"]):
+            for network, epochs in todo(name):
                 bench_network(protocol_name=name, network=network, manifest=manifest,
                               cache=pictures, epochs=epochs, results=results, out=args.out,
                               work=args.work, image_size=size, workers=args.workers,
@@ -347,13 +364,12 @@ def main() -> None:
     cache = PictureCache(ObjectStore.for_images(settings), args.work / "pictures")
     for name in args.only or list(PROTOCOLS):
         protocol = PROTOCOLS[name]
-        attribute = protocol["attribute"]
         snapshot = snapshot_dataset(
             engine=engine, store=ObjectStore.for_models(settings),
             options=SnapshotOptions(
-                attributes=(attribute,), min_examples=protocol["min"],
-                levels={attribute: protocol["level"]},
-                only_classes={attribute: protocol["only"]} if "only" in protocol else {},
+                attributes=tuple(levels(protocol)), min_examples=protocol["min"],
+                levels=levels(protocol),
+                only_classes={protocol["attribute"]: protocol["only"]} if "only" in protocol else {},
             ),
         )  # fmt: skip
         if args.export:
@@ -364,7 +380,7 @@ def main() -> None:
             print(f"{name}: {written['pictures']} pictures, {written['bytes'] / 2**20:.1f} MiB "
                   f"in {written['path']}", flush=True)  # fmt: skip
             continue
-        for network, epochs in todo(name, attribute):
+        for network, epochs in todo(name):
             bench_network(protocol_name=name, network=network, manifest=snapshot.manifest,
                           cache=cache, epochs=epochs, results=results, out=args.out,
                           work=args.work, image_size=size, workers=args.workers,
