@@ -73,6 +73,22 @@ def levels(protocol) -> dict[str, str]:
     return protocol.get("levels") or {protocol["attribute"]: protocol["level"]}
 
 
+def entry_key(protocol_name: str, network: str, image_size=None, warm_from=None) -> str:
+    """A results entry's name: PROTOCOL/NET, then @HxW for a size of its own and +PROTOCOL for a
+    warm start."""
+    key = f"{protocol_name}/{network}"
+    if image_size:
+        key += f"@{image_size[0]}x{image_size[1]}"
+    if warm_from:
+        key += f"+{warm_from}"
+    return key
+
+
+def artefact_folder(work: Path, key: str) -> Path:
+    """Where the run named `key` leaves its artefact (and its `SPLITS`)."""
+    return work / "artefacts" / key.replace("/", "-")
+
+
 def prepare(settings, work: Path):
     """The bench database with all 15,000 photos and their labels (kept between runs)."""
     from sqlalchemy import create_engine, text
@@ -213,11 +229,8 @@ def bench_network(
     protocol = PROTOCOLS[protocol_name]
     attributes = list(levels(protocol))
     size = tuple(image_size or architecture(network).image_size)
-    key = f"{protocol_name}/{network}" + (f"@{size[0]}x{size[1]}" if image_size else "")
-    initial_weights = None
-    if warm_from:
-        key += f"+{warm_from}"
-        initial_weights = backbone(work, warm_from, network, manifest)
+    key = entry_key(protocol_name, network, image_size, warm_from)
+    initial_weights = backbone(work, warm_from, network, manifest) if warm_from else None
     classes = {a: manifest["attributes"][a]["classes"] for a in attributes}
     train_items = [i for i in manifest["images"]
                    if i["split"] == "train" and any(a in i["labels"] for a in attributes)]  # fmt: skip
@@ -231,7 +244,7 @@ def bench_network(
         print(f"  {key} epoch {epoch}: "
               + ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if "accuracy" in k), flush=True)  # fmt: skip
 
-    folder = work / "artefacts" / key.replace("/", "-")
+    folder = artefact_folder(work, key)
     started = result_header("training")  # the code that trains, even if HEAD moves meanwhile
     timer = EpochTimer()
     trained = train(
@@ -293,7 +306,7 @@ def backbone(work: Path, protocol_name: str, network: str, manifest) -> Path:
     """The artefact `network` left when trained on `protocol_name`, checked to have seen none of
     `manifest`'s test pictures (a post's split comes from its id, so it holds across snapshots;
     this says so for these two)."""
-    folder = work / "artefacts" / f"{protocol_name}-{network}"
+    folder = artefact_folder(work, entry_key(protocol_name, network))
     if not (folder / SPLITS).is_file():
         raise SystemExit(f"no {network} trained on {protocol_name} in {work}: train it on "
                          f"{protocol_name} first, with the same --work")  # fmt: skip
@@ -326,13 +339,12 @@ def main() -> None:
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.exists() else {"entries": {}}
     size = tuple(int(v) for v in args.image_size.split("x")) if args.image_size else None
-    suffix = f"@{size[0]}x{size[1]}" if size else ""
-    suffix += f"+{args.warm_from}" if args.warm_from else ""
 
     def todo(protocol_name):
         protocol = PROTOCOLS[protocol_name]
         for network in args.networks or NETWORKS[protocol.get("attribute", protocol_name)]:
-            if f"{protocol_name}/{network}{suffix}" in results["entries"] and not args.force:
+            done = entry_key(protocol_name, network, size, args.warm_from) in results["entries"]
+            if done and not args.force:
                 print(f"{protocol_name}/{network}: done before, skipped", flush=True)
                 continue
             yield network, args.epochs or EPOCHS[network]
