@@ -12,15 +12,18 @@ or `archive_dir`: import folders written by instaloader instead of asking Instag
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 from assets import NEW_IMAGES
 
 
 @dag(
-    schedule="0 2 * * *",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    # A new installation waits for the next 02:00 instead of collecting as soon as `catalogue up`
+    # unpauses it (that run would hold the one active-run slot, its retries ten minutes apart,
+    # while the operator's own first run waits queued): no start_date and a zero window, as in
+    # retrain_models.
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=timedelta(0)),
     catchup=False,
     max_active_runs=1,
     tags=["catalogue", "collect"],
