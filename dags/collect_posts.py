@@ -14,16 +14,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 from assets import NEW_IMAGES
+from schedules import from_next
 
 
 @dag(
-    # A new installation waits for the next 02:00 instead of collecting as soon as `catalogue up`
-    # unpauses it (that run would hold the one active-run slot, its retries ten minutes apart,
-    # while the operator's own first run waits queued): no start_date and a zero window, as in
-    # retrain_models.
-    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=timedelta(0)),
+    # a run at once would hold the one active-run slot, its retries ten minutes apart, while the
+    # operator's own first run waits queued
+    schedule=from_next("0 2 * * *"),
     catchup=False,
     max_active_runs=1,
     tags=["catalogue", "collect"],

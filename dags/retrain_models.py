@@ -22,17 +22,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, Param, dag, task
 from assets import LABELS_CHANGED, NEW_CHAMPION, NEW_CHAMPION_ALIAS
+from schedules import from_next
 
 
 @dag(
     schedule=AssetOrTimeSchedule(
-        # A new installation waits for the next Sunday instead of training at once. Airflow runs
-        # the latest past cron point when a start_date is set (run_immediately is then ignored)
-        # or, with run_immediately=False, when it lies within a tenth of the week: so no
-        # start_date, and a zero window.
-        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC", run_immediately=timedelta(0)),
+        timetable=from_next("0 3 * * 0"),  # a new installation waits for the next Sunday
         assets=LABELS_CHANGED,
     ),
     catchup=False,
