@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.terminal import PrintableFormatter, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -26,7 +27,12 @@ log = logging.getLogger("catalogue")
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    """One line for the user; names, captions and reasons from outside cannot drive the terminal."""
+    print(printable(message), flush=True)
+
+
+def _complain(message: object) -> None:
+    print(f"catalogue: {printable(message)}", file=sys.stderr, flush=True)
 
 
 # -- local stack ------------------------------------------------------------------------------------
@@ -269,7 +275,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
             image_size=size,
         )
     except ValueError as exc:  # bad size or share, unexpected styles.csv header
-        print(f"catalogue: {exc}", file=sys.stderr)
+        _complain(exc)
         return EXIT_CONFIG
     _say(
         f"wrote {summary.accounts} sample business accounts to {summary.out_dir}: "
@@ -984,10 +990,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
     settings = load_settings()
     with get_engine(settings.database_url).connect() as connection:
         result = connection.execute(text(args.query))
-        if result.returns_rows:
-            _say("\t".join(result.keys()))
+        if result.returns_rows:  # tab-separated; each cell escaped on its own
+            print("\t".join(map(printable, result.keys())), flush=True)
             for row in result:
-                _say("\t".join("" if v is None else str(v) for v in row))
+                print("\t".join("" if v is None else printable(v) for v in row), flush=True)
     return EXIT_OK
 
 
@@ -1312,25 +1318,26 @@ def _reported_errors() -> tuple[type[Exception], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler]
     )
     if not args.verbose:  # retries are reported once, in the final error, not per attempt
         logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
         return args.handler(args)
     except ConfigError as exc:
-        print(f"catalogue: configuration error: {exc}", file=sys.stderr)
+        _complain(f"configuration error: {exc}")
         return EXIT_CONFIG
     except _reported_errors() as exc:
-        print(f"catalogue: {exc}", file=sys.stderr)
+        _complain(exc)
         return EXIT_FAILED
     except (FileNotFoundError, FileExistsError) as exc:
-        print(f"catalogue: {exc}", file=sys.stderr)
+        _complain(exc)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("catalogue: interrupted", file=sys.stderr)
+        _complain("interrupted")
         return 130
     except BrokenPipeError:  # `catalogue accounts list | head`: the reader has enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
