@@ -51,6 +51,7 @@ class Settings:
     s3_region: str = "us-east-1"
     s3_public_endpoint: str | None = None
     s3_create_buckets: bool = True
+    s3_timeout_s: float = 20.0  # connect and read, per attempt; a silent server fails in ~2x this
     bucket_images: str = "catalogue-images"
     bucket_models: str = "catalogue-models"
     state_dir: Path = Path(".catalogue")
@@ -145,6 +146,14 @@ class Settings:
             ),
             s3_create_buckets=_boolean(
                 "CATALOGUE_S3_CREATE_BUCKETS", get("CATALOGUE_S3_CREATE_BUCKETS"), default=True
+            ),
+            s3_timeout_s=_number(
+                "CATALOGUE_S3_TIMEOUT_S",
+                get("CATALOGUE_S3_TIMEOUT_S"),
+                default=cls.s3_timeout_s,
+                kind=float,
+                low=0.1,
+                high=600,
             ),
             bucket_images=_bucket("CATALOGUE_S3_BUCKET_IMAGES", get("CATALOGUE_S3_BUCKET_IMAGES"))
             or "catalogue-images",
@@ -291,18 +300,19 @@ class Settings:
                 "is not set in production",
                 "Point it at the production S3 server; the local one is for development only.",
             )
-        if self.s3_secret_key in PLACEHOLDER_SECRETS:
-            raise ConfigError(
-                "CATALOGUE_S3_SECRET_KEY",
-                "is still the placeholder from .env.example",
-                "Set the real secret key.",
-            )
-        if self.database_url.password in PLACEHOLDER_SECRETS:
-            raise ConfigError(
-                "CATALOGUE_DATABASE_URL",
-                "uses the placeholder password from .env.example",
-                "Set the real password.",
-            )
+        for variable, secret in (
+            ("CATALOGUE_S3_SECRET_KEY", self.s3_secret_key),
+            ("CATALOGUE_DATABASE_URL", self.database_url.password),
+            ("CATALOGUE_AIRFLOW_DATABASE_URL",
+             self.airflow_database_url.password if self.airflow_database_url else None),
+            ("CATALOGUE_AIRFLOW_PASSWORD", self.airflow_password),
+        ):  # fmt: skip
+            if is_placeholder(secret):
+                raise ConfigError(
+                    variable,
+                    "still holds a placeholder secret from .env.example",
+                    "Set the real secret.",
+                )
 
     def with_local_services(self) -> Settings:
         """Fill the database URL and S3 endpoint that are not configured from the local stack.
@@ -359,12 +369,38 @@ def read_stack_record(state_dir: Path) -> dict:
         ) from exc
 
 
+def is_placeholder(secret: str | None) -> bool:
+    """True for a secret copied from .env.example (`change-me`, `Change-Me`, `CHANGEME`...)."""
+    return secret is not None and secret.strip().lower() in PLACEHOLDER_SECRETS
+
+
 def describe_url(url: URL | str) -> str:
-    """A database URL fit for messages and logs: the password is masked."""
-    return make_url(url).render_as_string(hide_password=True)
+    """A URL fit for messages and logs, built from its parsed parts: credentials are masked.
+
+    A password holding an unencoded `@` parses with the rest of the password in the host
+    (`user:pa@ss@host`: password `pa`, host `ss@host`): whatever comes before the host's last `@`
+    is credentials too, and is dropped. A text that does not parse keeps only its scheme and host.
+    """
+    if isinstance(url, URL):
+        host = (url.host or "").rpartition("@")[2] or None
+        return url.set(host=host).render_as_string(hide_password=True)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(not a URL)"
+    authority, slash, path = rest.partition("/")
+    if "@" in rest:  # the last @ ends the credentials, wherever a / or # in them cut the URL
+        authority, slash, path = rest.rpartition("@")[2].partition("/")
+        authority = "***@" + authority
+    return f"{scheme}://{authority}{slash}{path}"
 
 
 # -- parsers ----------------------------------------------------------------------------------
+_PERCENT_ENCODE = (
+    "Percent-encode special characters in the user and password: @ as %40, : as %3A, / as %2F, "
+    "# as %23, ? as %3F, % as %25"
+)
+
+
 def _database_url(name: str, value: str | None) -> URL | None:
     if value is None:
         return None
@@ -373,9 +409,29 @@ def _database_url(name: str, value: str | None) -> URL | None:
     except ArgumentError:
         raise ConfigError(
             name,
-            "is not a database URL",
-            "Use the form postgresql://USER:PASSWORD@HOST:5432/DATABASE.",
+            f"{describe_url(value)} is not a database URL",
+            f"Use the form postgresql://USER:PASSWORD@HOST:5432/DATABASE. {_PERCENT_ENCODE}",
         ) from None
+    except ValueError:  # the text after the last ':' of the host part is not a number
+        raise ConfigError(
+            name,
+            f"the port of {describe_url(value)} is not a number (or the password holds an "
+            "unencoded '@' or ':')",
+            f"{_PERCENT_ENCODE}.",
+        ) from None
+    port = url.port
+    if "@" in (url.host or ""):
+        raise ConfigError(
+            name,
+            f"the user or password of {describe_url(url)} holds an unencoded '@'",
+            f"{_PERCENT_ENCODE}.",
+        )
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(
+            name,
+            f"port {port} of {describe_url(url)} is not a TCP port",
+            "Use a number from 1 to 65535.",
+        )
     if url.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(
             name,
@@ -391,18 +447,32 @@ def _database_url(name: str, value: str | None) -> URL | None:
     return url.set(drivername="postgresql+psycopg2")
 
 
+def _url_parts(name: str, value: str, *, form: str, what: str = "an http(s) URL"):
+    """`value` split, or ConfigError naming `name`: never credentials in a URL, a numeric port."""
+    shown = describe_url(value if "://" in value else f"http://{value}")
+    try:
+        parts = urlsplit(value if "://" in value else f"http://{value}")
+        port = parts.port
+    except ValueError:  # a port that is not a number, a broken [IPv6] host
+        raise ConfigError(name, f"{shown} is not {what}", f"Use the form {form}.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, f"{shown} is not {what}", f"Use the form {form}.")
+    if "@" in parts.netloc:
+        keys = {
+            "CATALOGUE_AIRFLOW_URL": "CATALOGUE_AIRFLOW_USERNAME and CATALOGUE_AIRFLOW_PASSWORD"
+        }.get(name, "CATALOGUE_S3_ACCESS_KEY and CATALOGUE_S3_SECRET_KEY")
+        raise ConfigError(
+            name, f"{shown} holds credentials", f"Remove them from the URL and set {keys}."
+        )
+    if port == 0:
+        raise ConfigError(name, f"{shown} has port 0", "Use a port from 1 to 65535.")
+    return parts
+
+
 def _s3_endpoint(name: str, value: str | None) -> str | None:
     if value is None:
         return None
-    parts = urlsplit(value if "://" in value else f"http://{value}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
-        raise ConfigError(
-            name, f"'{value}' is not an http(s) endpoint", "Use the form http://HOST:PORT."
-        )
+    parts = _url_parts(name, value, form="http://HOST:PORT", what="an http(s) endpoint")
     if parts.path.strip("/") or parts.query:
         raise ConfigError(
             name,
@@ -415,11 +485,12 @@ def _s3_endpoint(name: str, value: str | None) -> str | None:
 def _http_url(name: str, value: str | None) -> str | None:
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if "://" not in value:
         raise ConfigError(
-            name, f"'{value}' is not an http(s) URL", "Use the form http://HOST:PORT[/PATH]."
-        )
+            name, f"'{describe_url('http://' + value)}' has no http(s)://",
+            "Use the form http://HOST:PORT[/PATH].",
+        )  # fmt: skip
+    _url_parts(name, value, form="http://HOST:PORT[/PATH]")
     return value.rstrip("/")
 
 

@@ -38,6 +38,12 @@ def explain_operational_error(
     """Turn psycopg2's connection failure into one line naming the setting to fix."""
     where = describe_url(url)
     reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else "unknown"
+    # psycopg2 quotes the host it tried; a host holding an '@' holds part of the password
+    credentials, at, host = (url.host or "").rpartition("@")
+    if at:
+        reason = reason.replace(f"{credentials}@{host}", host)
+    if url.password and len(url.password) >= 4:
+        reason = reason.replace(url.password, "***")
     lowered = reason.lower()
     if (
         "password authentication failed" in lowered

@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.config import ConfigError, Settings, load_settings
 
+PROD_DB = "postgresql://u:a-real-password@h/db"
 S3 = {
     "CATALOGUE_S3_ENDPOINT": "http://127.0.0.1:8333",
     "CATALOGUE_S3_ACCESS_KEY": "key",
@@ -133,12 +134,95 @@ def test_malformed_settings_name_the_variable(env, variable, words):
             "CATALOGUE_DATABASE_URL",
             id="placeholder-db-password",
         ),
+        pytest.param(
+            {**S3, "CATALOGUE_DATABASE_URL": "postgresql://u:CHANGE-ME@h/db"},
+            "CATALOGUE_DATABASE_URL",
+            id="placeholder-db-password-upper-case",
+        ),
+        pytest.param(
+            {**S3, "CATALOGUE_S3_SECRET_KEY": "Change-Me", "CATALOGUE_DATABASE_URL": PROD_DB},
+            "CATALOGUE_S3_SECRET_KEY",
+            id="placeholder-s3-secret-mixed-case",
+        ),
+        pytest.param(
+            {**S3, "CATALOGUE_AIRFLOW_PASSWORD": "change-me", "CATALOGUE_DATABASE_URL": PROD_DB},
+            "CATALOGUE_AIRFLOW_PASSWORD",
+            id="placeholder-airflow-password",
+        ),
+        pytest.param(
+            {**S3, "CATALOGUE_AIRFLOW_PASSWORD": "Change-Me", "CATALOGUE_DATABASE_URL": PROD_DB},
+            "CATALOGUE_AIRFLOW_PASSWORD",
+            id="placeholder-airflow-password-mixed-case",
+        ),
+        pytest.param(
+            {
+                **S3,
+                "CATALOGUE_DATABASE_URL": PROD_DB,
+                "CATALOGUE_AIRFLOW_DATABASE_URL": "postgresql://airflow:ChangeMe@h/airflow",
+            },
+            "CATALOGUE_AIRFLOW_DATABASE_URL",
+            id="placeholder-airflow-database-password",
+        ),
     ],
 )
 def test_production_refuses_development_defaults(env, variable):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"CATALOGUE_ENV": "production", **env})
     assert caught.value.variable == variable
+
+
+def test_production_accepts_real_secrets():
+    settings = Settings.from_env(
+        {"CATALOGUE_ENV": "production", **S3, "CATALOGUE_DATABASE_URL": PROD_DB,
+         "CATALOGUE_AIRFLOW_PASSWORD": "a-real-one"}
+    )  # fmt: skip
+    assert settings.environment == "production"
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        pytest.param("postgresql://cat:sec@ret-part@h:5432/db", "ret-part", id="at-in-password"),
+        pytest.param("postgresql://cat:p@ss:wo@rd@h:5432/db", "wo@rd", id="two-at-signs"),
+        pytest.param("postgresql://cat:pw-1234@h:abc/db", "pw-1234", id="port-not-a-number"),
+        pytest.param("postgresql://cat:pw-1234@h:99999/db", "pw-1234", id="port-out-of-range"),
+    ],
+)
+def test_a_database_url_that_does_not_parse_as_meant_never_shows_its_password(url, secret):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CATALOGUE_DATABASE_URL": url, **S3})
+    assert caught.value.variable == "CATALOGUE_DATABASE_URL"
+    assert secret not in str(caught.value)
+    assert "Percent-encode" in str(caught.value) or "TCP port" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("CATALOGUE_S3_ENDPOINT", "http://key:pw-1234@h:8333", id="s3-credentials"),
+        pytest.param("CATALOGUE_S3_PUBLIC_ENDPOINT", "https://k:pw-1234@s3.example.com",
+                     id="public-credentials"),
+        pytest.param("CATALOGUE_AIRFLOW_URL", "http://admin:pw-1234@h:8080", id="airflow-login"),
+    ],
+)  # fmt: skip
+def test_credentials_in_an_endpoint_are_refused_unshown(variable, value):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**S3, variable: value})
+    assert caught.value.variable == variable and "credentials" in str(caught.value)
+    assert "pw-1234" not in str(caught.value)
+
+
+def test_describe_url_masks_credentials_however_the_url_parses():
+    from sqlalchemy.engine import make_url
+
+    from pipeline.config import describe_url
+
+    assert (
+        describe_url(make_url("postgresql://cat:sec@ret@h:5/db")) == "postgresql://cat:***@h:5/db"
+    )
+    assert describe_url("postgresql://cat:p/ss@h:5/db") == "postgresql://***@h:5/db"
+    assert describe_url("http://k:s#e@c@h:1/x") == "http://***@h:1/x"
+    assert describe_url("http://h:1/x") == "http://h:1/x"
 
 
 def test_secrets_never_show_in_repr_or_description():
