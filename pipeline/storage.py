@@ -4,6 +4,10 @@ Images are content-addressed (`images/ab/cd/<sha256>.jpg`), so the same picture 
 stored once. Reads and listings stream; nothing loads a whole bucket. Transient failures (connection
 resets, 5xx, throttling) are retried with back-off by the HTTP pool; what remains is turned into an
 `ObjectStoreError` naming the setting to fix.
+
+Every wait is bounded: a connection and each answer get `CATALOGUE_S3_TIMEOUT_S` seconds, and a
+request that timed out is tried once more, so a server that accepts connections and never answers
+stops a command after about twice that time with one line naming the endpoint.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ CONTENT_TYPE_SUFFIX = {
     "application/json": ".json",
 }
 MULTIPART_PART_SIZE = 16 * 1024 * 1024
-TIMEOUT_S = 30
-RETRIES = 5
+TIMEOUT_S = 20.0  # Settings.s3_timeout_s
+RETRIES = 5  # answers that say "try again": 5xx, throttling, connection resets
+TIMEOUT_RETRIES = 1  # a server that did not answer in time rarely answers the next attempt
 HASH_CHUNK = 1024 * 1024
 
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
@@ -108,10 +113,12 @@ class ObjectStore:
         region: str = "us-east-1",
         bucket_setting: str = "CATALOGUE_S3_BUCKET_IMAGES",
         public_endpoint: str | None = None,
+        timeout_s: float = TIMEOUT_S,
     ) -> None:
         parts = urlsplit(endpoint)
         self.endpoint = endpoint
         self.bucket = bucket
+        self.timeout_s = timeout_s
         self._bucket_setting = bucket_setting
         self._client = Minio(
             parts.netloc,
@@ -119,7 +126,7 @@ class ObjectStore:
             secret_key=secret_key,
             secure=parts.scheme == "https",
             region=region,
-            http_client=_http_pool(),
+            http_client=_http_pool(timeout_s),
         )
         self._public_client = None
         if public_endpoint:
@@ -154,6 +161,7 @@ class ObjectStore:
             region=settings.s3_region,
             bucket_setting=bucket_setting,
             public_endpoint=settings.s3_public_endpoint,
+            timeout_s=settings.s3_timeout_s,
         )
 
     # -- start-up -------------------------------------------------------------------------------
@@ -351,7 +359,14 @@ class ObjectStore:
             return ObjectStoreError(
                 f"the S3 server at {self.endpoint} answered {exc.code}: {exc.message}"
             )
-        reason = str(getattr(exc, "reason", None) or exc).splitlines()[0]
+        cause = getattr(exc, "reason", None) or exc
+        if isinstance(cause, TimeoutError | urllib3.exceptions.TimeoutError):
+            return ObjectStoreUnreachable(
+                f"the S3 server at {self.endpoint} did not answer within {self.timeout_s:g}s "
+                f"({TIMEOUT_RETRIES + 1} tries): check that it is running and not overloaded, "
+                "fix CATALOGUE_S3_ENDPOINT, or raise CATALOGUE_S3_TIMEOUT_S for a slow server"
+            )
+        reason = str(cause).splitlines()[0]
         reason = reason.rsplit("new connection: ", 1)[-1][:200]  # "[Errno 111] Connection refused"
         return ObjectStoreUnreachable(
             f"cannot reach the S3 server at {self.endpoint} ({reason}): start it "
@@ -359,17 +374,19 @@ class ObjectStore:
         )
 
 
-def _http_pool() -> urllib3.PoolManager:
+def _http_pool(timeout_s: float = TIMEOUT_S) -> urllib3.PoolManager:
+    """The one place the S3 client's waits are set: timeouts, and how often each is retried."""
     retry = urllib3.Retry(
         total=RETRIES,
-        connect=2,
+        connect=TIMEOUT_RETRIES,
+        read=TIMEOUT_RETRIES,
         backoff_factor=0.2,
         status_forcelist=(500, 502, 503, 504),
         allowed_methods=None,  # every method: S3 writes of one key are idempotent
         raise_on_status=False,
     )
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=5, read=TIMEOUT_S),
+        timeout=urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s),
         maxsize=16,
         retries=retry,
         cert_reqs="CERT_REQUIRED",
