@@ -12,6 +12,10 @@ from sqlalchemy import Engine, text
 from pipeline.collect.posts import upsert_account
 
 _USERNAME = re.compile(r"^(?!.*\.\.)(?!\.)[a-z0-9._]{1,30}(?<!\.)$")
+# The first part of an instagram.com path that is not a profile: a post, reel or video names no
+# account; `stories/<username>/...` names one second.
+_POST_PATHS = {"p", "reel", "reels", "tv"}
+_NOT_PROFILE_PATHS = {"explore", "accounts", "direct", "about", "legal", "developer", "web"}
 
 
 class AccountError(ValueError):
@@ -40,11 +44,29 @@ class AccountRow:
 
 
 def normalise_username(value: str) -> str:
-    """`@Shop.Name`, `shop.name` or `https://www.instagram.com/shop.name/` -> `shop.name`."""
+    """`@Shop.Name`, `shop.name` or `https://www.instagram.com/shop.name/` -> `shop.name`.
+
+    A link to a post, reel or video is refused (it does not name its account); a story link
+    (`instagram.com/stories/shop.name/...`) names the account it belongs to.
+    """
     candidate = value.strip()
     if "instagram.com" in candidate:
-        candidate = urlsplit(candidate if "://" in candidate else f"https://{candidate}").path
-        candidate = candidate.strip("/").split("/")[0]
+        path = urlsplit(candidate if "://" in candidate else f"https://{candidate}").path
+        parts = [part for part in path.split("/") if part]
+        first = parts[0].lower() if parts else ""
+        if first in _POST_PATHS:
+            raise InvalidUsername(
+                f"'{value}' is a link to a post, not to a profile: give the account's profile "
+                "link (instagram.com/USERNAME) or its username"
+            )
+        if first == "stories" and len(parts) > 1:
+            parts = parts[1:]
+        elif first in _NOT_PROFILE_PATHS or first == "stories":
+            raise InvalidUsername(
+                f"'{value}' is not a link to a profile: give the account's profile link "
+                "(instagram.com/USERNAME) or its username"
+            )
+        candidate = parts[0] if parts else ""
     candidate = candidate.lstrip("@").lower()
     if not _USERNAME.match(candidate):
         raise InvalidUsername(

@@ -7,15 +7,12 @@ same picture posted by another account stays (content addressing).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
 from pipeline.accounts import UnknownAccount, normalise_username
 from pipeline.storage import ObjectStore
-
-_SHORTCODE = re.compile(r"^[A-Za-z0-9_-]{5,64}$")
 
 
 @dataclass(frozen=True)
@@ -81,12 +78,13 @@ def purge(
 
 def _target(engine: Engine, target: str) -> tuple[str, str, str]:
     with engine.connect() as connection:
-        if _SHORTCODE.match(target):
-            found = connection.execute(
-                text("SELECT 1 FROM raw.posts WHERE shortcode = :s"), {"s": target}
-            ).scalar()
-            if found:
-                return "post", "p.shortcode = :value", target
+        # the shortcode exactly as stored, whatever characters an archive gave it: a post that
+        # was stored can always be taken down by the name it was stored under
+        found = connection.execute(
+            text("SELECT 1 FROM raw.posts WHERE shortcode = :s"), {"s": target}
+        ).scalar()
+        if found:
+            return "post", "p.shortcode = :value", target
         try:
             name = normalise_username(target)
         except ValueError:
