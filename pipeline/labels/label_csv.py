@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,6 +39,11 @@ KEY_COLUMNS = ("shortcode", "position")
 OPTIONAL_COLUMNS = ("moderator", "note")
 REVIEW_COLUMNS = ("image_url", "reason", "account", "taken_at")
 MAX_FILE_BYTES = 200 * 1024 * 1024
+MAX_POSITION = 2**31 - 1  # raw.images.position is an integer
+MAX_LABEL_ID = 2**63 - 1  # catalogue.labels.id is a bigint
+# A label CSV header is a few short column names; anything else (an .env file, a key, a report) is
+# not one, and its first line is never echoed: it may hold a secret.
+_COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,63}$")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -183,6 +189,11 @@ def _parse(content: str, taxonomy: Taxonomy, report: ImportReport, name: str) ->
     except csv.Error as exc:
         raise LabelFileError(f"{name}: the header line is not valid CSV ({exc})") from None
     header = [h.strip().lstrip("\ufeff") for h in header]
+    if not all(_COLUMN_NAME.match(h) for h in header):
+        raise LabelFileError(
+            f"{name} is not a label CSV: its first line, {_masked_excerpt(content)}, is not a "
+            f"header of column names; a label CSV starts with {','.join(header_for(taxonomy))}"
+        )
     attributes = list(taxonomy.attributes)
     known = set(header_for(taxonomy)) | set(REVIEW_COLUMNS)
     known |= {f"{a}_suggestions" for a in attributes}
@@ -231,11 +242,15 @@ def _parse(content: str, taxonomy: Taxonomy, report: ImportReport, name: str) ->
             continue
         try:
             position_number = int(position)
-            if position_number < 0:
+            if not 0 <= position_number <= MAX_POSITION:
                 raise ValueError
         except ValueError:
             report.refused.append(
-                RefusedRow(line, f"position '{position}' is not a whole number >= 0")
+                RefusedRow(
+                    line,
+                    f"position '{_short(position)}' is not a whole number from 0 to "
+                    f"{MAX_POSITION} (the picture's index in its post)",
+                )
             )
             continue
         values, expected, problems = {}, {}, []
@@ -250,8 +265,13 @@ def _parse(content: str, taxonomy: Taxonomy, report: ImportReport, name: str) ->
             if f"{attribute}_label_id" in index:
                 try:
                     expected[attribute] = int(label_id) if label_id else 0
+                    if not 0 <= expected[attribute] <= MAX_LABEL_ID:
+                        raise ValueError
                 except ValueError:
-                    problems.append(f"{attribute}_label_id '{label_id}' is not a label id")
+                    problems.append(
+                        f"{attribute}_label_id '{_short(label_id)}' is not a label id "
+                        "(leave it as exported, or empty)"
+                    )
         if problems:
             report.refused.append(RefusedRow(line, "; ".join(problems)))
             continue
@@ -260,6 +280,17 @@ def _parse(content: str, taxonomy: Taxonomy, report: ImportReport, name: str) ->
                  cell("moderator") or None, cell("note") or None)
         )  # fmt: skip
     return rows
+
+
+def _short(cell: str, limit: int = 40) -> str:
+    return cell if len(cell) <= limit else cell[:limit] + "..."
+
+
+def _masked_excerpt(content: str) -> str:
+    """The first line's start, enough to recognise the file, never a value: `NAME=***`."""
+    first = content.lstrip("\ufeff").split("\n", 1)[0]
+    key = re.match(r"[A-Za-z_][A-Za-z0-9_.-]{0,23}(?=\s*[=:])", first)
+    return f"'{key.group()}=***'" if key else f"'{first[:3]}***'"
 
 
 def _image_ids(connection, rows: list[_Row]) -> dict[tuple[str, int], int | None]:
@@ -408,11 +439,19 @@ def export_labels(
 
 
 def format_report(report: ImportReport, *, limit: int = 50) -> Iterable[str]:
-    verb = "applied" if report.applied else "would apply (nothing written)"
+    if report.applied:
+        outcome = (
+            f"applied: {report.written} changed, {report.unchanged} unchanged, "
+            f"{len(report.stale)} skipped as changed since export"
+        )
+    else:  # a dry run, or --strict with a refused row: the valid labels were compared, not written
+        outcome = (
+            f"nothing written: {report.labels_wanted - report.unchanged} would change, "
+            f"{report.unchanged} unchanged"
+        )
     yield (
         f"{report.rows} rows: {len(report.refused)} refused, {report.labels_wanted} labels valid; "
-        f"{verb}: {report.written} changed, {report.unchanged} unchanged, "
-        f"{len(report.stale)} skipped as changed since export"
+        + outcome
         + (f" (job {report.job_id})" if report.job_id else "")
     )
     for row in [*report.refused, *report.stale][:limit]:
