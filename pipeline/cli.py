@@ -266,6 +266,8 @@ def cmd_samples(args: argparse.Namespace) -> int:
                 "--image-size", f"'{args.image_size}' is not WIDTHxHEIGHT", "Use e.g. 1080x1350."
             )
         size = (int(width), int(height))
+    from pipeline.labels.taxonomy import load_taxonomy
+
     try:
         summary = generate_sample_accounts(
             Path(args.dataset or settings.dataset_dir),
@@ -273,6 +275,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
             size=args.size,
             seed=args.seed,
             image_size=size,
+            taxonomy=load_taxonomy(settings.taxonomy_file),
         )
     except ValueError as exc:  # bad size or share, unexpected styles.csv header
         _complain(exc)
@@ -281,7 +284,9 @@ def cmd_samples(args: argparse.Namespace) -> int:
         f"wrote {summary.accounts} sample business accounts to {summary.out_dir}: "
         f"{summary.posts} posts ({summary.carousels} carousels, {summary.videos} videos), "
         f"{summary.images} images"
-    )
+        + (f"; {summary.values_left_out} colours and categories the taxonomy does not know "
+           "left out of labels.csv" if summary.values_left_out else "")
+    )  # fmt: skip
     return EXIT_OK
 
 
@@ -814,7 +819,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     archive = settings.state_dir / "samples" / f"size-{args.size}"
     if not (archive / "manifest.csv").exists():
-        summary = generate_sample_accounts(settings.dataset_dir, archive, size=args.size)
+        from pipeline.labels.taxonomy import load_taxonomy
+
+        summary = generate_sample_accounts(
+            settings.dataset_dir, archive, size=args.size,
+            taxonomy=load_taxonomy(settings.taxonomy_file),
+        )  # fmt: skip
         _say(f"wrote {summary.accounts} accounts, {summary.posts} posts, {summary.images} images")
     else:
         _say(f"reusing {archive}")
@@ -842,8 +852,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = import_labels(moderated, engine=engine, who=Who(name=settings.moderator or "demo"))
     _say(
         f"{report.written} labels written, {report.unchanged} unchanged, {len(report.refused)} "
-        "rows refused (values outside the taxonomy, e.g. the data set's free gifts; "
-        "`catalogue labels import` lists each)"
+        "rows refused (`catalogue labels import` lists each)"
     )
 
     _say("== 5/7 retraining: a dataset snapshot, one network with a colour and a category head, "

@@ -9,7 +9,9 @@ written by instaloader itself (`Post`/`Profile` structures saved with `save_meta
 
 `manifest.csv` next to the account folders records which product each picture shows, and
 `labels.csv` gives each picture the data set's colour and category in the label CSV format, ready
-for `catalogue labels import` (the moderator labels a marketplace would start from).
+for `catalogue labels import` (the moderator labels a marketplace would start from). A value the
+taxonomy does not know (the data set's "Free Gifts", "Basketballs"...) is left empty, with the
+note saying so, so the file imports without refused rows.
 
     python -m pipeline.samples /tmp/sample-accounts --size 1000 --image-size 1080x1350
 """
@@ -32,6 +34,8 @@ from pathlib import Path
 
 import instaloader
 from PIL import Image, ImageOps
+
+from pipeline.labels.taxonomy import Taxonomy, UnknownValue, load_taxonomy
 
 STYLES_COLUMNS = (
     "id",
@@ -111,6 +115,7 @@ class SampleSummary:
     out_dir: Path
     skipped_rows: int = 0  # malformed rows of styles.csv (column count, id, duplicate id)
     missing_images: int = 0  # well-formed rows whose images/<id>.jpg is absent
+    values_left_out: int = 0  # colours and categories of labels.csv the taxonomy does not know
 
 
 @dataclass(frozen=True)
@@ -156,13 +161,16 @@ def generate_sample_accounts(
     image_size: tuple[int, int] | None = None,
     carousel_share: float = 0.15,
     video_share: float = 0.02,
+    taxonomy: Taxonomy | None = None,
 ) -> SampleSummary:
     """Write instaloader-format archives of one business account per brand under `out_dir`.
 
     `size` products (all when None) are picked by a seeded hash of their id; the same arguments
     give byte-identical files. `image_size` (width, height) re-encodes every picture to that size
-    instead of copying the data set's JPEG bytes. `out_dir` must be absent or empty.
+    instead of copying the data set's JPEG bytes. `out_dir` must be absent or empty. `labels.csv`
+    holds only values `taxonomy` (default: the shipped one) accepts.
     """
+    taxonomy = taxonomy or load_taxonomy()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     _check_arguments(size=size, image_size=image_size, shares=(carousel_share, video_share))
     styles, images_dir = _require_dataset(dataset_dir)
@@ -206,16 +214,25 @@ def generate_sample_accounts(
         writer.writerows(manifest)
 
     products = {product.product_id: product for product in chosen}
+    left_out = 0
     with (out_dir / LABELS).open("w", newline="", encoding="utf-8") as fp:
         writer = csv.writer(fp, lineterminator="\n")
         writer.writerow(LABEL_COLUMNS)
         for _, shortcode, position, _, product_id, _ in manifest:
             product = products[product_id]
-            colour = "" if product.base_colour in ("NA", "") else product.base_colour
-            writer.writerow(
-                [shortcode, position, colour, product.article_type, "dataset",
-                 f"styles.csv product {product_id}"]
-            )  # fmt: skip
+            note = f"styles.csv product {product_id}"
+            cells = []
+            for attribute, column, value in (
+                ("colour", "baseColour", product.base_colour),
+                ("category", "articleType", product.article_type),
+            ):
+                known = value not in ("NA", "") and _accepts(taxonomy, attribute, value)
+                left_out += value not in ("NA", "") and not known
+                note += (
+                    "" if known or value in ("NA", "") else f"; {column} '{value}' not in taxonomy"
+                )
+                cells.append(value if known else "")
+            writer.writerow([shortcode, position, *cells, "dataset", note])
 
     all_plans = [plan for account_plans in plans.values() for plan in account_plans]
     return SampleSummary(
@@ -227,7 +244,16 @@ def generate_sample_accounts(
         out_dir=out_dir,
         skipped_rows=catalogue.skipped_rows,
         missing_images=catalogue.missing_images,
+        values_left_out=left_out,
     )
+
+
+def _accepts(taxonomy: Taxonomy, attribute: str, value: str) -> bool:
+    try:
+        taxonomy.attribute(attribute).canonical(value)
+    except UnknownValue:
+        return False
+    return True
 
 
 # -- the data set ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import requests
 from instaloader.structures import get_json_structure, load_structure_from_file
 from PIL import Image
 
+from pipeline.labels.taxonomy import load_taxonomy
 from pipeline.samples import (
     CAROUSEL_SIZES,
     LABEL_COLUMNS,
@@ -26,6 +27,7 @@ from pipeline.samples import (
     MANIFEST,
     MANIFEST_COLUMNS,
     MP4_PLACEHOLDER,
+    STYLES_COLUMNS,
     WINDOW_END,
     WINDOW_SECONDS,
     SampleSummary,
@@ -262,10 +264,46 @@ def test_labels_file_gives_each_picture_its_products_colour_and_category(sample,
         labels = {(row["shortcode"], row["position"]): row for row in reader}
     manifest = _manifest(sample.out_dir)
     assert len(labels) == len(manifest)
+    taxonomy = load_taxonomy()
     for row in manifest:
         label, style = labels[(row["shortcode"], row["position"])], styles[int(row["product_id"])]
-        assert label["category"] == style["articleType"]
-        assert label["colour"] == ("" if style["baseColour"] == "NA" else style["baseColour"])
+        for attribute, column in (("colour", "baseColour"), ("category", "articleType")):
+            if label[attribute]:
+                assert label[attribute] == style[column]
+            else:
+                assert style[column] == "NA" or f"{column} '{style[column]}'" in label["note"]
+            if label[attribute]:
+                taxonomy.attribute(attribute).canonical(label[attribute])  # the taxonomy's own
+
+
+def test_labels_file_holds_only_values_the_shipped_taxonomy_accepts(tmp_path):
+    """The data set has categories the taxonomy refuses (Free Gifts, Basketballs...): they are
+    left empty, so importing the sample's labels refuses no row."""
+    dataset = tmp_path / "dataset"
+    (dataset / "images").mkdir(parents=True)
+    rows = [
+        ("1", "Men", "Apparel", "Topwear", "Tshirts", "Navy Blue", "Summer", "2012", "Casual",
+         "Acme Men Navy Tshirt"),
+        ("2", "Men", "Free Items", "Free Gifts", "Free Gifts", "Black", "Fall", "2012", "Casual",
+         "Acme Free Gift"),
+        ("3", "Men", "Sporting Goods", "Sports Equipment", "Basketballs", "Orange", "Fall",
+         "2012", "Sports", "Acme Basketball"),
+    ]  # fmt: skip
+    with (dataset / "styles.csv").open("w", newline="", encoding="utf-8") as fp:
+        csv.writer(fp).writerows([STYLES_COLUMNS, *rows])
+    for row in rows:
+        Image.new("RGB", (60, 80), (10, 20, 30)).save(dataset / "images" / f"{row[0]}.jpg")
+    summary = generate_sample_accounts(dataset, tmp_path / "out", carousel_share=0, video_share=0)
+    with (summary.out_dir / LABELS).open(newline="", encoding="utf-8") as fp:
+        labels = list(csv.DictReader(fp))
+    assert len(labels) == 3 and summary.values_left_out == 2
+    taxonomy = load_taxonomy()
+    for label in labels:
+        for attribute in ("colour", "category"):
+            if label[attribute]:
+                taxonomy.attribute(attribute).canonical(label[attribute])
+    assert sorted(label["category"] for label in labels) == ["", "", "Tshirts"]
+    assert any("articleType 'Free Gifts' not in taxonomy" in label["note"] for label in labels)
 
 
 def test_media_ids_are_unique_and_fit_in_63_bits(sample, offline):
