@@ -8,11 +8,21 @@ carousel's pictures). `<root>` may also be one profile folder itself.
 Names from the archive are untrusted: folders must be Instagram usernames, files are only ever
 found by listing a folder, and a file (or link) that resolves outside the archive is refused. No
 request ever goes to Instagram: metadata missing from a file is a refusal, not a download.
+Sizes are untrusted too: a post or profile file that expands beyond `MAX_POST_FILE_BYTES` is
+refused without being expanded further, and a picture's size is known before it is read (above
+the picture check's `MAX_BYTES` it is refused unread).
+
+A post belongs to the account its own `owner` id names, whichever folder holds it; one naming an
+Instagram id no stored account has is refused. A profile file's modification time (instaloader
+writes it when it downloads the profile) is when that username was seen, and a post file's when
+its listing was: a renamed shop's older folder adds its posts to the account without renaming it
+back, and an older download of a post never moves the slides a newer one placed.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import lzma
 import os
@@ -21,7 +31,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,7 +41,9 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.accounts import AccountError, normalise_username
+from pipeline.collect.images import MAX_BYTES, ImageRefused
 from pipeline.collect.posts import (
+    AccountConflict,
     CollectedImage,
     CollectedPost,
     PreparedPost,
@@ -61,10 +74,18 @@ CHUNK_POSTS = (50, 1000)
 CHUNK_BYTES = 96 * 1024 * 1024
 # picture checks: C code without the GIL, one thread per core this process may use
 CHECKING_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
+# The most a post or profile file may expand to: instaloader's largest real post files are tens
+# of KB; a 157 KB `.json.xz` can expand to 1 GiB (and took 2.3 GB of memory to read).
+MAX_POST_FILE_BYTES = 16 * 1024 * 1024
 # What a damaged or hostile post file can raise while instaloader reads it.
 _UNREADABLE = (
     InstaloaderException, KeyError, ValueError, TypeError, OSError, EOFError, lzma.LZMAError,
+    AttributeError, RecursionError,
 )  # fmt: skip
+
+
+class PostFileTooBig(ValueError):
+    """A post or profile file expands beyond MAX_POST_FILE_BYTES."""
 
 
 class ArchiveError(ValueError):
@@ -78,22 +99,26 @@ class ImportSummary:
     posts_seen: int = 0
     posts_new: int = 0
     posts_updated: int = 0
+    posts_refused: int = 0  # post files refused whole (each a row in raw.quarantine)
+    posts_cleaned: int = 0  # posts stored with text Postgres refuses taken out
     images_new: int = 0
     objects_written: int = 0
-    quarantined: int = 0
+    quarantined: int = 0  # refused post files and pictures
     seconds: float = 0.0
 
     @property
     def posts_unchanged(self) -> int:
-        return self.posts_seen - self.posts_new - self.posts_updated
+        return self.posts_seen - self.posts_new - self.posts_updated - self.posts_refused
 
     def add(self, outcome: StoreOutcome) -> None:
         self.posts_seen += 1
         self.posts_new += int(outcome.post_inserted)
         self.posts_updated += int(outcome.post_updated)
+        self.posts_refused += int(outcome.post_refused is not None)
+        self.posts_cleaned += int(bool(outcome.cleaned))
         self.images_new += outcome.images_inserted
         self.objects_written += outcome.objects_written
-        self.quarantined += outcome.images_quarantined
+        self.quarantined += outcome.images_quarantined + int(outcome.post_refused is not None)
 
 
 @dataclass(frozen=True)
@@ -101,6 +126,16 @@ class _ArchivePost:
     account: str
     account_id: int
     path: Path
+    instagram_id: int | None = None  # the folder's account's
+
+
+@dataclass(frozen=True)
+class _LoadedPost:
+    """A post file read: the post, or why it is refused; `item` names the account it goes to."""
+
+    item: _ArchivePost
+    post: CollectedPost | None
+    refused: str | None = None
 
 
 Progress = Callable[[ImportSummary], None]
@@ -160,9 +195,9 @@ def import_archive(
         )
         if account is None:
             return []
-        name, account_id = account
+        name, account_id, instagram_id = account
         return [
-            _ArchivePost(name, account_id, path)
+            _ArchivePost(name, account_id, path, instagram_id)
             for path in sorted(folder.iterdir())
             if POST_FILE.match(path.name)
         ]
@@ -174,6 +209,7 @@ def import_archive(
         ThreadPoolExecutor(max_workers=CHECKING_THREADS) as checking,
     ):
         posts = [post for found in pool.map(register, _profile_folders(root)) for post in found]
+        posts = _current_names(engine, posts)
         summary.accounts = sorted({post.account for post in posts})
 
         def on_held_connection(step: Callable[[Engine | Connection], T]) -> T:
@@ -187,8 +223,8 @@ def import_archive(
                 connections.drop()
                 return step(connections.get())
 
-        def prepare(collected: CollectedPost | None) -> PreparedPost | None:
-            return None if collected is None else prepare_post(collected)
+        def prepare(loaded: _LoadedPost) -> PreparedPost | None:
+            return None if loaded.post is None else prepare_post(loaded.post)
 
         def upload(prepared: PreparedPost | None, stored_ids: set[int]) -> UploadedPost | None:
             if prepared is None:
@@ -200,9 +236,10 @@ def import_archive(
                 )
             )
 
-        def write(item: _ArchivePost, uploaded: UploadedPost | None) -> StoreOutcome:
+        def write(loaded: _LoadedPost, uploaded: UploadedPost | None) -> StoreOutcome:
+            item = loaded.item
             if uploaded is None:
-                return _refuse_post(item, root=root, engine=engine, context=context)
+                return _refuse_file(loaded, root=root, engine=engine)
             return on_held_connection(
                 lambda db: write_post(
                     db=db, uploaded=uploaded, account_id=item.account_id, account=item.account
@@ -221,16 +258,18 @@ def import_archive(
         start, size = 0, CHUNK_POSTS[0]
         while start < len(posts):
             chunk = posts[start : start + size]
-            loaded = [_load_post(item, root=root, context=context) for item in chunk]
-            stored_ids = _stored_post_ids(engine, [p.media_id for p in loaded if p is not None])
+            loaded = _owners(
+                engine, [_load_post(item, root=root, context=context) for item in chunk]
+            )
+            stored_ids = _stored_post_ids(engine, [p.post.media_id for p in loaded if p.post])
             prepared = list(checking.map(prepare, loaded))
             uploaded = list(pool.map(upload, prepared, itertools.repeat(stored_ids)))
-            for outcome in pool.map(write, chunk, uploaded):
+            for outcome in pool.map(write, loaded, uploaded):
                 _count(outcome, summary, progress)
             start += len(chunk)
             size = _chunk_size(prepared)
             # let this chunk's pictures go before the next chunk's are read
-            del prepared, uploaded
+            del loaded, prepared, uploaded
 
     _record_success(engine, summary.accounts)
     if summary.posts_new + summary.images_new >= 1000:
@@ -329,8 +368,8 @@ def _register_account(
     enable: bool,
     allow_personal: bool,
     summary: ImportSummary,
-) -> tuple[str, int] | None:
-    from instaloader.structures import Profile, load_structure_from_file
+) -> tuple[str, int, int | None] | None:
+    from instaloader.structures import Profile, load_structure
 
     relative = str(folder.relative_to(root)) or folder.name
     try:
@@ -352,27 +391,38 @@ def _register_account(
         if not _inside(candidate, root):
             continue
         try:
-            profile = load_structure_from_file(context, str(candidate))
+            profile = load_structure(context, _read_json(candidate))
             if isinstance(profile, Profile):
                 facts = {
                     "instagram_id": profile.userid,
                     "full_name": profile.full_name,
                     "is_business": profile.is_business_account,
                     "follower_count": profile.followers,
+                    # instaloader wrote the file when it downloaded the profile: the name was
+                    # seen then (which of a renamed shop's two folders is the newer)
+                    "seen_at": _modified(candidate),
                 }
                 break
         except _UNREADABLE as exc:
             log.warning("profile file %s unreadable: %s", candidate, exc)
 
+    try:
+        with engine.begin() as connection:
+            key = upsert_account(
+                connection=connection,
+                username=username,
+                enabled=enable,
+                allow_personal=allow_personal,
+                **facts,
+            )
+    except AccountConflict as exc:
+        with engine.begin() as connection:
+            quarantine(connection=connection, source=SOURCE, input_ref=relative,
+                       reason=exc.reason, account=username)  # fmt: skip
+        summary.skipped_accounts[username] = exc.reason
+        return None
+    account_id, username = key.id, key.username
     with engine.begin() as connection:
-        key = upsert_account(
-            connection=connection,
-            username=username,
-            enabled=enable,
-            allow_personal=allow_personal,
-            **facts,
-        )
-        account_id = key.id
         if facts.get("is_business") is False and not key.allow_personal:
             reason = (
                 "personal (non-business) account: not collected; "
@@ -387,46 +437,150 @@ def _register_account(
             )
             summary.skipped_accounts[username] = reason
             return None
-    return username, account_id
+    return username, account_id, facts.get("instagram_id")
 
 
-def _load_post(item: _ArchivePost, *, root: Path, context) -> CollectedPost | None:
-    """The post in a file, or None when it cannot be read (`_refuse_post` says why)."""
+def _modified(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+def _read_json(path: Path):
+    """The JSON of a post or profile file (`.json`, or `.json.xz` expanded a piece at a time),
+    refused once it would expand beyond MAX_POST_FILE_BYTES."""
+    limit = MAX_POST_FILE_BYTES
+    too_big = PostFileTooBig(
+        f"post file expands to more than {limit:,} bytes (MAX_POST_FILE_BYTES): refused unread"
+    )
+    with path.open("rb") as handle:
+        if not path.name.endswith(".xz"):
+            data = handle.read(limit + 1)
+            if len(data) > limit:
+                raise too_big
+            return json.loads(data)
+        decompressor, expanded = lzma.LZMADecompressor(), bytearray()
+        while not decompressor.eof:
+            chunk = b""
+            if decompressor.needs_input:
+                chunk = handle.read(64 * 1024)
+                if not chunk:
+                    raise EOFError("the compressed file ends before its data does")
+            expanded += decompressor.decompress(chunk, max_length=limit + 1 - len(expanded))
+            if len(expanded) > limit:
+                raise too_big
+    return json.loads(expanded)
+
+
+def _load_post(item: _ArchivePost, *, root: Path, context) -> _LoadedPost:
+    """The post in a file, or why it cannot be read."""
     try:
-        return _read_post(item, root=root, context=context)
-    except _UNREADABLE:
-        return None
+        return _LoadedPost(item, _read_post(item, root=root, context=context))
+    except PostFileTooBig as exc:
+        reason = str(exc)
+    except _UNREADABLE as exc:
+        reason = f"unreadable post file: {type(exc).__name__}: {exc}"
+    return _LoadedPost(item, None, reason[:500])
 
 
 def _read_post(item: _ArchivePost, *, root: Path, context) -> CollectedPost:
-    from instaloader.structures import Post, load_structure_from_file
+    from instaloader.structures import Post, load_structure
 
     if not _inside(item.path, root):
         raise ValueError("the file resolves outside the archive folder")
-    post = load_structure_from_file(context, str(item.path))
+    post = load_structure(context, _read_json(item.path))
     if not isinstance(post, Post):
         raise ValueError(f"holds a {type(post).__name__}, not a Post")
     stem = POST_FILE.match(item.path.name)["stem"]
     images = _images(post, item.path.parent, stem, root)
-    return from_instaloader(post, images=images, source=SOURCE)
+    return replace(
+        from_instaloader(post, images=images, source=SOURCE),
+        # instaloader wrote the file when it listed the post
+        listed_at=_modified(item.path),
+        source_ref=str(item.path.relative_to(root)),
+    )
 
 
-def _refuse_post(item: _ArchivePost, *, root: Path, engine: Engine, context) -> StoreOutcome:
-    relative = str(item.path.relative_to(root))
+def _owner_id(post: CollectedPost) -> int | None:
+    owner = post.node.get("owner")
     try:
-        _read_post(item, root=root, context=context)
-        reason = "unreadable post file"
-    except _UNREADABLE as exc:
-        reason = f"unreadable post file: {type(exc).__name__}: {exc}"
+        return int(owner["id"]) if isinstance(owner, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _owners(engine: Engine, loaded: list[_LoadedPost]) -> list[_LoadedPost]:
+    """Each post with the account its own owner id names, whichever folder holds it: a stored
+    account of that id, else refused (a folder whose account has no known id keeps its posts)."""
+    foreign = {
+        owner
+        for entry in loaded
+        if entry.post is not None
+        and (owner := _owner_id(entry.post)) is not None
+        and owner != entry.item.instagram_id
+    }
+    if not foreign:
+        return loaded
+    with engine.connect() as connection:
+        accounts = {
+            row.instagram_id: row
+            for row in connection.execute(
+                text(
+                    "SELECT id, username, instagram_id FROM raw.accounts "
+                    "WHERE instagram_id = ANY(:ids)"
+                ),
+                {"ids": sorted(foreign)},
+            )
+        }
+    owned = []
+    for entry in loaded:
+        owner = None if entry.post is None else _owner_id(entry.post)
+        item = entry.item
+        if owner is None or owner == item.instagram_id:
+            owned.append(entry)
+        elif owner in accounts:
+            account = accounts[owner]
+            owned.append(
+                replace(entry, item=replace(item, account=account.username,
+                                            account_id=account.id, instagram_id=owner))
+            )  # fmt: skip
+        elif item.instagram_id is None:
+            owned.append(entry)
+        else:
+            reason = (
+                f"the post belongs to Instagram id {owner}, not to @{item.account} (id "
+                f"{item.instagram_id}), and no account has that id: not imported; import its "
+                "owner's folder (with its profile file) and rerun"
+            )
+            owned.append(replace(entry, post=None, refused=reason))
+    return owned
+
+
+def _current_names(engine: Engine, posts: list[_ArchivePost]) -> list[_ArchivePost]:
+    """The posts with their accounts' names and ids as stored once every folder is registered
+    (a renamed shop's two folders are one account, under its newer name)."""
+    ids = sorted({post.account_id for post in posts})
+    with engine.connect() as connection:
+        rows = {
+            row.id: row
+            for row in connection.execute(
+                text("SELECT id, username, instagram_id FROM raw.accounts WHERE id = ANY(:ids)"),
+                {"ids": ids},
+            )
+        }
+    return [
+        replace(post, account=rows[post.account_id].username,
+                instagram_id=rows[post.account_id].instagram_id)
+        for post in posts
+    ]  # fmt: skip
+
+
+def _refuse_file(loaded: _LoadedPost, *, root: Path, engine: Engine) -> StoreOutcome:
+    item = loaded.item
+    relative = str(item.path.relative_to(root))
+    reason = loaded.refused or "unreadable post file"
     with engine.begin() as connection:
-        quarantine(
-            connection=connection,
-            source=SOURCE,
-            input_ref=relative,
-            reason=reason[:500],
-            account=item.account,
-        )
-    outcome = StoreOutcome(images_quarantined=1)
+        quarantine(connection=connection, source=SOURCE, input_ref=relative, reason=reason,
+                   account=item.account)  # fmt: skip
+    outcome = StoreOutcome(post_refused=reason)
     outcome.refusals.append(f"{relative}: {reason}")
     return outcome
 
@@ -469,10 +623,21 @@ def _reader(folder: Path, name: str, root: Path) -> Callable[[], bytes]:
             if path.exists() or path.is_symlink():
                 if not _inside(path, root):
                     raise OSError("the file resolves outside the archive folder")
-                return path.read_bytes()
+                return _read_picture(path)
         raise FileNotFoundError(f"{name}.jpg")
 
     return read
+
+
+def _read_picture(path: Path) -> bytes:
+    """A picture file's bytes, its size known first: one beyond the picture check's limit is
+    refused unread (a sparse 1 GiB file costs nothing)."""
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = handle.read(MAX_BYTES + 1) if size <= MAX_BYTES else b""
+    if size > MAX_BYTES or len(data) > MAX_BYTES:
+        raise ImageRefused(f"file too big: {max(size, len(data)):,} bytes > limit {MAX_BYTES:,}")
+    return data
 
 
 def _record_success(engine: Engine, accounts: list[str]) -> None:

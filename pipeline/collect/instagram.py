@@ -35,11 +35,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from pipeline.accounts import UnknownAccount, normalise_username
 from pipeline.collect.posts import (
+    AccountConflict,
     CollectedImage,
     ImageDownloadFailed,
     child_media_ids,
     from_instaloader,
     store_post,
+    upsert_account,
 )
 from pipeline.storage import ObjectStore
 
@@ -202,23 +204,28 @@ def _renamed_to(loader: Any, account: dict) -> str | None:
 
 
 def _record_profile(engine: Engine, account: dict, profile: Any, run: AccountRun) -> bool:
-    """Store the profile's facts; False when the account must not be collected."""
+    """Store the profile's facts; False when the account must not be collected.
+
+    Through `upsert_account`, as the archive import: an account already stored under another
+    name with this Instagram id (an archive of the shop's old name) takes this name, and the
+    operator's row for it is merged in; `account` then describes the merged account.
+    """
     is_business = bool(profile.is_business_account)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "UPDATE raw.accounts SET instagram_id = :id, full_name = :full_name, "
-                "is_business = :business, follower_count = :followers, updated_at = now() "
-                "WHERE id = :account"
-            ),
-            {
-                "id": profile.userid,
-                "full_name": profile.full_name,
-                "business": is_business,
-                "followers": profile.followers,
-                "account": account["id"],
-            },
-        )
+    try:
+        with engine.begin() as connection:
+            key = upsert_account(
+                connection=connection,
+                username=account["username"],
+                instagram_id=profile.userid,
+                full_name=profile.full_name,
+                is_business=is_business,
+                follower_count=profile.followers,
+                enabled=account["enabled"],
+            )
+    except AccountConflict as exc:
+        raise _StopAccount("renamed", exc.reason) from None
+    if key.id != account["id"]:
+        account.update(_account_row(engine, key.username))
     if not is_business and not account["allow_personal"]:
         reason = (
             "personal (non-business) account: disabled; `catalogue accounts add "

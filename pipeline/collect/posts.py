@@ -8,25 +8,80 @@ object store (content-addressed, so a picture already referenced is not uploaded
 post and its images are written in one transaction (a post known to be new: one statement that
 inserts, otherwise an upsert). A crash leaves at most an unreferenced
 object, never a row without its picture, and a rerun changes nothing that did not change.
+
+What the database would refuse is settled here, for both doors, so a post never stops a run:
+text Postgres cannot hold (NUL, lone surrogates) is cleaned in every text and JSON field and the
+cleaned fields recorded (`for_postgres`); a post whose ids are not Instagram's, or whose shortcode
+is stored under another media id, is refused into the quarantine table with its reason; a
+picture id another post holds stays with that post and the slide is quarantined. Slides are
+matched by their own media id; positions and fields follow the newest listing (`listed_at`), and
+an older listing imported later only adds the slides it has as removed ones. Accounts are keyed
+on their Instagram id: the same id under a new username renames the account and keeps the old
+name in `raw.account_names` (`upsert_account`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DataError, IntegrityError
 
 from pipeline.collect.images import CheckedImage, ImageRefused, check_image
 from pipeline.storage import ObjectStore, content_key, sha256_of
 
 log = logging.getLogger(__name__)
+
+
+# What Postgres refuses in text and JSON strings (NUL), and what psycopg2 cannot encode (a lone
+# surrogate, which JSON's "\\ud800" escapes decode to).
+_REFUSED_TEXT = re.compile("[\x00\ud800-\udfff]")
+SHORTCODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_MEDIA_ID = 2**63 - 1  # a bigint column
+MAX_SLIDES = 1000  # positions are set aside by ASIDE while slides move; far above Instagram's 20
+_ASIDE = 16384
+
+
+def _clean_text(match: re.Match[str]) -> str:
+    return "" if match.group() == "\x00" else "\ufffd"
+
+
+def for_postgres(value: Any) -> tuple[Any, bool]:
+    """`value` (text, or lists and dicts of it, keys included) with what Postgres refuses in text
+    taken out: NUL removed, a lone surrogate replaced by U+FFFD; and whether anything was. The
+    value itself comes back when nothing was (no copy)."""
+    if isinstance(value, str):
+        if _REFUSED_TEXT.search(value) is None:
+            return value, False
+        return _REFUSED_TEXT.sub(_clean_text, value), True
+    if isinstance(value, list):
+        items = [for_postgres(item) for item in value]
+        if not any(changed for _, changed in items):
+            return value, False
+        return [item for item, _ in items], True
+    if isinstance(value, dict):
+        pairs = [(for_postgres(k), for_postgres(v)) for k, v in value.items()]
+        if not any(kc or vc for (_, kc), (_, vc) in pairs):
+            return value, False
+        return {k: v for (k, _), (v, _) in pairs}, True
+    return value, False
+
+
+class AccountConflict(ValueError):
+    """An account cannot be registered as asked (a username held by another Instagram id);
+    `reason` says what to do."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class ImageDownloadFailed(RuntimeError):
@@ -59,9 +114,23 @@ class CollectedPost:
     node: dict[str, Any]
     images: Sequence[CollectedImage]
     source: str = "instagram"
-    # Every picture the post has now; when a refresh fetches only new pictures, `images` holds
-    # fewer, and the stored ones listed here must not be taken for removed slides.
+    # Every picture the post has now, in order; when a refresh fetches only new pictures,
+    # `images` holds fewer, and the stored ones listed here must not be taken for removed slides.
     all_media_ids: tuple[int, ...] = ()
+    # When this listing was seen (None: now): positions and fields follow the newest listing.
+    listed_at: datetime | None = None
+    # the post itself, for the quarantine (archive file, URL); None: source and shortcode
+    source_ref: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.source_ref or f"{self.source}:{self.shortcode}"
+
+    def listing(self) -> dict[int, int]:
+        """Media id -> position of every picture the post has now."""
+        if self.all_media_ids:
+            return {media_id: n for n, media_id in enumerate(self.all_media_ids)}
+        return {image.media_id: image.position for image in self.images}
 
 
 @dataclass
@@ -73,6 +142,8 @@ class StoreOutcome:
     images_quarantined: int = 0
     objects_written: int = 0
     refusals: list[str] = field(default_factory=list)
+    post_refused: str | None = None  # the whole post went to the quarantine table, why
+    cleaned: tuple[str, ...] = ()  # fields stored with text Postgres refuses taken out
 
 
 @dataclass(frozen=True)
@@ -89,6 +160,38 @@ class AccountKey:
     id: int
     allow_personal: bool
     created: bool
+    username: str = ""  # the account's name now (after a rename, not the one asked for)
+
+
+_ACCOUNT_UPSERT = text(
+    """
+    INSERT INTO raw.accounts (username, instagram_id, full_name, is_business,
+                              follower_count, enabled, allow_personal, cleaned)
+    VALUES (:username, :instagram_id, :full_name, :is_business, :follower_count, :enabled,
+            :allow_personal, :cleaned)
+    ON CONFLICT (username) DO UPDATE SET
+        instagram_id = COALESCE(EXCLUDED.instagram_id, raw.accounts.instagram_id),
+        full_name = COALESCE(EXCLUDED.full_name, raw.accounts.full_name),
+        is_business = COALESCE(EXCLUDED.is_business, raw.accounts.is_business),
+        follower_count = COALESCE(EXCLUDED.follower_count, raw.accounts.follower_count),
+        allow_personal = raw.accounts.allow_personal OR EXCLUDED.allow_personal,
+        cleaned = CASE WHEN EXCLUDED.full_name IS NULL THEN raw.accounts.cleaned
+                       ELSE EXCLUDED.cleaned END,
+        updated_at = now()
+    RETURNING id, allow_personal, (xmax = 0) AS created
+    """
+)
+_ACCOUNT_NAME_SEEN = text(
+    """
+    INSERT INTO raw.account_names AS n (account_id, username, seen_from, seen_until)
+    VALUES (:account_id, :username, :seen_at, :seen_at)
+    ON CONFLICT (account_id, username) DO UPDATE SET
+        seen_from = LEAST(n.seen_from, EXCLUDED.seen_from),
+        seen_until = GREATEST(n.seen_until, EXCLUDED.seen_until)
+    WHERE (n.seen_from, n.seen_until) IS DISTINCT FROM
+          (LEAST(n.seen_from, EXCLUDED.seen_from), GREATEST(n.seen_until, EXCLUDED.seen_until))
+    """
+)
 
 
 def upsert_account(
@@ -101,37 +204,114 @@ def upsert_account(
     follower_count: int | None = None,
     enabled: bool = True,
     allow_personal: bool = False,
+    seen_at: datetime | None = None,
 ) -> AccountKey:
     """Register or refresh an account: profile facts are refreshed, the operator's choices kept
-    (`enabled` only applies to a new account; `allow_personal` is only ever granted here)."""
+    (`enabled` only applies to a new account; `allow_personal` is only ever granted here).
+
+    The Instagram id, when given, is the account's identity: the same id under another username
+    is a rename. The account takes the name seen last (`seen_at`, when the profile was seen:
+    now for live collection, the download for an archive), every name stays in
+    `raw.account_names`, and a row the operator added for the new name before its id was known
+    is merged into it (its posts moved, enabled or allow_personal kept). A username stored for
+    another Instagram id raises `AccountConflict`: the name changed hands, a person decides.
+    """
+    full_name, cleaned = for_postgres(full_name)
+    seen_at = seen_at or datetime.now(UTC)
+    name = username
+    if instagram_id is not None:
+        # registrations of one Instagram id (two folders of a renamed shop) one at a time
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"raw.accounts.instagram_id:{instagram_id}"},
+        )
+        rows = connection.execute(
+            text(
+                "SELECT id, username, instagram_id, enabled, allow_personal FROM raw.accounts "
+                "WHERE instagram_id = :iid OR username = :username ORDER BY id FOR UPDATE"
+            ),
+            {"iid": instagram_id, "username": username},
+        ).all()
+        owner = next((r for r in rows if r.instagram_id == instagram_id), None)
+        named = next((r for r in rows if r.username == username), None)
+        if named is not None and named.instagram_id not in (None, instagram_id):
+            raise AccountConflict(
+                f"@{username} is stored for Instagram id {named.instagram_id}, and this profile "
+                f"has id {instagram_id}: the name changed hands on Instagram; rename or purge "
+                f"the stored @{username} first"
+            )
+        if owner is not None and owner.username != username:
+            name = _rename(connection, owner=owner, named=named, username=username, seen_at=seen_at)
     row = connection.execute(
-        text(
-            """
-            INSERT INTO raw.accounts (username, instagram_id, full_name, is_business,
-                                      follower_count, enabled, allow_personal)
-            VALUES (:username, :instagram_id, :full_name, :is_business, :follower_count, :enabled,
-                    :allow_personal)
-            ON CONFLICT (username) DO UPDATE SET
-                instagram_id = COALESCE(EXCLUDED.instagram_id, raw.accounts.instagram_id),
-                full_name = COALESCE(EXCLUDED.full_name, raw.accounts.full_name),
-                is_business = COALESCE(EXCLUDED.is_business, raw.accounts.is_business),
-                follower_count = COALESCE(EXCLUDED.follower_count, raw.accounts.follower_count),
-                allow_personal = raw.accounts.allow_personal OR EXCLUDED.allow_personal,
-                updated_at = now()
-            RETURNING id, allow_personal, (xmax = 0) AS created
-            """
-        ),
+        _ACCOUNT_UPSERT,
         {
-            "username": username,
+            "username": name,
             "instagram_id": instagram_id,
             "full_name": full_name,
             "is_business": is_business,
             "follower_count": follower_count,
             "enabled": enabled,
             "allow_personal": allow_personal,
+            "cleaned": ["full_name"] if cleaned else None,
         },
     ).one()
-    return AccountKey(row.id, row.allow_personal, row.created)
+    if cleaned:
+        log.warning("@%s: full_name held text Postgres refuses; stored cleaned", name)
+    connection.execute(
+        _ACCOUNT_NAME_SEEN, {"account_id": row.id, "username": username, "seen_at": seen_at}
+    )
+    return AccountKey(row.id, row.allow_personal, row.created, name)
+
+
+def _rename(
+    connection: Connection, *, owner: Any, named: Any, username: str, seen_at: datetime
+) -> str:
+    """The account `owner` seen as `username`: merge the id-less row of that name into it, and
+    take the name if it was seen after the current one. Returns the account's name now."""
+    if named is not None:
+        connection.execute(
+            text(
+                """
+                UPDATE raw.posts SET account_id = :owner WHERE account_id = :named;
+                INSERT INTO raw.account_names AS n (account_id, username, seen_from, seen_until)
+                SELECT :owner, username, seen_from, seen_until FROM raw.account_names
+                WHERE account_id = :named
+                ON CONFLICT (account_id, username) DO UPDATE SET
+                    seen_from = LEAST(n.seen_from, EXCLUDED.seen_from),
+                    seen_until = GREATEST(n.seen_until, EXCLUDED.seen_until);
+                DELETE FROM raw.accounts WHERE id = :named;
+                UPDATE raw.accounts SET enabled = enabled OR :enabled,
+                    allow_personal = allow_personal OR :allow_personal
+                WHERE id = :owner;
+                """
+            ),
+            {
+                "owner": owner.id,
+                "named": named.id,
+                "enabled": named.enabled,
+                "allow_personal": named.allow_personal,
+            },
+        )
+        log.info("@%s merged into the account of the same Instagram id", username)
+    current = connection.execute(
+        text("SELECT seen_until FROM raw.account_names WHERE account_id = :id AND username = :u"),
+        {"id": owner.id, "u": owner.username},
+    ).scalar_one_or_none()
+    if current is not None and seen_at < current:
+        return owner.username  # an older name of the account: kept in the history only
+    connection.execute(
+        text(
+            """
+            UPDATE raw.accounts SET username = :username, updated_at = now(),
+                status = CASE WHEN status = 'renamed' THEN 'active' ELSE status END,
+                status_reason = CASE WHEN status = 'renamed' THEN NULL ELSE status_reason END
+            WHERE id = :id
+            """
+        ),
+        {"id": owner.id, "username": username},
+    )
+    log.info("@%s renamed to @%s on Instagram (id kept)", owner.username, username)
+    return username
 
 
 def quarantine(
@@ -148,6 +328,9 @@ def quarantine(
     size: int | None = None,
 ) -> None:
     """Record a refused input; seeing it again updates the same row and counts the attempt."""
+    input_ref, shortcode, reason, detail = (
+        for_postgres(value)[0] for value in (input_ref, shortcode, reason, detail)
+    )
     connection.execute(
         text(
             """
@@ -181,26 +364,57 @@ _LOOKUP = text(
     """
 )
 
+# The post's row, locked for this write: slides of two listings of one post never interleave.
+_LOCK_POST = text("SELECT id, listed_at FROM raw.posts WHERE media_id = :media_id FOR UPDATE")
+_OTHER_POST_WITH_SHORTCODE = text(
+    "SELECT media_id FROM raw.posts WHERE shortcode = :shortcode AND media_id <> :media_id"
+)
+_PICTURES_OF_OTHER_POSTS = text(
+    """
+    SELECT i.media_id, p.shortcode FROM raw.images i JOIN raw.posts p ON p.id = i.post_id
+    WHERE i.media_id = ANY(:media_ids) AND p.media_id <> :media_id
+    """
+)
 _REMOVE_MISSING_SLIDES = text(
     """
     UPDATE raw.images SET removed_at = now()
-    WHERE post_id = (SELECT id FROM raw.posts WHERE media_id = :media_id)
-      AND removed_at IS NULL AND NOT (media_id = ANY(:media_ids))
+    WHERE post_id = :post_id AND removed_at IS NULL AND NOT (media_id = ANY(:media_ids))
     """
 )
+# Slides that move are set aside first, then put in place: the unique (post_id, position) index
+# of live slides is checked row by row, so a swap written in one step collides with itself.
+_SET_MOVING_SLIDES_ASIDE = text(
+    f"""
+    UPDATE raw.images i SET position = {_ASIDE} + v.position
+    FROM unnest(CAST(:media_ids AS bigint[]), CAST(:positions AS int[])) AS v(media_id, position)
+    WHERE i.post_id = :post_id AND i.media_id = v.media_id AND i.removed_at IS NULL
+      AND i.position <> v.position
+    """
+)
+_PUT_SLIDES_IN_PLACE = text(
+    f"""
+    UPDATE raw.images SET position = position - {_ASIDE}
+    WHERE post_id = :post_id AND removed_at IS NULL AND position >= {_ASIDE}
+    """
+)
+_SEEN_LISTING = text("UPDATE raw.posts SET listed_at = :listed_at WHERE id = :post_id")
 
 
 _POST_COLUMNS = """
     INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, caption, hashtags,
-                           like_count, comment_count, media_type, location, node, source)
+                           like_count, comment_count, media_type, location, node, source,
+                           listed_at, cleaned)
     VALUES (:shortcode, :media_id, :account_id, :taken_at, :caption, :hashtags,
-            :like_count, :comment_count, :media_type, :location, :node, :source)
+            :like_count, :comment_count, :media_type, :location, :node, :source,
+            :listed_at, :cleaned)
 """
+# A slide first seen in a listing older than the stored one is not on the post now: removed.
 _IMAGE_COLUMNS = """
     INSERT INTO raw.images (media_id, post_id, position, is_video_cover, object_key,
-                            sha256, width, height, bytes, content_type)
+                            sha256, width, height, bytes, content_type, removed_at)
     SELECT v.media_id, post.id, v.position, v.is_video_cover, v.object_key, v.sha256,
-           v.width, v.height, v.bytes, v.content_type
+           v.width, v.height, v.bytes, v.content_type,
+           CASE WHEN CAST(:older AS boolean) THEN now() END
     FROM post, (VALUES {values}) AS v(media_id, position, is_video_cover, object_key,
                                       sha256, width, height, bytes, content_type)
 """
@@ -224,9 +438,9 @@ def _insert_statement(image_count: int) -> TextClause:
 
     Cheaper for Postgres than the upsert (a simpler plan, and no UPDATE trigger: `INSERT ... ON
     CONFLICT DO UPDATE` fires the tables' statement-level UPDATE triggers even when nothing
-    conflicts). For posts the caller found new; `store_post` falls back to the upsert when the
-    post turns out to be there after all. A picture id already stored (under another post: not
-    something Instagram does) stays where it is.
+    conflicts). For posts the caller found new; `write_post` falls back to the checked upsert
+    when the post turns out to be there after all, its shortcode is taken, or a picture id is
+    stored under another post (the picture stays there; the upsert quarantines the slide).
     """
     images = (
         f""", new_images AS ({_IMAGE_COLUMNS.format(values=_image_values(image_count))}
@@ -241,7 +455,7 @@ def _insert_statement(image_count: int) -> TextClause:
         text(
             f"""
             WITH post AS ({_POST_COLUMNS}
-                ON CONFLICT (media_id) DO NOTHING
+                ON CONFLICT DO NOTHING
                 RETURNING id
             ){images}
             SELECT id, {inserted_images} AS images_inserted FROM post
@@ -255,14 +469,16 @@ def _upsert_statement(image_count: int) -> TextClause:
     """The post and its images in one statement (one round trip per post).
 
     A post whose fields did not change is not rewritten (`refreshed_at` keeps its value); its id
-    then comes from the second branch of `post`.
+    then comes from the second branch of `post`. A listing older than the stored one (`older`)
+    changes no field and moves no slide. A picture id of another post is left there.
     """
     images = (
         f"""
         , new_images AS ({_IMAGE_COLUMNS.format(values=_image_values(image_count))}
             ON CONFLICT (media_id) DO UPDATE SET
                 position = EXCLUDED.position, removed_at = NULL
-            WHERE (raw.images.position, raw.images.removed_at IS NULL)
+            WHERE raw.images.post_id = EXCLUDED.post_id AND NOT CAST(:older AS boolean)
+              AND (raw.images.position, raw.images.removed_at IS NULL)
                   IS DISTINCT FROM (EXCLUDED.position, true)
             RETURNING (xmax = 0) AS inserted
         )"""
@@ -276,9 +492,10 @@ def _upsert_statement(image_count: int) -> TextClause:
             ON CONFLICT (media_id) DO UPDATE SET
                 caption = EXCLUDED.caption, hashtags = EXCLUDED.hashtags,
                 like_count = EXCLUDED.like_count, comment_count = EXCLUDED.comment_count,
-                location = EXCLUDED.location, node = EXCLUDED.node,
+                location = EXCLUDED.location, node = EXCLUDED.node, cleaned = EXCLUDED.cleaned,
                 refreshed_at = now(), unavailable_since = NULL
-            WHERE (raw.posts.caption, raw.posts.hashtags, raw.posts.like_count,
+            WHERE NOT CAST(:older AS boolean)
+              AND (raw.posts.caption, raw.posts.hashtags, raw.posts.like_count,
                    raw.posts.comment_count, raw.posts.location, raw.posts.node,
                    raw.posts.unavailable_since IS NULL)
                   IS DISTINCT FROM
@@ -299,8 +516,10 @@ def _upsert_statement(image_count: int) -> TextClause:
     return _with_json(statement)
 
 
-def post_row(post: CollectedPost, *, account_id: int) -> dict[str, Any]:
-    """The `raw.posts` columns of a collected post."""
+def post_row(
+    post: CollectedPost, *, account_id: int, cleaned: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The `raw.posts` columns of a collected post (its text already `for_postgres`)."""
     return {
         "shortcode": post.shortcode,
         "media_id": post.media_id,
@@ -314,6 +533,9 @@ def post_row(post: CollectedPost, *, account_id: int) -> dict[str, Any]:
         "location": post.location,
         "node": post.node,
         "source": post.source,
+        "listed_at": post.listed_at or datetime.now(UTC),
+        "cleaned": list(cleaned) or None,
+        "older": False,
     }
 
 
@@ -351,24 +573,68 @@ def transaction(db: Engine | Connection) -> Iterator[Connection]:
 
 @dataclass(frozen=True)
 class PreparedPost:
-    """A post whose pictures were read, hashed and checked: what `upload_pictures` uploads."""
+    """A post whose pictures were read, hashed and checked: what `upload_pictures` uploads.
+
+    `post` holds its text as stored (`for_postgres`), `cleaned` the fields that changed;
+    `refused` a post that is not stored at all (why), `refused_images` pictures that are not."""
 
     post: CollectedPost
     ready: list[_ReadyImage]
-    refused: list[tuple[CollectedImage, str, str | None, int | None]]
+    refused_images: list[tuple[CollectedImage, str, str | None, int | None]]
+    refused: str | None = None
+    cleaned: tuple[str, ...] = ()
+
+
+def _identity_problem(post: CollectedPost) -> str | None:
+    """Why the post's ids cannot be Instagram's (they key every row), or None."""
+    if not isinstance(post.shortcode, str) or not SHORTCODE.match(post.shortcode):
+        return f"shortcode {post.shortcode!r} is not an Instagram shortcode"
+    listed = [post.media_id, *(image.media_id for image in post.images), *post.all_media_ids]
+    if not all(isinstance(i, int) and 0 < i <= MAX_MEDIA_ID for i in listed):
+        return "a media id is not an Instagram media id (a positive 64-bit integer)"
+    positions = [image.position for image in post.images]
+    if len(set(positions)) != len(positions) or not all(0 <= p < MAX_SLIDES for p in positions):
+        return f"slide positions {positions} are not distinct positions below {MAX_SLIDES}"
+    ids = [image.media_id for image in post.images]
+    if len(set(ids)) != len(ids) or len(set(post.all_media_ids)) != len(post.all_media_ids):
+        return "the carousel lists one picture media id twice"
+    return None
+
+
+def _cleaned_post(post: CollectedPost) -> tuple[CollectedPost, tuple[str, ...]]:
+    """The post with every text and JSON field as Postgres can store it, and the fields that
+    changed."""
+    values, cleaned = {}, []
+    for name in ("caption", "hashtags", "location", "node"):
+        value, changed = for_postgres(getattr(post, name))
+        if changed:
+            values[name] = value
+            cleaned.append(name)
+    if not cleaned:
+        return post, ()
+    log.warning("post %s: %s held text Postgres refuses; stored cleaned", post.ref, cleaned)
+    return replace(post, **values), tuple(cleaned)
 
 
 def prepare_post(post: CollectedPost) -> PreparedPost:
-    """Read, hash and check every picture of `post` (no database, no object store).
+    """Check the post's ids and clean its text, then read, hash and check every picture of it
+    (no database, no object store).
 
     The work is the picture check's decoding, in C without the GIL; a bulk load runs it for many
     posts on as many threads as cores before it uploads them.
     """
+    problem = _identity_problem(post)
+    if problem is not None:
+        return PreparedPost(post, [], [], refused=problem)
+    post, cleaned = _cleaned_post(post)
     ready: list[_ReadyImage] = []
     refused: list[tuple[CollectedImage, str, str | None, int | None]] = []
     for image in post.images:
         try:
             data = image.read()
+        except ImageRefused as exc:  # refused from its size, before reading it
+            refused.append((image, exc.reason, None, None))
+            continue
         except FileNotFoundError:
             refused.append((image, "image file missing", None, None))
             continue
@@ -382,7 +648,7 @@ def prepare_post(post: CollectedPost) -> PreparedPost:
             refused.append((image, exc.reason, sha, len(data)))
             continue
         ready.append(_ReadyImage(image, data, content_key(sha, checked.content_type), sha, checked))
-    return PreparedPost(post, ready, refused)
+    return PreparedPost(post, ready, refused, cleaned=cleaned)
 
 
 def store_post(
@@ -426,6 +692,8 @@ def upload_pictures(
     """
     known: set[str] = set()
     post_exists = False
+    if prepared.refused is not None:
+        return UploadedPost(prepared, known_new, post_exists, 0)
     if not known_new:
         with single_statement(db) as connection:
             lookup = connection.execute(
@@ -451,11 +719,46 @@ def write_post(
 ) -> StoreOutcome:
     """Write the rows of a post whose pictures are uploaded (objects first, rows second, so a row
     never points at a missing picture): the post and its images in one transaction, or one
-    statement for a post known to be new; refused pictures go to the quarantine table."""
-    prepared, known_new, post_exists = uploaded.prepared, uploaded.known_new, uploaded.post_exists
-    post, ready, refused = prepared.post, prepared.ready, prepared.refused
-    outcome = StoreOutcome(objects_written=uploaded.objects_written)
-    parameters = post_row(post, account_id=account_id)
+    statement for a post known to be new; refused pictures and posts go to the quarantine table.
+
+    Never raises for what the post holds: a post the database refuses all the same (a constraint
+    no check here foresaw) is quarantined with the database's words, and the run goes on.
+    """
+    prepared = uploaded.prepared
+    if prepared.refused is not None:
+        return _refuse_post(db, prepared.post, account=account, reason=prepared.refused)
+    try:
+        return _write_rows(db, uploaded, account_id=account_id, account=account)
+    except (IntegrityError, DataError) as exc:
+        if exc.connection_invalidated:
+            raise
+        detail = getattr(exc.orig, "diag", None)
+        message = getattr(detail, "message_primary", None) or str(exc.orig)
+        return _refuse_post(
+            db, prepared.post, account=account, reason=f"the database refused the post: {message}"
+        )
+
+
+def _refuse_post(
+    db: Engine | Connection, post: CollectedPost, *, account: str, reason: str
+) -> StoreOutcome:
+    with transaction(db) as connection:
+        quarantine(
+            connection=connection,
+            source=post.source,
+            input_ref=post.ref,
+            reason=reason,
+            account=account,
+            shortcode=post.shortcode if isinstance(post.shortcode, str) else None,
+        )
+    log.warning("post %s refused: %s", post.ref, reason)
+    outcome = StoreOutcome(post_refused=reason)
+    outcome.refusals.append(f"{post.ref}: {reason}")
+    return outcome
+
+
+def _image_parameters(ready: Sequence[_ReadyImage]) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
     for i, item in enumerate(ready):
         parameters.update(
             {
@@ -470,29 +773,78 @@ def write_post(
                 f"content_type_{i}": item.checked.content_type,
             }
         )
+    return parameters
+
+
+def _write_rows(
+    db: Engine | Connection, uploaded: UploadedPost, *, account_id: int, account: str
+) -> StoreOutcome:
+    prepared, known_new = uploaded.prepared, uploaded.known_new
+    post, ready, refused = prepared.post, list(prepared.ready), list(prepared.refused_images)
+    outcome = StoreOutcome(objects_written=uploaded.objects_written, cleaned=prepared.cleaned)
+    parameters = post_row(post, account_id=account_id, cleaned=prepared.cleaned)
     if known_new and not refused:
         # the whole write is one statement
         with single_statement(db) as connection:
-            inserted = connection.execute(_insert_statement(len(ready)), parameters).one_or_none()
-        if inserted is not None:
+            inserted = connection.execute(
+                _insert_statement(len(ready)), {**parameters, **_image_parameters(ready)}
+            ).one_or_none()
+        if inserted is not None and inserted.images_inserted == len(ready):
             outcome.post_id, outcome.post_inserted = inserted.id, True
             outcome.images_inserted = inserted.images_inserted
             return outcome
-        # not new after all (another run stored it meanwhile): the upsert below settles it
+        # Not new after all (another run stored it meanwhile), its shortcode taken, or a picture
+        # id held by another post: the checked upsert below settles it.
+        if inserted is not None:
+            outcome.post_inserted, outcome.images_inserted = True, inserted.images_inserted
     with transaction(db) as connection:
-        if post_exists:
-            # Slides the shop removed leave the post (their labels stay with them).
-            connection.execute(
-                _REMOVE_MISSING_SLIDES,
-                {
-                    "media_id": post.media_id,
-                    "media_ids": list(post.all_media_ids) or [i.media_id for i in post.images],
-                },
+        taken = connection.execute(
+            _OTHER_POST_WITH_SHORTCODE, {"shortcode": post.shortcode, "media_id": post.media_id}
+        ).scalar_one_or_none()
+        if taken is not None:
+            # Instagram's shortcode is its media id written in base 64: two media ids for one
+            # shortcode is a damaged or forged file, and the stored post is the one kept.
+            reason = (
+                f"shortcode {post.shortcode} is already stored under media id {taken} (this post "
+                f"says {post.media_id}): not stored; purge the stored post if this one is right"
             )
+            quarantine(connection=connection, source=post.source, input_ref=post.ref,
+                       reason=reason, account=account, shortcode=post.shortcode)  # fmt: skip
+            outcome.post_refused = reason
+            outcome.refusals.append(f"{post.ref}: {reason}")
+            return outcome
+        held = dict(
+            connection.execute(
+                _PICTURES_OF_OTHER_POSTS,
+                {"media_ids": [item.image.media_id for item in ready], "media_id": post.media_id},
+            ).all()
+        )
+        if held:
+            # A picture belongs to one post (Instagram never moves one): it stays where it is.
+            for item in [item for item in ready if item.image.media_id in held]:
+                ready.remove(item)
+                refused.append(
+                    (
+                        item.image,
+                        f"picture media id {item.image.media_id} is already stored under post "
+                        f"{held[item.image.media_id]}: kept there, not stored again here",
+                        item.sha256,
+                        len(item.data),
+                    )
+                )
+        stored = connection.execute(_LOCK_POST, {"media_id": post.media_id}).one_or_none()
+        listed_at = parameters["listed_at"]
+        older = stored is not None and stored.listed_at is not None and listed_at < stored.listed_at
+        if stored is not None and not older:
+            _place_slides(connection, post_id=stored.id, listing=post.listing())
+            if stored.listed_at is None or listed_at > stored.listed_at:
+                connection.execute(_SEEN_LISTING, {"post_id": stored.id, "listed_at": listed_at})
+        parameters.update(_image_parameters(ready), older=older)
         row = connection.execute(_upsert_statement(len(ready)), parameters).one()
         outcome.post_id = row.id
-        outcome.post_inserted, outcome.post_updated = row.inserted, row.updated
-        outcome.images_inserted = row.images_inserted
+        outcome.post_inserted = outcome.post_inserted or row.inserted
+        outcome.post_updated = row.updated
+        outcome.images_inserted += row.images_inserted
         for image, reason, sha, size in refused:
             quarantine(
                 connection=connection,
@@ -508,6 +860,20 @@ def write_post(
             outcome.images_quarantined += 1
             outcome.refusals.append(f"{image.source_ref}: {reason}")
     return outcome
+
+
+def _place_slides(connection: Connection, *, post_id: int, listing: dict[int, int]) -> None:
+    """Put the stored slides of a post where `listing` (media id -> position) has them: slides
+    it lacks are marked removed (their labels stay with them), the others moved to their
+    positions without two live slides ever sharing one."""
+    media_ids, positions = list(listing), list(listing.values())
+    connection.execute(_REMOVE_MISSING_SLIDES, {"post_id": post_id, "media_ids": media_ids})
+    moved = connection.execute(
+        _SET_MOVING_SLIDES_ASIDE,
+        {"post_id": post_id, "media_ids": media_ids, "positions": positions},
+    ).rowcount
+    if moved:
+        connection.execute(_PUT_SLIDES_IN_PLACE, {"post_id": post_id})
 
 
 MEDIA_TYPES = {"GraphImage": "image", "GraphSidecar": "sidecar", "GraphVideo": "video"}

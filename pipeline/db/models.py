@@ -103,6 +103,23 @@ class Account(Base):
     updated_at: Mapped[datetime] = mapped_column(
         Timestamp, nullable=False, server_default=func.now(), onupdate=func.now()
     )
+    # fields whose text held characters Postgres refuses (NUL, lone surrogates), stored cleaned
+    cleaned: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+
+
+class AccountName(Base):
+    """A username an account was seen under: the current one and those before an Instagram
+    rename (same Instagram id, new name), with when each was seen."""
+
+    __tablename__ = "account_names"
+    __table_args__ = (Index(None, "username"), {"schema": "raw"})
+
+    account_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("raw.accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(30), primary_key=True)
+    seen_from: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    seen_until: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
 
 
 class Post(Base):
@@ -137,6 +154,11 @@ class Post(Base):
     refreshed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Set when Instagram no longer serves the post; it then leaves the marketplace.
     unavailable_since: Mapped[datetime | None] = mapped_column(Timestamp)
+    # When the listing that the stored fields and slide positions follow was seen: an older one
+    # (an earlier archive imported later) never moves what a newer one placed.
+    listed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # fields whose text held characters Postgres refuses (NUL, lone surrogates), stored cleaned
+    cleaned: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
 
 class Image(Base):

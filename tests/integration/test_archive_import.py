@@ -514,3 +514,333 @@ def test_an_unreadable_post_file_is_quarantined_and_the_rest_imported(
         row = connection.execute(text("SELECT input_ref, reason FROM raw.quarantine")).one()
     assert row.input_ref == str(victim.relative_to(archive))
     assert "unreadable post file" in row.reason
+
+
+# -- archives written here with instaloader's own code: small, one case each ---------------------
+PROFILE_ID = 52_000_000_001
+
+
+def _picture(media_id: int) -> bytes:
+    """A tiny JPEG of its own colour (a distinct object per media id)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    colour = (media_id * 37 % 256, media_id * 91 % 256, media_id * 53 % 256)
+    Image.new("RGB", (12, 16), colour).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _loader(root: Path):
+    import instaloader
+
+    pattern = str(root).replace("{", "{{").replace("}", "}}") + os.sep + "{target}"
+    return instaloader.Instaloader(quiet=True, dirname_pattern=pattern)
+
+
+def _write_profile(
+    root: Path, username: str, *, profile_id: int = PROFILE_ID, full_name: str = "A Shop",
+    seen: float | None = None,
+) -> None:  # fmt: skip
+    """A profile folder as `instaloader <profile>` writes it; `seen`: when it was downloaded."""
+    import instaloader
+
+    loader = _loader(root)
+    profile = instaloader.Profile(
+        loader.context,
+        {
+            "id": str(profile_id), "username": username, "full_name": full_name,
+            "is_business_account": True, "is_private": False,
+            "edge_followed_by": {"count": 1200}, "edge_follow": {"count": 10},
+        },
+    )  # fmt: skip
+    (root / username).mkdir(parents=True, exist_ok=True)
+    base = root / username / f"{username}_{profile_id}"
+    loader.save_metadata_json(str(base), profile)
+    if seen is not None:
+        os.utime(f"{base}.json.xz", (seen, seen))
+
+
+def _write_post(
+    root: Path, username: str, *, media_id: int, slides: list[int] | None = None,
+    caption: str = "linen shirt #linen", owner_id: int = PROFILE_ID, shortcode: str | None = None,
+    taken_at: int = 1_780_000_000, extra: dict | None = None, seen: float | None = None,
+) -> Path:  # fmt: skip
+    """A post as `instaloader <profile>` writes it: `<date>_UTC.json.xz` and its pictures
+    (`_1.jpg`, `_2.jpg`... for a carousel of `slides` media ids); `seen`: when it was listed."""
+    import instaloader
+
+    loader = _loader(root)
+    folder = root / username
+    folder.mkdir(parents=True, exist_ok=True)
+    node: dict = {
+        "__typename": "GraphSidecar" if slides else "GraphImage",
+        "id": str(media_id),
+        "shortcode": shortcode or instaloader.Post.mediaid_to_shortcode(media_id),
+        "taken_at_timestamp": taken_at,
+        "owner": {"id": str(owner_id)},
+        "is_video": False,
+        "edge_media_to_caption": {"edges": [{"node": {"text": caption}}]},
+        "edge_media_preview_like": {"count": 5},
+        "edge_media_to_comment": {"count": 1},
+        "location": None,
+        **(extra or {}),
+    }
+    if slides:
+        node["edge_sidecar_to_children"] = {
+            "edges": [
+                {"node": {"__typename": "GraphImage", "id": str(s), "is_video": False}}
+                for s in slides
+            ]
+        }
+    stem = datetime.fromtimestamp(taken_at, UTC).strftime("%Y-%m-%d_%H-%M-%S_UTC")
+    for number, picture_id in enumerate(slides or [media_id], start=1):
+        name = f"{stem}_{number}.jpg" if slides else f"{stem}.jpg"
+        (folder / name).write_bytes(_picture(picture_id))
+    loader.save_metadata_json(str(folder / stem), instaloader.Post(loader.context, node))
+    written = folder / f"{stem}.json.xz"
+    if seen is not None:
+        os.utime(written, (seen, seen))
+    return written
+
+
+def _import(engine, settings, archive: Path):
+    return import_archive(archive, engine=engine, store=ObjectStore.for_images(settings), workers=2)
+
+
+def _slides(engine, media_id: int) -> dict[int, tuple[int, bool]]:
+    """media id -> (position, live) of the post's pictures."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT i.media_id, i.position, i.removed_at IS NULL AS live FROM raw.images i "
+                "JOIN raw.posts p ON p.id = i.post_id WHERE p.media_id = :m"
+            ),
+            {"m": media_id},
+        ).all()
+    return {row.media_id: (row.position, row.live) for row in rows}
+
+
+def _reasons(engine) -> dict[str, str]:
+    with engine.connect() as connection:
+        return dict(connection.execute(text("SELECT input_ref, reason FROM raw.quarantine")).all())
+
+
+def test_text_postgres_refuses_is_cleaned_and_the_post_stored(clean_catalogue, settings, tmp_path):
+    """NUL (and lone surrogates) in any text of a post or profile: the post is stored with the
+    text cleaned and the cleaned fields recorded, the run goes on, a rerun changes nothing."""
+    archive = tmp_path / "archive"
+    _write_profile(archive, "nul_shop", full_name="Nul\x00 Shop")
+    _write_post(
+        archive, "nul_shop", media_id=7001, caption="linen\x00 shirt #linen\x00",
+        extra={"location": {"id": "1", "name": "Mum\x00bai", "slug": "x"},
+               "accessibility_caption": "a \ud800 shirt", "nul\x00key": ["v\x00"]},
+    )  # fmt: skip
+    _write_post(archive, "nul_shop", media_id=7002, taken_at=1_780_000_100)
+
+    first = _import(clean_catalogue, settings, archive)
+    assert (first.posts_new, first.images_new, first.quarantined) == (2, 2, 0)
+    assert first.posts_cleaned == 1
+    with clean_catalogue.connect() as connection:
+        post = connection.execute(
+            text("SELECT caption, hashtags, location, node, cleaned FROM raw.posts "
+                 "WHERE media_id = 7001")
+        ).one()  # fmt: skip
+        account = connection.execute(text("SELECT full_name, cleaned FROM raw.accounts")).one()
+    assert post.caption == "linen shirt #linen" and post.hashtags == ["linen"]
+    assert post.location["name"] == "Mumbai" and post.node["nulkey"] == ["v"]
+    assert post.node["accessibility_caption"] == "a \ufffd shirt"
+    assert sorted(post.cleaned) == ["caption", "location", "node"]  # no NUL in a hashtag
+    assert (account.full_name, account.cleaned) == ("Nul Shop", ["full_name"])
+
+    again = _import(clean_catalogue, settings, archive)
+    assert (again.posts_new, again.posts_updated, again.images_new, again.quarantined) == (
+        0, 0, 0, 0,
+    )  # fmt: skip
+    assert _counts(clean_catalogue) == {"accounts": 1, "posts": 2, "images": 2, "quarantine": 0}
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        pytest.param([11, 12, 13], [13, 11], id="slide-deleted-and-reordered"),
+        pytest.param([11, 12], [12, 11], id="swapped"),
+        pytest.param([11, 12, 13], [11, 13], id="slide-deleted"),
+    ],
+)
+@pytest.mark.parametrize("newest_first", [True, False], ids=["newest-first", "oldest-first"])
+def test_slides_follow_the_newest_listing_in_either_order(
+    clean_catalogue, settings, tmp_path, older, newer, newest_first
+):
+    """Two archives of one carousel, listed at different times: slides are matched by their own
+    media id, positions follow the newest listing, and a slide it lacks is kept as removed."""
+    archives = {}
+    for name, slides, seen in (("old", older, 1_780_000_000), ("new", newer, 1_790_000_000)):
+        archives[name] = tmp_path / name
+        _write_profile(archives[name], "carousel_shop")
+        _write_post(archives[name], "carousel_shop", media_id=9000, slides=slides, seen=seen)
+
+    order = ["new", "old"] if newest_first else ["old", "new"]
+    for name in order + order:  # each twice: a rerun changes nothing
+        summary = _import(clean_catalogue, settings, archives[name])
+        assert summary.quarantined == 0
+
+    expected = {media_id: (position, True) for position, media_id in enumerate(newer)}
+    slides = _slides(clean_catalogue, 9000)
+    assert {m: s for m, s in slides.items() if s[1]} == expected
+    assert {m for m, s in slides.items() if not s[1]} == set(older) - set(newer)
+    counts = _counts(clean_catalogue)
+    assert (counts["posts"], counts["images"]) == (1, len(set(older) | set(newer)))
+
+
+def test_a_picture_id_stored_under_another_post_is_quarantined_not_moved(
+    clean_catalogue, settings, tmp_path
+):
+    """A slide whose media id another post holds stays with that post; the refusal is counted."""
+    archive = tmp_path / "archive"
+    _write_profile(archive, "overlap_shop")
+    _write_post(archive, "overlap_shop", media_id=9100, slides=[21, 22])
+    _import(clean_catalogue, settings, archive)
+    second = tmp_path / "second"
+    _write_profile(second, "overlap_shop")
+    _write_post(second, "overlap_shop", media_id=9200, slides=[23, 22], taken_at=1_780_000_500)
+    for _ in range(2):
+        summary = _import(clean_catalogue, settings, second)
+        assert (summary.quarantined, summary.posts_refused) == (1, 0)
+    assert _slides(clean_catalogue, 9100) == {21: (0, True), 22: (1, True)}
+    assert _slides(clean_catalogue, 9200) == {23: (0, True)}
+    (reason,) = _reasons(clean_catalogue).values()
+    assert "already stored under post" in reason
+
+
+def test_a_shortcode_stored_under_another_media_id_is_refused_with_its_reason(
+    clean_catalogue, settings, tmp_path
+):
+    archive = tmp_path / "archive"
+    _write_profile(archive, "code_shop")
+    _write_post(archive, "code_shop", media_id=9300, shortcode="SameCode1")
+    _write_post(archive, "code_shop", media_id=9400, shortcode="SameCode1", taken_at=1_780_000_900)
+    _write_post(archive, "code_shop", media_id=9500, taken_at=1_780_001_000)
+    for run in range(2):
+        summary = _import(clean_catalogue, settings, archive)
+        assert (summary.posts_seen, summary.posts_refused) == (3, 1)
+        assert summary.posts_new == (2 if run == 0 else 0)
+    counts = _counts(clean_catalogue)
+    assert (counts["posts"], counts["images"], counts["quarantine"]) == (2, 2, 1)
+    ((ref, reason),) = _reasons(clean_catalogue).items()
+    assert ref.startswith("code_shop/") and "shortcode SameCode1 is already stored" in reason
+
+
+def test_a_renamed_account_is_one_account_that_keeps_its_old_name(
+    clean_catalogue, settings, tmp_path
+):
+    """Two profile folders with the same Instagram id under two names (the shop renamed itself
+    between two downloads): one account, named as the newer download says, the old name kept."""
+    archive = tmp_path / "archive"
+    _write_profile(archive, "old_name", seen=1_780_000_000)
+    _write_post(archive, "old_name", media_id=9601)
+    _write_profile(archive, "new_name", seen=1_790_000_000)
+    _write_post(archive, "new_name", media_id=9601)
+    _write_post(archive, "new_name", media_id=9602, taken_at=1_780_009_000)
+    for _ in range(2):
+        summary = _import(clean_catalogue, settings, archive)
+        assert summary.posts_refused == 0 and summary.quarantined == 0
+        assert summary.accounts == ["new_name"]
+    counts = _counts(clean_catalogue)
+    assert (counts["accounts"], counts["posts"], counts["images"]) == (1, 2, 2)
+    with clean_catalogue.connect() as connection:
+        account = connection.execute(text("SELECT id, username FROM raw.accounts")).one()
+        names = connection.execute(
+            text("SELECT username FROM raw.account_names WHERE account_id = :a ORDER BY seen_from"),
+            {"a": account.id},
+        ).scalars().all()  # fmt: skip
+    assert account.username == "new_name" and names == ["old_name", "new_name"]
+
+
+def test_an_archive_of_the_old_name_after_the_account_was_renamed(
+    clean_catalogue, settings, tmp_path
+):
+    """The account is stored under its new name; an archive downloaded under its old name later
+    adds its posts to the same account and leaves the name alone."""
+    with clean_catalogue.begin() as connection:
+        upsert_account(connection=connection, username="renamed_shop", instagram_id=PROFILE_ID)
+    archive = tmp_path / "archive"
+    _write_profile(archive, "first_name", seen=1_700_000_000)
+    _write_post(archive, "first_name", media_id=9701)
+    summary = _import(clean_catalogue, settings, archive)
+    assert summary.accounts == ["renamed_shop"] and summary.posts_new == 1
+    with clean_catalogue.connect() as connection:
+        assert connection.execute(text("SELECT username FROM raw.accounts")).scalars().all() == [
+            "renamed_shop"
+        ]
+        assert set(
+            connection.execute(text("SELECT username FROM raw.account_names")).scalars()
+        ) == {"renamed_shop", "first_name"}
+
+
+def test_a_post_file_of_another_account_goes_to_its_owner_or_is_refused(
+    clean_catalogue, settings, tmp_path
+):
+    archive = tmp_path / "archive"
+    _write_profile(archive, "shop_one", profile_id=PROFILE_ID)
+    _write_profile(archive, "shop_two", profile_id=PROFILE_ID + 1)
+    _write_post(archive, "shop_one", media_id=9801)
+    _write_post(archive, "shop_one", media_id=9802, owner_id=PROFILE_ID + 1, taken_at=1_780_000_700)
+    _write_post(archive, "shop_one", media_id=9803, owner_id=123, taken_at=1_780_000_800)
+    for _ in range(2):
+        summary = _import(clean_catalogue, settings, archive)
+        assert summary.posts_refused == 1
+    with clean_catalogue.connect() as connection:
+        owners = dict(
+            connection.execute(
+                text("SELECT p.media_id, a.username FROM raw.posts p "
+                     "JOIN raw.accounts a ON a.id = p.account_id")
+            ).all()
+        )  # fmt: skip
+    assert owners == {9801: "shop_one", 9802: "shop_two"}
+    ((ref, reason),) = _reasons(clean_catalogue).items()
+    assert ref.endswith(".json.xz") and "belongs to Instagram id 123" in reason
+
+
+def test_a_post_file_that_expands_beyond_the_cap_is_refused(
+    clean_catalogue, settings, tmp_path, monkeypatch
+):
+    """A small `.json.xz` that expands to more than the cap is refused without expanding it."""
+    from pipeline.collect import archive as archive_module
+
+    monkeypatch.setattr(archive_module, "MAX_POST_FILE_BYTES", 64 * 1024)
+    archive = tmp_path / "archive"
+    _write_profile(archive, "bomb_shop")
+    bomb = _write_post(archive, "bomb_shop", media_id=9901, caption="x" * 200_000)
+    _write_post(archive, "bomb_shop", media_id=9902, taken_at=1_780_000_300)
+    assert bomb.stat().st_size < 4096
+    summary = _import(clean_catalogue, settings, archive)
+    assert (summary.posts_new, summary.posts_refused) == (1, 1)
+    reason = _reasons(clean_catalogue)[str(bomb.relative_to(archive))]
+    assert "expands to more than 65,536 bytes" in reason
+
+
+def test_a_picture_beyond_the_size_limit_is_refused_unread(
+    clean_catalogue, settings, tmp_path, monkeypatch
+):
+    """A sparse picture file far above the limit is refused from its size alone."""
+    from pipeline.collect.images import MAX_BYTES
+
+    archive = tmp_path / "archive"
+    _write_profile(archive, "sparse_shop")
+    post = _write_post(archive, "sparse_shop", media_id=9951)
+    picture = post.with_name(post.name.replace(".json.xz", ".jpg"))
+    with picture.open("r+b") as handle:
+        handle.truncate(1024**3)  # 1 GiB, no disk used
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self):
+        assert self != picture, "the oversized picture was read in full"
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    summary = _import(clean_catalogue, settings, archive)
+    assert (summary.posts_new, summary.quarantined) == (1, 1)
+    reason = _reasons(clean_catalogue)[str(picture.relative_to(archive)).removesuffix(".jpg")]
+    assert f"file too big: {1024**3:,} bytes > limit {MAX_BYTES:,}" in reason

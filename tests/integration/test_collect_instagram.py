@@ -418,3 +418,51 @@ def test_a_capped_run_never_takes_unlisted_posts_for_deleted(catalogue, store):
             ).scalar_one()
             == 0
         )
+
+
+def test_collecting_a_renamed_shop_under_its_new_name_keeps_one_account(catalogue, store):
+    """The operator adds the new name the rename told of: collecting it finds the stored account
+    by its Instagram id, which takes the new name (the old one kept in its history), with every
+    post already collected and none twice."""
+    add_account(engine=catalogue, username="shopname")
+    with InstagramReplay([_shop()]) as replay:
+        _collect(catalogue, store, time=VirtualTime(NOW))
+        replay.rename("shopname", "shopname.official")
+        _collect(catalogue, store, time=VirtualTime(NOW))  # recorded as renamed
+        add_account(engine=catalogue, username="shopname.official")
+        run = _collect(catalogue, store, "shopname.official", time=VirtualTime(NOW))
+    assert run.ok, run.reason
+    assert run.posts_new == 0
+    assert _stored(catalogue) == {"posts": 31, "images": 35, "distinct_posts": 31}
+    account = _account(catalogue, "shopname.official")
+    assert account["enabled"] and account["status"] == "active"
+    with catalogue.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM raw.accounts")).scalar_one() == 1
+        names = connection.execute(
+            text("SELECT username FROM raw.account_names WHERE account_id = :a"),
+            {"a": account["id"]},
+        ).scalars()  # fmt: skip
+        assert set(names) == {"shopname", "shopname.official"}
+
+
+def test_a_refresh_puts_reordered_slides_where_the_shop_moved_them(catalogue, store):
+    shop = _shop()
+    add_account(engine=catalogue, username="shopname")
+    carousel = shop.posts[3]  # P0004xyz, three pictures, seven days old
+    with InstagramReplay([shop]):
+        _collect(catalogue, store, time=VirtualTime(NOW))
+        first, second, third = carousel.images
+        carousel.images = [third, first]  # the second slide deleted, the last one moved first
+        run = _collect(catalogue, store, time=VirtualTime(NOW), refresh_days=10)
+    assert run.ok, run.reason
+    with catalogue.connect() as connection:
+        slides = connection.execute(
+            text(
+                "SELECT i.media_id, i.position, i.removed_at IS NULL AS live FROM raw.images i "
+                "JOIN raw.posts p ON p.id = i.post_id WHERE p.shortcode = 'P0004xyz'"
+            )
+        ).all()
+    assert {(s.media_id, s.position, s.live) for s in slides if s.live} == {
+        (third.media_id, 0, True), (first.media_id, 1, True),
+    }  # fmt: skip
+    assert [s.media_id for s in slides if not s.live] == [second.media_id]

@@ -12,7 +12,15 @@ from pipeline.db.migrate import current_revision, downgrade, head_revision, upgr
 from pipeline.db.models import SCHEMAS, Base
 
 EXPECTED_TABLES = {
-    "raw": {"accounts", "posts", "images", "quarantine", "purges", "instagram_requests"},
+    "raw": {
+        "accounts",
+        "account_names",
+        "posts",
+        "images",
+        "quarantine",
+        "purges",
+        "instagram_requests",
+    },
     "catalogue": {
         "taxonomy_versions",
         "attributes",
