@@ -360,7 +360,9 @@ class ObjectStore:
                 f"the S3 server at {self.endpoint} answered {exc.code}: {exc.message}"
             )
         cause = getattr(exc, "reason", None) or exc
-        if isinstance(cause, TimeoutError | urllib3.exceptions.TimeoutError):
+        # urllib3's NewConnectionError (refused, unknown host) is a ConnectTimeoutError by descent
+        timed_out = isinstance(cause, TimeoutError | urllib3.exceptions.TimeoutError)
+        if timed_out and not isinstance(cause, urllib3.exceptions.NewConnectionError):
             return ObjectStoreUnreachable(
                 f"the S3 server at {self.endpoint} did not answer within {self.timeout_s:g}s "
                 f"({TIMEOUT_RETRIES + 1} tries): check that it is running and not overloaded, "
