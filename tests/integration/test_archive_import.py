@@ -844,3 +844,22 @@ def test_a_picture_beyond_the_size_limit_is_refused_unread(
     assert (summary.posts_new, summary.quarantined) == (1, 1)
     reason = _reasons(clean_catalogue)[str(picture.relative_to(archive)).removesuffix(".jpg")]
     assert f"file too big: {1024**3:,} bytes > limit {MAX_BYTES:,}" in reason
+
+
+def test_a_smaller_sample_imported_after_a_larger_one_settles_every_post(
+    clean_catalogue, settings, dataset, tmp_path
+):
+    """The sample generator groups products into posts by the sample's size, so the same media
+    ids come as other posts and carousels in two sizes (`samples --size 200` after `--size
+    2000` stopped the import): every post settles, refusals are counted, a rerun is exact."""
+    large, small = tmp_path / "large", tmp_path / "small"
+    generate_sample_accounts(dataset, large, size=300, seed=11)
+    generate_sample_accounts(dataset, small, size=40, seed=11)
+    _import(clean_catalogue, settings, large)
+    first = _import(clean_catalogue, settings, small)
+    settled = _counts(clean_catalogue)
+    again = _import(clean_catalogue, settings, small)
+    assert _counts(clean_catalogue) == settled
+    assert (again.posts_new, again.posts_updated, again.images_new) == (0, 0, 0)
+    assert again.posts_seen == first.posts_seen and again.quarantined == first.quarantined
+    assert first.posts_seen == len({row["shortcode"] for row in _manifest(small)})
