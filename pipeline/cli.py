@@ -188,7 +188,8 @@ def cmd_import_archive(args: argparse.Namespace) -> int:
     _say(
         f"imported {len(summary.accounts)} accounts: {summary.posts_seen} posts "
         f"({summary.posts_new} new, {summary.posts_updated} updated, "
-        f"{summary.posts_unchanged} unchanged), {summary.images_new} new images, "
+        f"{summary.posts_unchanged} unchanged, {summary.posts_refused} refused; "
+        f"{summary.posts_cleaned} with text cleaned), {summary.images_new} new images, "
         f"{summary.objects_written} objects written, {summary.quarantined} quarantined, "
         f"in {summary.seconds:.1f}s"
     )
