@@ -99,6 +99,16 @@ def test_control_characters_in_an_error_line_are_escaped(services, migrated, tmp
     assert "\u202e" not in _one_line(missing, "does not exist")
 
 
+def test_an_archive_folder_name_is_escaped_in_the_import_summary(services, migrated, tmp_path):
+    folder = tmp_path / "archive" / "shop\x1b[2J\u202eevil"
+    folder.mkdir(parents=True)
+    (folder / "2024-01-01_00-00-00_UTC.jpg").write_bytes(b"not a picture")
+    result = catalogue(services.env(), "import-archive", str(tmp_path / "archive"))
+    for character in UNSAFE:
+        assert character not in result.stdout + result.stderr
+    assert "shop\\x1b[2J\\u202eevil" in result.stdout + result.stderr
+
+
 # -- values out of range, malformed settings -------------------------------------------------------
 def test_a_position_of_eleven_digits_is_a_refused_row(services, shop, tmp_path):
     path = tmp_path / "labels.csv"
