@@ -276,7 +276,7 @@ def _store(
     run.posts_new += int(outcome.post_inserted)
     run.posts_refreshed += int(outcome.post_updated)
     run.images_new += outcome.images_inserted
-    run.quarantined += outcome.images_quarantined
+    run.quarantined += outcome.images_quarantined + int(outcome.post_refused is not None)
     if outcome.post_inserted:
         budget[0] -= 1
     stored.add(post.shortcode)
