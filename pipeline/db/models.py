@@ -382,6 +382,20 @@ class Label(Base):
         Index(None, "image_id", "attribute", "id"),
         Index(None, "job_id"),
         Index(None, "created_at"),
+        # one chain per image and attribute: one first label, and each label replaced once
+        Index(
+            "ix_labels_replaces_label_id",
+            "replaces_label_id",
+            unique=True,
+            postgresql_where=text("replaces_label_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_labels_image_id_attribute_first",
+            "image_id",
+            "attribute",
+            unique=True,
+            postgresql_where=text("replaces_label_id IS NULL"),
+        ),
         {"schema": "catalogue"},
     )
 

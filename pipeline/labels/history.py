@@ -4,16 +4,38 @@ All writes go through `write_labels`, which works on whole sets in SQL: the want
 staged in a temporary table, compared with each image's latest label, and only real changes are
 inserted, each naming the label it replaced. Rows whose label changed since the caller read it
 (`expected_label_id`) are skipped and reported, never overwritten.
+
+Writers at once (two imports, a job and an undo, the DAG and a moderator) take turns per picture:
+`write_staged` locks the staged pictures' rows (`catalogue.lock_images`, in id order) before it
+reads their latest labels, so the second writer compares with what the first committed and the
+history stays one chain (unique indexes refuse a fork whatever the writer). A writer that still
+collides (a deadlock with another statement, a raw SQL writer that did not lock) is retried
+whole by `label_transaction`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# serialization_failure (a label changed under a writer that did not lock), deadlock_detected
+RETRIED_SQLSTATES = ("40001", "40P01")
+# the unique indexes that keep the history one chain, and one undo per job (a second undo run
+# at the same time then reads that the job was undone)
+CHAIN_INDEXES = (
+    "ix_labels_replaces_label_id",
+    "ix_labels_image_id_attribute_first",
+    "uq_label_jobs_undoes_job_id",
+)
+ATTEMPTS = 5
 
 JOB_KINDS = ("label", "import", "rename", "move", "clear", "apply_csv", "undo")
 SOURCE_OF_JOB = {
@@ -123,9 +145,18 @@ def stage(connection: Connection, wanted: Sequence[WantedLabel]) -> None:
     )
 
 
+def lock_staged(connection: Connection) -> None:
+    """Hold the staged pictures until the transaction ends: a writer of the same pictures waits,
+    then reads what this one committed."""
+    connection.execute(
+        text("SELECT catalogue.lock_images(ARRAY(SELECT DISTINCT image_id FROM wanted_labels))")
+    )
+
+
 def write_staged(*, connection: Connection, job_id: int, kind: str) -> WriteOutcome:
     """Insert the staged labels that change something; report the stale ones."""
     analyse_staging(connection)
+    lock_staged(connection)
     stale_rows = connection.execute(
         text(
             """
@@ -167,10 +198,6 @@ def write_staged(*, connection: Connection, job_id: int, kind: str) -> WriteOutc
         ),
         {"job_id": job_id, "source": SOURCE_OF_JOB[kind]},
     ).one()
-    connection.execute(
-        text("UPDATE catalogue.label_jobs SET labels_written = :n WHERE id = :id"),
-        {"n": row.written, "id": job_id},
-    )
     stale = [
         WantedLabel(r.image_id, r.attribute, r.value, r.moderator, r.note, r.expected_label_id,
                     r.line)
@@ -192,6 +219,29 @@ def write_labels(
     job_id = start_job(connection=connection, kind=kind, who=who, arguments=arguments)
     stage(connection, wanted)
     return write_staged(connection=connection, job_id=job_id, kind=kind)
+
+
+def label_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run `work` in a transaction of its own, again from the start when it collided with another
+    writer of the same labels (it then reads what the other committed). Nothing is half-written:
+    a collision rolls the whole attempt back."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with engine.begin() as connection:
+                return work(connection)
+        except DBAPIError as exc:
+            if attempt == ATTEMPTS or not _collided(exc):
+                raise
+            log.info("label write collided with another writer (attempt %d): retrying", attempt)
+    raise AssertionError("unreachable")
+
+
+def _collided(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "pgcode", None)
+    if code in RETRIED_SQLSTATES:
+        return True
+    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    return code == "23505" and constraint in CHAIN_INDEXES
 
 
 def labels_changed_since(*, connection: Connection, since: Any) -> int:

@@ -24,6 +24,7 @@ from pipeline.labels.history import (
     Who,
     analyse_staging,
     empty_staging,
+    label_transaction,
     start_job,
     write_staged,
 )
@@ -76,57 +77,83 @@ def run_job(
     note: str | None = None,
 ) -> JobOutcome:
     """Run (or with `dry_run`, only count and sample) a rename, move or clear job."""
-    selection = selection or Selection()
-    with engine.begin() as connection:
-        taxonomy = taxonomy_from_database(connection)
-        spec = taxonomy.attribute(attribute)
-        target = spec.canonical(to) if to is not None else None
-        values = [spec.canonical(v) for v in selection.value]
-        predicted = [spec.canonical(v) for v in selection.predicted]
-        if kind == "rename":
-            if not from_values or target is None:
-                raise JobError("rename needs --from VALUE (one or more) and --to VALUE")
-            if not selection.is_empty():
-                raise JobError(
-                    "rename takes no filter: it changes every image labelled with a --from "
-                    "value; to change only some images use move with --value and filters"
-                )
-            values = [spec.canonical(v) for v in from_values]
-            selection = Selection(value=values)
-        elif kind == "move":
-            if target is None:
-                raise JobError("move needs --to VALUE and at least one filter")
-        elif kind == "clear":
-            target = None
-        else:
-            raise JobError(f"unknown job kind '{kind}' (rename, move, clear)")
-        if kind in ("move", "clear") and selection.is_empty():
+    return label_transaction(
+        engine,
+        lambda connection: _run_job(
+            connection,
+            kind=kind,
+            attribute=attribute,
+            who=who,
+            to=to,
+            from_values=from_values,
+            selection=selection or Selection(),
+            dry_run=dry_run,
+            note=note,
+        ),
+    )
+
+
+def _run_job(
+    connection: Connection,
+    *,
+    kind: str,
+    attribute: str,
+    who: Who,
+    to: str | None,
+    from_values: list[str] | None,
+    selection: Selection,
+    dry_run: bool,
+    note: str | None,
+) -> JobOutcome:
+    taxonomy = taxonomy_from_database(connection)
+    spec = taxonomy.attribute(attribute)
+    target = spec.canonical(to) if to is not None else None
+    values = [spec.canonical(v) for v in selection.value]
+    predicted = [spec.canonical(v) for v in selection.predicted]
+    if kind == "rename":
+        if not from_values or target is None:
+            raise JobError("rename needs --from VALUE (one or more) and --to VALUE")
+        if not selection.is_empty():
             raise JobError(
-                f"{kind} needs a filter (--account, --value, --predicted, --shortcode, --since, "
-                "--until): a job over every image is a rename"
+                "rename takes no filter: it changes every image labelled with a --from "
+                "value; to change only some images use move with --value and filters"
             )
-        _stage_selection(connection, attribute, target, selection, values, predicted, note)
-        arguments = {
-            "attribute": attribute,
-            "to": target,
-            "from": values if kind == "rename" else None,
-            "filter": {
-                "account": selection.account,
-                "value": values,
-                "predicted": predicted,
-                "shortcodes": selection.shortcodes,
-                "since": selection.since,
-                "until": selection.until,
-            },
-            "note": note,
-        }
-        if dry_run:
-            outcome = _dry_run(connection, kind)
-            connection.rollback()
-            return outcome
-        job_id = start_job(connection=connection, kind=kind, who=who, arguments=arguments)
-        written = write_staged(connection=connection, job_id=job_id, kind=kind)
-        sample = _sample(connection, job_id)
+        values = [spec.canonical(v) for v in from_values]
+        selection = Selection(value=values)
+    elif kind == "move":
+        if target is None:
+            raise JobError("move needs --to VALUE and at least one filter")
+    elif kind == "clear":
+        target = None
+    else:
+        raise JobError(f"unknown job kind '{kind}' (rename, move, clear)")
+    if kind in ("move", "clear") and selection.is_empty():
+        raise JobError(
+            f"{kind} needs a filter (--account, --value, --predicted, --shortcode, --since, "
+            "--until): a job over every image is a rename"
+        )
+    _stage_selection(connection, attribute, target, selection, values, predicted, note)
+    arguments = {
+        "attribute": attribute,
+        "to": target,
+        "from": values if kind == "rename" else None,
+        "filter": {
+            "account": selection.account,
+            "value": values,
+            "predicted": predicted,
+            "shortcodes": selection.shortcodes,
+            "since": selection.since,
+            "until": selection.until,
+        },
+        "note": note,
+    }
+    if dry_run:
+        outcome = _dry_run(connection, kind)
+        connection.rollback()
+        return outcome
+    job_id = start_job(connection=connection, kind=kind, who=who, arguments=arguments)
+    written = write_staged(connection=connection, job_id=job_id, kind=kind)
+    sample = _sample(connection, job_id)
     return JobOutcome(kind, False, written.written, job_id, written.unchanged, sample=sample)
 
 
@@ -219,58 +246,63 @@ def _sample(connection: Connection, job_id: int) -> list[dict[str, Any]]:
 
 def undo_job(*, engine: Engine, job_id: int, who: Who, dry_run: bool = False) -> JobOutcome:
     """Put back what job `job_id` replaced, where its labels are still the current ones."""
-    with engine.begin() as connection:
-        job = connection.execute(
-            text(
-                "SELECT j.id, j.kind, u.id AS undone_by FROM catalogue.label_jobs j "
-                "LEFT JOIN catalogue.label_jobs u ON u.undoes_job_id = j.id WHERE j.id = :id"
-            ),
-            {"id": job_id},
-        ).first()
-        if job is None:
-            raise JobError(f"no label job {job_id} (see `catalogue labels jobs`)")
-        if job.undone_by is not None:
-            raise JobError(
-                f"job {job_id} was already undone by job {job.undone_by}; "
-                f"`catalogue labels undo {job.undone_by}` redoes it"
-            )
-        empty_staging(connection)
-        # Each label of the job goes back to the one it replaced (no value if it replaced
-        # nothing), only if it is still the latest: expected_label_id guards that.
-        connection.execute(
-            text(
-                """
-                INSERT INTO wanted_labels (image_id, attribute, value, moderator, note,
-                                           expected_label_id)
-                SELECT n.image_id, n.attribute, old.value, old.moderator,
-                       'undo of job ' || n.job_id, n.id
-                FROM catalogue.labels n
-                LEFT JOIN catalogue.labels old ON old.id = n.replaces_label_id
-                WHERE n.job_id = :job
-                """
-            ),
-            {"job": job_id},
+    return label_transaction(
+        engine, lambda connection: _undo_job(connection, job_id=job_id, who=who, dry_run=dry_run)
+    )
+
+
+def _undo_job(connection: Connection, *, job_id: int, who: Who, dry_run: bool) -> JobOutcome:
+    job = connection.execute(
+        text(
+            "SELECT j.id, j.kind, u.id AS undone_by FROM catalogue.label_jobs j "
+            "LEFT JOIN catalogue.label_jobs u ON u.undoes_job_id = j.id WHERE j.id = :id"
+        ),
+        {"id": job_id},
+    ).first()
+    if job is None:
+        raise JobError(f"no label job {job_id} (see `catalogue labels jobs`)")
+    if job.undone_by is not None:
+        raise JobError(
+            f"job {job_id} was already undone by job {job.undone_by}; "
+            f"`catalogue labels undo {job.undone_by}` redoes it"
         )
-        staged = connection.execute(text("SELECT count(*) FROM wanted_labels")).scalar_one()
-        if dry_run:
-            outcome = _dry_run(connection, "undo")
-            stale = connection.execute(
-                text(
-                    "SELECT count(*) FROM wanted_labels w LEFT JOIN catalogue.latest_labels l "
-                    "ON l.image_id = w.image_id AND l.attribute = w.attribute "
-                    "WHERE l.label_id IS DISTINCT FROM w.expected_label_id"
-                )
-            ).scalar_one()
-            outcome.images -= stale
-            outcome.skipped = stale
-            connection.rollback()
-            return outcome
-        undo_id = start_job(
-            connection=connection, kind="undo", who=who, arguments={"job": job_id},
-            undoes_job_id=job_id,
-        )  # fmt: skip
-        written = write_staged(connection=connection, job_id=undo_id, kind="undo")
-        sample = _sample(connection, undo_id)
+    empty_staging(connection)
+    # Each label of the job goes back to the one it replaced (no value if it replaced
+    # nothing), only if it is still the latest: expected_label_id guards that.
+    connection.execute(
+        text(
+            """
+            INSERT INTO wanted_labels (image_id, attribute, value, moderator, note,
+                                       expected_label_id)
+            SELECT n.image_id, n.attribute, old.value, old.moderator,
+                   'undo of job ' || n.job_id, n.id
+            FROM catalogue.labels n
+            LEFT JOIN catalogue.labels old ON old.id = n.replaces_label_id
+            WHERE n.job_id = :job
+            """
+        ),
+        {"job": job_id},
+    )
+    staged = connection.execute(text("SELECT count(*) FROM wanted_labels")).scalar_one()
+    if dry_run:
+        outcome = _dry_run(connection, "undo")
+        stale = connection.execute(
+            text(
+                "SELECT count(*) FROM wanted_labels w LEFT JOIN catalogue.latest_labels l "
+                "ON l.image_id = w.image_id AND l.attribute = w.attribute "
+                "WHERE l.label_id IS DISTINCT FROM w.expected_label_id"
+            )
+        ).scalar_one()
+        outcome.images -= stale
+        outcome.skipped = stale
+        connection.rollback()
+        return outcome
+    undo_id = start_job(
+        connection=connection, kind="undo", who=who, arguments={"job": job_id},
+        undoes_job_id=job_id,
+    )  # fmt: skip
+    written = write_staged(connection=connection, job_id=undo_id, kind="undo")
+    sample = _sample(connection, undo_id)
     return JobOutcome(
         "undo", False, written.written, undo_id, staged - written.written - len(written.stale),
         skipped=len(written.stale), sample=sample,

@@ -22,13 +22,14 @@ from datetime import date
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from pipeline.labels.history import (
     WantedLabel,
     Who,
     WriteOutcome,
     analyse_staging,
+    label_transaction,
     stage,
     start_job,
     write_staged,
@@ -124,7 +125,10 @@ def import_labels(
     rows = _parse(content, taxonomy, report, name)
     report.rows = len(rows) + len(report.refused)
 
-    with engine.begin() as connection:
+    parsed_refusals = list(report.refused)
+
+    def apply(connection: Connection) -> WriteOutcome | None:
+        report.refused = list(parsed_refusals)  # an attempt collided and runs again: from scratch
         images = _image_ids(connection, rows)
         wanted = _wanted(rows, images, report)
         report.labels_wanted = len(wanted)
@@ -142,7 +146,7 @@ def import_labels(
             report.unchanged = len(wanted) - changes
             report.written = 0
             connection.rollback()
-            return report
+            return None
         job_id = start_job(
             connection=connection,
             kind=kind,
@@ -150,7 +154,12 @@ def import_labels(
             arguments={"file": name, "rows": report.rows, "refused": len(report.refused)},
         )
         stage(connection, wanted)
-        outcome: WriteOutcome = write_staged(connection=connection, job_id=job_id, kind=kind)
+        return write_staged(connection=connection, job_id=job_id, kind=kind)
+
+    outcome = label_transaction(engine, apply)
+    if outcome is None:
+        return report
+    job_id = outcome.job_id
     report.job_id, report.written, report.unchanged = job_id, outcome.written, outcome.unchanged
     report.stale = [
         RefusedRow(
