@@ -148,6 +148,14 @@ def main() -> None:
                     )
                 ).scalar_one()
                 connection.execute(text("ALTER TABLE catalogue.labels DISABLE TRIGGER USER"))
+                # the history's chain indexes refuse a second first label: the bound writes
+                # without them, as it did before they existed (rolled back below)
+                connection.execute(
+                    text(
+                        "DROP INDEX catalogue.ix_labels_replaces_label_id, "
+                        "catalogue.ix_labels_image_id_attribute_first"
+                    )
+                )
                 connection.execute(
                     text(
                         "INSERT INTO catalogue.labels (image_id, attribute, value, source, "
