@@ -1297,6 +1297,7 @@ _REPORTED = (  # (module, error): a user's mistake or a service down, said in on
     ("pipeline.accounts", "AccountError"),
     ("pipeline.collect.archive", "ArchiveError"),
     ("pipeline.db", "DatabaseError"),
+    ("pipeline.labels.history", "LabelsBusy"),
     ("pipeline.labels.jobs", "JobError"),
     ("pipeline.labels.label_csv", "LabelFileError"),
     ("pipeline.labels.taxonomy", "TaxonomyError"),
@@ -1352,6 +1353,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `catalogue accounts list | head`: the reader has enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception as exc:  # a fault of ours: one escaped line; the traceback with --verbose
+        log.debug("unexpected error", exc_info=True)
+        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        _complain(
+            f"unexpected error ({type(exc).__name__}): {first_line}. "
+            "Run it again with --verbose for the traceback, and report it"
+        )
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

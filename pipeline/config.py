@@ -383,7 +383,8 @@ def describe_url(url: URL | str) -> str:
     """
     if isinstance(url, URL):
         host = (url.host or "").rpartition("@")[2] or None
-        return url.set(host=host).render_as_string(hide_password=True)
+        query = {k: "***" if k.lower() in _SECRET_QUERY_KEYS else v for k, v in url.query.items()}
+        return url.set(host=host, query=query).render_as_string(hide_password=True)
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "(not a URL)"
@@ -391,7 +392,21 @@ def describe_url(url: URL | str) -> str:
     if "@" in rest:  # the last @ ends the credentials, wherever a / or # in them cut the URL
         authority, slash, path = rest.rpartition("@")[2].partition("/")
         authority = "***@" + authority
-    return f"{scheme}://{authority}{slash}{path}"
+    host, colon, port = authority.rpartition(":")
+    if colon and not port.isdigit() and "]" not in port:
+        # `user:password/db` (the host forgotten) reads as a host and a port that is no number
+        authority = f"{host}:***"
+    path, question, query = path.partition("?")
+    if question:
+        query = "&".join(
+            f"{k}=***" if k.lower() in _SECRET_QUERY_KEYS else f"{k}{eq}{v}"
+            for k, eq, v in (pair.partition("=") for pair in query.split("&"))
+        )
+    return f"{scheme}://{authority}{slash}{path}{question}{query}"
+
+
+# libpq's parameters that hold or name a secret, which a URL may carry after its `?`
+_SECRET_QUERY_KEYS = ("password", "sslpassword", "passfile", "sslkey")
 
 
 # -- parsers ----------------------------------------------------------------------------------
@@ -476,7 +491,7 @@ def _s3_endpoint(name: str, value: str | None) -> str | None:
     if parts.path.strip("/") or parts.query:
         raise ConfigError(
             name,
-            f"'{value}' has a path; buckets are configured separately",
+            f"'{describe_url(value)}' has a path; buckets are configured separately",
             "Give only the scheme, host and port, e.g. http://127.0.0.1:8333.",
         )
     return f"{parts.scheme}://{parts.netloc}"
@@ -487,7 +502,7 @@ def _http_url(name: str, value: str | None) -> str | None:
         return None
     if "://" not in value:
         raise ConfigError(
-            name, f"'{describe_url('http://' + value)}' has no http(s)://",
+            name, f"'{describe_url('http://' + value).removeprefix('http://')}' has no http(s)://",
             "Use the form http://HOST:PORT[/PATH].",
         )  # fmt: skip
     _url_parts(name, value, form="http://HOST:PORT[/PATH]")

@@ -15,7 +15,9 @@ database session, not from the inserted row.
   40001, retry). A session that is not a member of the application role (a moderator at a SQL
   prompt) writes only its own name as `created_by` and `moderator`, only into its own jobs, and
   cannot record an undo (`undoes_job_id` is unique: a fake undo would block the real one).
-  `labels_written` is counted by the database; moderators lose their UPDATE of it.
+  `labels_written` is counted by the database; nobody but the tables' owner updates or deletes a
+  job (the application and moderators lose UPDATE and DELETE). Ids above their sequence's are
+  refused: a label with a huge id would stay the latest for good and block every later write.
 
 Histories forked before this revision stay as they are (labels are append-only); the unique
 indexes cover the labels written after the last forked one.
@@ -73,6 +75,8 @@ def upgrade() -> None:
         $$
         """
     )
+    # a reader holding pictures' rows in an open transaction would stop every writer
+    op.execute("REVOKE ALL ON FUNCTION catalogue.lock_images(bigint[]) FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION catalogue.lock_images(bigint[]) TO {app}, {moderator}")
     refresh = _refresh_products_of_0007()
     assert refresh.count("BEGIN\n") == 1
@@ -99,6 +103,10 @@ def upgrade() -> None:
         CREATE FUNCTION catalogue.jobs_are_recorded_by_the_session() RETURNS trigger
         LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
         BEGIN
+            IF NEW.id > COALESCE(pg_sequence_last_value('catalogue.label_jobs_id_seq'), 0) THEN
+                RAISE EXCEPTION 'label job ids come from the database: leave id out'
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
             NEW.db_role := session_user;
             NEW.created_at := now();
             NEW.labels_written := 0;
@@ -157,6 +165,7 @@ def upgrade() -> None:
                    n.created_by <> j.created_by AS wrong_creator,
                    NOT trusted AND j.db_role <> session_user AS foreign_job,
                    NOT trusted AND n.moderator <> session_user AS wrong_moderator,
+                   n.id > COALESCE(pg_sequence_last_value('catalogue.labels_id_seq'), 0) AS own_id,
                    prev.id AS previous
             INTO bad
             FROM new_labels n
@@ -167,12 +176,18 @@ def upgrade() -> None:
                 ORDER BY l.id DESC LIMIT 1
             ) AS prev ON true
             WHERE n.source <> catalogue.label_source(j.kind)
+               OR n.id > COALESCE(pg_sequence_last_value('catalogue.labels_id_seq'), 0)
                OR n.created_by <> j.created_by
                OR (NOT trusted AND (j.db_role <> session_user OR n.moderator <> session_user))
                OR n.replaces_label_id IS DISTINCT FROM prev.id
             LIMIT 1;
             IF FOUND THEN
-                IF bad.foreign_job THEN
+                IF bad.own_id THEN
+                    -- an id above the sequence's would be the latest label for good: every
+                    -- later write of the picture would be refused
+                    RAISE EXCEPTION 'label ids come from the database: leave id out'
+                        USING ERRCODE = 'insufficient_privilege';
+                ELSIF bad.foreign_job THEN
                     RAISE EXCEPTION 'label job % was recorded by another role: write labels '
                         'into a job of your own', bad.job_id
                         USING ERRCODE = 'insufficient_privilege';
@@ -201,22 +216,22 @@ def upgrade() -> None:
         FOR EACH STATEMENT EXECUTE FUNCTION catalogue.labels_follow_their_job()
         """
     )
-    op.execute(f"REVOKE UPDATE ON catalogue.label_jobs FROM {moderator}")
-    op.execute(f"REVOKE UPDATE (labels_written) ON catalogue.label_jobs FROM {moderator}")
+    # A job, once recorded, is history: only the count above changes it (as the table's owner).
+    op.execute(f"REVOKE UPDATE, DELETE ON catalogue.label_jobs FROM {app}, {moderator}")
 
     floor = (
         op.get_bind()
         .execute(
             text(
                 """
-                SELECT COALESCE(max(l.id), 0) FROM catalogue.labels l
-                WHERE EXISTS (SELECT 1 FROM catalogue.labels o
-                              WHERE o.id <> l.id
-                                AND (o.replaces_label_id = l.replaces_label_id
-                                     OR (o.replaces_label_id IS NULL
-                                         AND l.replaces_label_id IS NULL
-                                         AND (o.image_id, o.attribute)
-                                             = (l.image_id, l.attribute))))
+                SELECT COALESCE(max(forked), 0) FROM (
+                    SELECT max(id) AS forked FROM catalogue.labels
+                    WHERE replaces_label_id IS NOT NULL
+                    GROUP BY replaces_label_id HAVING count(*) > 1
+                    UNION ALL
+                    SELECT max(id) FROM catalogue.labels WHERE replaces_label_id IS NULL
+                    GROUP BY image_id, attribute HAVING count(*) > 1
+                ) AS forks
                 """
             )
         )
@@ -237,6 +252,8 @@ def downgrade() -> None:
     moderator = _roles()["moderator"]
     op.execute("DROP INDEX catalogue.ix_labels_image_id_attribute_first")
     op.execute("DROP INDEX catalogue.ix_labels_replaces_label_id")
+    app = _roles()["app"]
+    op.execute(f"GRANT UPDATE, DELETE ON catalogue.label_jobs TO {app}")
     op.execute(f"GRANT UPDATE (labels_written) ON catalogue.label_jobs TO {moderator}")
     op.execute("DROP TRIGGER labels_follow_their_job ON catalogue.labels")
     op.execute("DROP FUNCTION catalogue.labels_follow_their_job()")

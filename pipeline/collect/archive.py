@@ -38,11 +38,12 @@ from typing import TypeVar
 
 from instaloader.exceptions import InstaloaderException
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from pipeline.accounts import AccountError, normalise_username
 from pipeline.collect.images import MAX_BYTES, ImageRefused
 from pipeline.collect.posts import (
+    MAX_MEDIA_ID,
     AccountConflict,
     CollectedImage,
     CollectedPost,
@@ -393,15 +394,10 @@ def _register_account(
         try:
             profile = load_structure(context, _read_json(candidate))
             if isinstance(profile, Profile):
-                facts = {
-                    "instagram_id": profile.userid,
-                    "full_name": profile.full_name,
-                    "is_business": profile.is_business_account,
-                    "follower_count": profile.followers,
-                    # instaloader wrote the file when it downloaded the profile: the name was
-                    # seen then (which of a renamed shop's two folders is the newer)
-                    "seen_at": _modified(candidate),
-                }
+                facts = _profile_facts(profile)
+                # instaloader wrote the file when it downloaded the profile: the name was seen
+                # then (which of a renamed shop's two folders is the newer)
+                facts["seen_at"] = _modified(candidate)
                 break
         except _UNREADABLE as exc:
             log.warning("profile file %s unreadable: %s", candidate, exc)
@@ -415,11 +411,17 @@ def _register_account(
                 allow_personal=allow_personal,
                 **facts,
             )
-    except AccountConflict as exc:
+    except (AccountConflict, DataError) as exc:
+        # a name that changed hands, or a profile fact no check here foresaw: the folder waits
+        reason = (
+            exc.reason
+            if isinstance(exc, AccountConflict)
+            else f"the database refused the profile: {getattr(exc.orig, 'pgerror', exc.orig)}"
+        )
         with engine.begin() as connection:
             quarantine(connection=connection, source=SOURCE, input_ref=relative,
-                       reason=exc.reason, account=username)  # fmt: skip
-        summary.skipped_accounts[username] = exc.reason
+                       reason=reason[:500], account=username)  # fmt: skip
+        summary.skipped_accounts[username] = reason
         return None
     account_id, username = key.id, key.username
     with engine.begin() as connection:
@@ -438,6 +440,27 @@ def _register_account(
             summary.skipped_accounts[username] = reason
             return None
     return username, account_id, facts.get("instagram_id")
+
+
+def _profile_facts(profile) -> dict:
+    """What a profile file says of its account, each value of the type and range its column
+    holds: an id that cannot be Instagram's makes the file unreadable (the folder is imported as
+    one without a profile); any other odd value is left out."""
+    instagram_id = profile.userid
+    if isinstance(instagram_id, bool) or not 0 < instagram_id <= MAX_MEDIA_ID:
+        raise ValueError(f"profile id {instagram_id} is not an Instagram id")
+
+    def typed(value, kind: type, *, most: int | None = None):
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return None
+        return value if most is None or 0 <= value <= most else None
+
+    return {
+        "instagram_id": instagram_id,
+        "full_name": typed(profile.full_name, str),
+        "is_business": typed(profile.is_business_account, bool),
+        "follower_count": typed(profile.followers, int, most=MAX_MEDIA_ID),
+    }
 
 
 def _modified(path: Path) -> datetime:
@@ -524,8 +547,11 @@ def _owners(engine: Engine, loaded: list[_LoadedPost]) -> list[_LoadedPost]:
             row.instagram_id: row
             for row in connection.execute(
                 text(
+                    # an account the import itself would refuse (a personal one not allowed,
+                    # one deleted) takes no posts through another folder either
                     "SELECT id, username, instagram_id FROM raw.accounts "
-                    "WHERE instagram_id = ANY(:ids)"
+                    "WHERE instagram_id = ANY(:ids) AND status NOT IN ('personal', 'deleted') "
+                    "AND (is_business IS NOT false OR allow_personal)"
                 ),
                 {"ids": sorted(foreign)},
             )

@@ -33,9 +33,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from pipeline.collect.images import CheckedImage, ImageRefused, check_image
+from pipeline.db.session import collided
 from pipeline.storage import ObjectStore, content_key, sha256_of
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ SHORTCODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_MEDIA_ID = 2**63 - 1  # a bigint column
 MAX_SLIDES = 1000  # positions are set aside by ASIDE while slides move; far above Instagram's 20
 _ASIDE = 16384
+WRITE_ATTEMPTS = 5  # a post's write that collided with another writer runs again
 
 
 def _clean_text(match: re.Match[str]) -> str:
@@ -366,6 +368,9 @@ _LOOKUP = text(
 
 # The post's row, locked for this write: slides of two listings of one post never interleave.
 _LOCK_POST = text("SELECT id, listed_at FROM raw.posts WHERE media_id = :media_id FOR UPDATE")
+_LOCK_SLIDES = text(
+    "SELECT catalogue.lock_images(ARRAY(SELECT id FROM raw.images WHERE post_id = :post_id))"
+)
 _OTHER_POST_WITH_SHORTCODE = text(
     "SELECT media_id FROM raw.posts WHERE shortcode = :shortcode AND media_id <> :media_id"
 )
@@ -725,10 +730,19 @@ def write_post(
     no check here foresaw) is quarantined with the database's words, and the run goes on.
     """
     prepared = uploaded.prepared
+    post_ref = prepared.post.ref
     if prepared.refused is not None:
         return _refuse_post(db, prepared.post, account=account, reason=prepared.refused)
     try:
-        return _write_rows(db, uploaded, account_id=account_id, account=account)
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return _write_rows(db, uploaded, account_id=account_id, account=account)
+            except OperationalError as exc:
+                # another writer held the post's pictures (a label job, a second import): the
+                # write was rolled back whole and runs again
+                if attempt == WRITE_ATTEMPTS or exc.connection_invalidated or not collided(exc):
+                    raise
+                log.info("post %s collided with another writer; writing it again", post_ref)
     except (IntegrityError, DataError) as exc:
         if exc.connection_invalidated:
             raise
@@ -833,6 +847,10 @@ def _write_rows(
                     )
                 )
         stored = connection.execute(_LOCK_POST, {"media_id": post.media_id}).one_or_none()
+        if stored is not None:
+            # the post's pictures at once, in id order, before any slide moves: as every label
+            # writer and the marketplace refresh take them, so none of them waits crosswise
+            connection.execute(_LOCK_SLIDES, {"post_id": stored.id})
         listed_at = parameters["listed_at"]
         older = stored is not None and stored.listed_at is not None and listed_at < stored.listed_at
         if stored is not None and not older:

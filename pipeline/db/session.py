@@ -16,6 +16,16 @@ from pipeline.config import describe_url
 CONNECT_TIMEOUT_S = 5
 
 
+# Two writers met (serialization_failure, deadlock_detected): Postgres rolled one back, and the
+# same transaction run again from the start completes.
+COLLIDED_SQLSTATES = ("40001", "40P01")
+
+
+def collided(exc: BaseException) -> bool:
+    """Did a statement fail only because another writer held what it needed? (Retry it.)"""
+    return getattr(getattr(exc, "orig", None), "pgcode", None) in COLLIDED_SQLSTATES
+
+
 class DatabaseError(RuntimeError):
     """Postgres cannot be used with the configured settings; the message says what to fix."""
 

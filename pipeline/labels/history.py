@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from pipeline.db.session import collided
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# serialization_failure (a label changed under a writer that did not lock), deadlock_detected
-RETRIED_SQLSTATES = ("40001", "40P01")
 # the unique indexes that keep the history one chain, and one undo per job (a second undo run
 # at the same time then reads that the job was undone)
 CHAIN_INDEXES = (
@@ -47,6 +47,10 @@ SOURCE_OF_JOB = {
     "clear": "relabel",
     "undo": "undo",
 }
+
+
+class LabelsBusy(RuntimeError):
+    """A label write kept colliding with other writers; nothing of it was written."""
 
 
 @dataclass(frozen=True)
@@ -230,18 +234,22 @@ def label_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
             with engine.begin() as connection:
                 return work(connection)
         except DBAPIError as exc:
-            if attempt == ATTEMPTS or not _collided(exc):
+            if not _collided(exc) or exc.connection_invalidated:
                 raise
+            if attempt == ATTEMPTS:
+                raise LabelsBusy(
+                    f"the labels are being written by others: {ATTEMPTS} tries collided with "
+                    "them; nothing was written, run it again"
+                ) from exc
             log.info("label write collided with another writer (attempt %d): retrying", attempt)
     raise AssertionError("unreachable")
 
 
 def _collided(exc: DBAPIError) -> bool:
-    code = getattr(exc.orig, "pgcode", None)
-    if code in RETRIED_SQLSTATES:
+    if collided(exc):
         return True
     constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-    return code == "23505" and constraint in CHAIN_INDEXES
+    return getattr(exc.orig, "pgcode", None) == "23505" and constraint in CHAIN_INDEXES
 
 
 def labels_changed_since(*, connection: Connection, since: Any) -> int:

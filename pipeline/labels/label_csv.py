@@ -40,7 +40,7 @@ KEY_COLUMNS = ("shortcode", "position")
 OPTIONAL_COLUMNS = ("moderator", "note")
 REVIEW_COLUMNS = ("image_url", "reason", "account", "taken_at")
 MAX_FILE_BYTES = 200 * 1024 * 1024
-MAX_POSITION = 2**31 - 1  # raw.images.position is an integer
+MAX_POSITION = 2**31 - 1  # compared as an integer (raw.images.position is a smallint)
 MAX_LABEL_ID = 2**63 - 1  # catalogue.labels.id is a bigint
 # A label CSV header is a few short column names; anything else (an .env file, a key, a report) is
 # not one, and its first line is never echoed: it may hold a secret.
@@ -198,7 +198,8 @@ def _parse(content: str, taxonomy: Taxonomy, report: ImportReport, name: str) ->
     except csv.Error as exc:
         raise LabelFileError(f"{name}: the header line is not valid CSV ({exc})") from None
     header = [h.strip().lstrip("\ufeff") for h in header]
-    if not all(_COLUMN_NAME.match(h) for h in header):
+    # an empty cell (a spreadsheet's trailing comma) is an unknown column, said below
+    if not all(_COLUMN_NAME.match(h) for h in header if h):
         raise LabelFileError(
             f"{name} is not a label CSV: its first line, {_masked_excerpt(content)}, is not a "
             f"header of column names; a label CSV starts with {','.join(header_for(taxonomy))}"

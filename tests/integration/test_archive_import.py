@@ -540,8 +540,8 @@ def _loader(root: Path):
 
 
 def _write_profile(
-    root: Path, username: str, *, profile_id: int = PROFILE_ID, full_name: str = "A Shop",
-    seen: float | None = None,
+    root: Path, username: str, *, profile_id: int = PROFILE_ID, full_name: object = "A Shop",
+    seen: float | None = None, business: bool = True,
 ) -> None:  # fmt: skip
     """A profile folder as `instaloader <profile>` writes it; `seen`: when it was downloaded."""
     import instaloader
@@ -551,7 +551,7 @@ def _write_profile(
         loader.context,
         {
             "id": str(profile_id), "username": username, "full_name": full_name,
-            "is_business_account": True, "is_private": False,
+            "is_business_account": business, "is_private": False,
             "edge_followed_by": {"count": 1200}, "edge_follow": {"count": 10},
         },
     )  # fmt: skip
@@ -801,6 +801,54 @@ def test_a_post_file_of_another_account_goes_to_its_owner_or_is_refused(
     assert owners == {9801: "shop_one", 9802: "shop_two"}
     ((ref, reason),) = _reasons(clean_catalogue).items()
     assert ref.endswith(".json.xz") and "belongs to Instagram id 123" in reason
+
+
+def test_a_post_file_cannot_reach_an_account_the_import_refuses(
+    clean_catalogue, settings, tmp_path
+):
+    """A personal account is not collected; a post of its, put in a business shop's folder, is
+    not stored under it either."""
+    archive = tmp_path / "archive"
+    _write_profile(archive, "business_shop", profile_id=PROFILE_ID)
+    _write_profile(archive, "a_person", profile_id=PROFILE_ID + 1, business=False)
+    _write_post(archive, "business_shop", media_id=9811)
+    _write_post(archive, "business_shop", media_id=9812, owner_id=PROFILE_ID + 1,
+                taken_at=1_780_000_700)  # fmt: skip
+
+    summary = _import(clean_catalogue, settings, archive)
+
+    assert summary.posts_refused == 1 and "a_person" in summary.skipped_accounts
+    with clean_catalogue.connect() as connection:
+        stored = connection.execute(text("SELECT media_id FROM raw.posts")).scalars().all()
+    assert stored == [9811]
+
+
+@pytest.mark.parametrize(
+    ("profile_id", "full_name"),
+    [
+        pytest.param(2**64, "A Shop", id="id-beyond-bigint"),
+        pytest.param(PROFILE_ID, {"text": "not a name"}, id="full-name-not-text"),
+    ],
+)
+def test_a_hostile_profile_file_never_stops_the_import(
+    clean_catalogue, settings, tmp_path, profile_id, full_name
+):
+    archive = tmp_path / "archive"
+    _write_profile(archive, "odd_shop", profile_id=profile_id, full_name=full_name)
+    _write_post(archive, "odd_shop", media_id=9821)
+    _write_profile(archive, "next_shop", profile_id=PROFILE_ID + 7)
+    _write_post(archive, "next_shop", media_id=9822, owner_id=PROFILE_ID + 7)
+
+    for _ in range(2):  # and a rerun ends the same
+        _import(clean_catalogue, settings, archive)
+
+    with clean_catalogue.connect() as connection:
+        accounts = dict(
+            connection.execute(text("SELECT username, full_name FROM raw.accounts")).all()
+        )
+        posts = connection.execute(text("SELECT count(*) FROM raw.posts")).scalar_one()
+    assert accounts["next_shop"] == "A Shop" and accounts["odd_shop"] in (None, "A Shop")
+    assert posts == 2
 
 
 def test_a_post_file_that_expands_beyond_the_cap_is_refused(

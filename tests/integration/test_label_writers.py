@@ -346,6 +346,30 @@ def test_a_moderator_at_sql_cannot_forge_who_when_or_how(migrated, shop, moderat
             ),
             {"i": labelled, "other": image, "me": login, "job": job_id},
         )
+    # ids come from the database: a label with a huge id would be the latest one for good, a
+    # job with the sequence's next id would make the application's next job fail
+    with pytest.raises(DBAPIError, match="label ids come from the database"), engine.begin() as c:
+        job_id = c.execute(
+            text(
+                "INSERT INTO catalogue.label_jobs (kind, created_by) VALUES ('label', 'x') RETURNING id"
+            )
+        ).scalar_one()
+        c.execute(
+            text(
+                "INSERT INTO catalogue.labels (id, image_id, attribute, value, source, moderator, "
+                "created_by, job_id, replaces_label_id) VALUES (4000000000000000000, :i, "
+                "'colour', 'Black', 'moderator', :me, :me, :job, (SELECT max(id) FROM "
+                "catalogue.labels WHERE image_id = :i AND attribute = 'colour'))"
+            ),
+            {"i": image, "me": login, "job": job_id},
+        )
+    with pytest.raises(DBAPIError, match="job ids come from the database"), engine.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO catalogue.label_jobs (id, kind, created_by) VALUES "
+                "(pg_sequence_last_value('catalogue.label_jobs_id_seq') + 1, 'label', 'x')"
+            )
+        )
     # a fake undo that would block the real one
     with pytest.raises(DBAPIError, match="undo jobs are recorded by"), engine.begin() as c:
         c.execute(
@@ -373,3 +397,96 @@ def test_a_moderator_at_sql_cannot_forge_who_when_or_how(migrated, shop, moderat
             {"j": outcome.job_id},
         ).one()
     assert tuple(written) == (login, 1)
+
+
+def test_only_writers_may_lock_pictures_and_nobody_rewrites_a_job(migrated, shop, settings):
+    roles = settings.role_names
+    with migrated.connect() as connection:
+        for role, allowed in ((roles["reader"], False), (roles["moderator"], True)):
+            connection.execute(text(f"SET ROLE {role}"))
+            connection.execute(text("SAVEPOINT s"))
+            try:
+                connection.execute(text("SELECT catalogue.lock_images(ARRAY[1::bigint])"))
+                locked = True
+            except ProgrammingError as exc:
+                assert "permission denied" in str(exc)
+                locked = False
+            connection.execute(text("ROLLBACK TO SAVEPOINT s"))
+            connection.execute(text("RESET ROLE"))
+            assert locked is allowed, role
+        connection.execute(text(f"SET ROLE {roles['app']}"))
+        for statement in (
+            "UPDATE catalogue.label_jobs SET created_by = 'mallory'",
+            "DELETE FROM catalogue.label_jobs",
+        ):
+            connection.execute(text("SAVEPOINT s"))
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                connection.execute(text(statement))
+            connection.execute(text("ROLLBACK TO SAVEPOINT s"))
+        connection.rollback()
+
+
+def test_an_upgrade_keeps_a_history_forked_before_and_guards_what_follows(fresh_database, settings):
+    """Histories forked by the old code stay (labels are append-only); writes after are one
+    chain."""
+    from pipeline.db import get_engine
+    from pipeline.db.migrate import downgrade, upgrade
+
+    engine = get_engine(fresh_database)
+    upgrade(engine, role_names=settings.role_names, revision="0008")
+    shop = add_posts(engine, {"forked_shop": 2}, prefix="F")
+    image = shop.image(shop.accounts["forked_shop"][0])
+    with engine.begin() as connection:
+        job = connection.execute(
+            text(
+                "INSERT INTO catalogue.label_jobs (kind, created_by) VALUES ('import', 'old') RETURNING id"
+            )
+        ).scalar_one()
+        for value in ("Red", "Blue"):  # two first labels: what two imports at once left
+            connection.execute(
+                text(
+                    "INSERT INTO catalogue.labels (image_id, attribute, value, source, moderator, "
+                    "created_by, job_id) VALUES (:i, 'colour', :v, 'import', 'old', 'old', :j)"
+                ),
+                {"i": image, "v": value, "j": job},
+            )
+
+    upgrade(engine, role_names=settings.role_names)
+
+    outcome = import_labels_rows(engine, shop.accounts["forked_shop"], "Green")
+    assert outcome.written == 2
+    _history_is_one_chain_after(engine, job)
+    downgrade(engine, role_names=settings.role_names, revision="0008")
+    upgrade(engine, role_names=settings.role_names)
+
+
+def import_labels_rows(engine, codes: list[str], colour: str):
+    with engine.begin() as connection:
+        ids = connection.execute(
+            text(
+                "SELECT i.id FROM raw.images i JOIN raw.posts p ON p.id = i.post_id "
+                "WHERE p.shortcode = ANY(:codes) ORDER BY i.id"
+            ),
+            {"codes": codes},
+        ).scalars()
+        return write_labels(
+            connection=connection, kind="label", who=Who(name="new"), arguments={},
+            wanted=[WantedLabel(i, "colour", colour) for i in ids],
+        )  # fmt: skip
+
+
+def _history_is_one_chain_after(engine, job_id: int) -> None:
+    """Every label written after the old job's replaces the one before it."""
+    with engine.connect() as connection:
+        broken = connection.execute(
+            text(
+                """
+                SELECT count(*) FROM (
+                    SELECT job_id, replaces_label_id, lag(id) OVER (PARTITION BY image_id,
+                        attribute ORDER BY id) AS previous FROM catalogue.labels) AS l
+                WHERE job_id <> :j AND replaces_label_id IS DISTINCT FROM previous
+                """
+            ),
+            {"j": job_id},
+        ).scalar_one()
+    assert broken == 0

@@ -281,3 +281,25 @@ def test_env_example_documents_every_setting():
         re.findall(r"^#?\s*(CATALOGUE_[A-Z0-9_]+)=", (repo / ".env.example").read_text(), re.M)
     )
     assert read - documented == set()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("postgresql://admin:hunter2-secret/db", id="host-forgotten"),
+        pytest.param("postgresql://u@h:5432/db?password=hunter2-secret", id="password-in-query"),
+        pytest.param("postgresql://u@h:5432/db?sslmode=require&sslpassword=hunter2-secret",
+                     id="sslpassword-in-query"),
+    ],
+)  # fmt: skip
+def test_a_password_where_no_password_belongs_is_never_shown(value):
+    from sqlalchemy.engine import make_url
+
+    from pipeline.config import describe_url
+
+    try:
+        Settings.from_env({**S3, "CATALOGUE_DATABASE_URL": value})
+        shown = describe_url(make_url(value))
+    except ConfigError as exc:
+        shown = str(exc)
+    assert "hunter2" not in shown and "hunter2" not in describe_url(value)
