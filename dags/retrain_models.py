@@ -111,9 +111,10 @@ def retrain_models():
             engine=get_engine(settings.database_url),
             snapshot_id=made["snapshot_id"],
             attributes=[attribute],
-            options=TrainOptions(
-                architecture=params["network"] or settings.train_network,
-                epochs=params["epochs"] or settings.train_epochs,
+            options=TrainOptions.from_settings(
+                settings,
+                architecture=params["network"] or None,
+                epochs=params["epochs"] or None,
                 steps_per_epoch=params["steps_per_epoch"],
             ),
             created_by="airflow",

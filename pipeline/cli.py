@@ -593,13 +593,14 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def _train_options(args: argparse.Namespace, settings: Settings):
     from pipeline.train.fit import TrainOptions
 
-    return TrainOptions(
-        architecture=args.network or settings.train_network,
-        epochs=args.epochs or settings.train_epochs,
+    return TrainOptions.from_settings(
+        settings,
+        architecture=args.network,
+        epochs=args.epochs,
         batch_size=args.batch_size,
         steps_per_epoch=args.steps,
         image_size=_size(args.image_size),
-        initial_weights=args.initial_weights or settings.train_initial_weights,
+        initial_weights=args.initial_weights,
     )
 
 
@@ -945,7 +946,7 @@ def _demo_retrain(args: argparse.Namespace, settings: Settings, engine) -> None:
     network = args.network or settings.train_network
     outcome = retrain(
         settings=settings, engine=engine, snapshot_options=options,
-        train_options=TrainOptions(architecture=network, epochs=epochs),
+        train_options=TrainOptions.from_settings(settings, architecture=network, epochs=epochs),
         separate_models=False, gate=registry.GateOptions(
             margin=settings.promotion_margin, max_class_drop=settings.promotion_max_class_drop),
         who="demo", progress=progress,

@@ -73,6 +73,10 @@ class Settings:
     train_epochs: int = 12
     train_min_examples: int = 20  # training examples a class needs to be learnt
     train_initial_weights: Path | None = None  # a local .weights.h5/.keras file to start from
+    # pretrained backbones' published weights: this folder (default: ../shared/weights, then
+    # ~/.keras/models), and whether Keras may download a missing file
+    weights_dir: Path | None = None
+    weights_download: bool = False
     retrain_min_changed_labels: int = 200  # a labels-triggered retrain skips below this
     promotion_margin: float = 0.005  # accuracy a candidate must gain over the champion
     promotion_max_class_drop: float = 0.05  # recall a well-supported class may lose at most
@@ -192,6 +196,12 @@ class Settings:
             train_initial_weights=Path(get("CATALOGUE_TRAIN_INITIAL_WEIGHTS")).expanduser()
             if get("CATALOGUE_TRAIN_INITIAL_WEIGHTS")
             else None,
+            weights_dir=Path(get("CATALOGUE_WEIGHTS_DIR")).expanduser()
+            if get("CATALOGUE_WEIGHTS_DIR")
+            else None,
+            weights_download=_boolean(
+                "CATALOGUE_WEIGHTS_DOWNLOAD", get("CATALOGUE_WEIGHTS_DOWNLOAD"), default=False
+            ),
             train_min_examples=_number(
                 "CATALOGUE_TRAIN_MIN_EXAMPLES",
                 get("CATALOGUE_TRAIN_MIN_EXAMPLES"),

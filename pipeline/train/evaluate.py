@@ -98,6 +98,8 @@ def confusion_png(confusion: list[list[int]], classes: list[str], *, title: str)
 def model_card(
     *, version: str, attribute: str, architecture: str, snapshot: dict[str, Any],
     measured: dict[str, Any], backend: str, epochs: int, seconds: float, images_per_s: float,
+    image_size: list[int] | None = None, pretrained: dict[str, str] | None = None,
+    recipe: list[dict[str, Any]] | None = None,
 ) -> str:  # fmt: skip
     worst = sorted(
         ((name, c) for name, c in measured["per_class"].items() if c["support"]),
@@ -108,6 +110,28 @@ def model_card(
         "",
         f"- network: `{architecture}`, trained {epochs} epochs on the `{backend}` backend "
         f"in {seconds:.0f} s ({images_per_s:.0f} images/s)",
+        *([f"- input: {image_size[0]}x{image_size[1]} (height x width)"] if image_size else []),
+        *(
+            [
+                f"- backbone: {pretrained['backbone']}, weights `{pretrained['weights']}` "
+                f"(sha256 {pretrained['sha256']})"
+            ]
+            if pretrained
+            else ["- backbone: trained from scratch"]
+        ),
+        *(
+            [
+                "- recipe: "
+                + "; then ".join(
+                    f"{p['epochs']} epochs training {p['trains']}"
+                    + (f" at rate {p['learning_rate']:g}" if p["learning_rate"] else "")
+                    + (", warmed up over the first" if p["warm_up_epochs"] else "")
+                    for p in recipe
+                )
+            ]
+            if recipe
+            else []
+        ),
         f"- dataset snapshot: {snapshot['checksum'][:12]} (taxonomy version "
         f"{snapshot['taxonomy_version_id']}), level `{snapshot['attributes'][attribute]['level']}`, "
         f"{len(measured['classes'])} classes",

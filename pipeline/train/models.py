@@ -30,6 +30,12 @@ class Architecture:
     cosine_schedule: bool = False
     balanced: bool = False  # weight classes by inverse frequency (the long tail)
     description: str = ""
+    # A pretrained backbone (`pretrained.WEIGHTS` key), in the layer named BACKBONE: trained head
+    # first with the backbone frozen (`head_epochs`), then the whole network at
+    # `fine_tune_learning_rate`, warmed up over an epoch, its batch norm kept frozen.
+    pretrained: str | None = None
+    head_epochs: int = 0
+    fine_tune_learning_rate: float = 0.0
 
 
 def _heads(x, heads: Heads) -> dict[str, keras.KerasTensor]:
@@ -123,6 +129,28 @@ def catalogue_net(input_shape: tuple[int, int, int], heads: Heads) -> keras.Mode
     return keras.Model(inputs, _heads(x, heads), name="catalogue_net")
 
 
+BACKBONE = "backbone"  # the pretrained part of a network, by layer name
+
+
+def _mobilenet_v2(alpha: float) -> Callable[[tuple[int, int, int], Heads], keras.Model]:
+    def build(input_shape: tuple[int, int, int], heads: Heads) -> keras.Model:
+        """MobileNetV2 (Keras's, no top) with global pooling, the picture's mean colour beside
+        its features, and a head per attribute. The weights are loaded apart
+        (`fit.load_pretrained`): the builder stays pure and never touches a file."""
+        inputs = keras.Input(input_shape, name="image")
+        x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)  # MobileNetV2's own input: [-1, 1]
+        colours = layers.GlobalAveragePooling2D()(x)
+        backbone = keras.applications.MobileNetV2(
+            input_shape=input_shape, alpha=alpha, include_top=False, weights=None,
+            pooling="avg", name=BACKBONE,
+        )  # fmt: skip
+        features = layers.Concatenate()([backbone(x), colours])
+        features = layers.Dropout(0.2)(features)
+        return keras.Model(inputs, _heads(features, heads), name=f"mobilenet_v2_{alpha}")
+
+    return build
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
@@ -131,6 +159,16 @@ ARCHITECTURES: dict[str, Architecture] = {
             cosine_schedule=True,
             description="the default: residual backbone, batch norm, global pooling, the mean "
             "colour, label smoothing, AdamW with a cosine schedule",
+        ),
+        *(
+            Architecture(
+                f"mobilenet_v2_{tag}", _mobilenet_v2(alpha), (128, 96), "adamw", 1e-3,
+                label_smoothing=0.1, cosine_schedule=True, pretrained=f"mobilenet_v2_{alpha}",
+                head_epochs=2, fine_tune_learning_rate=2e-4,
+                description=f"MobileNetV2 alpha {alpha} pretrained on ImageNet at 128x96 (the "
+                "80x60 photos upscaled): head first, then the whole network, batch norm frozen",
+            )
+            for tag, alpha in (("035", 0.35), ("050", 0.5), ("100", 1.0))
         ),
         Architecture(
             "compact_80x60", compact_80x60, (80, 60), "adam", 1e-3,

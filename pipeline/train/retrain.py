@@ -96,6 +96,8 @@ def write_cards(folder: Path, manifest: dict[str, Any]) -> None:
                 architecture=metadata["architecture"], snapshot=manifest, measured=measured,
                 backend=metadata["backend"], epochs=metadata["epochs"],
                 seconds=metadata["seconds"], images_per_s=metadata["images_per_s"],
+                image_size=metadata.get("image_size"), pretrained=metadata.get("pretrained"),
+                recipe=metadata.get("recipe"),
             )
         )  # fmt: skip
 

@@ -221,3 +221,54 @@ def test_an_export_trains_on_jax_alone_and_answers_the_same_on_tensorflow(
             text("SELECT backend, status FROM catalogue.model_versions ORDER BY id DESC LIMIT 1")
         ).one()
     assert tuple(row) == ("jax", "candidate")
+
+
+def _shared_weights(name: str) -> None:
+    from pipeline.train.models import ARCHITECTURES
+    from pipeline.train.pretrained import SHARED_WEIGHTS, WEIGHTS
+
+    filename = WEIGHTS[ARCHITECTURES[name].pretrained].filename
+    if not (SHARED_WEIGHTS / filename).is_file():
+        pytest.skip(f"{filename} is not in ../shared/weights")
+
+
+def test_a_pretrained_backbone_trains_head_first_then_whole_and_its_card_names_it(
+    labelled, models_store, cache, tmp_path
+):
+    import json
+
+    from pipeline.train.pretrained import WEIGHTS
+
+    _shared_weights("mobilenet_v2_035")
+    snapshot = snapshot_dataset(engine=labelled, store=models_store, options=OPTIONS)
+    options = TrainOptions(architecture="mobilenet_v2_035", epochs=3, batch_size=16,
+                           steps_per_epoch=2)  # fmt: skip
+    trained = train(manifest=snapshot.manifest, cache=cache, attributes=["colour", "category"],
+                    options=options, out=tmp_path / "run")  # fmt: skip
+
+    metadata = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert metadata["pretrained"]["sha256"] == WEIGHTS["mobilenet_v2_0.35"].sha256
+    assert metadata["image_size"] == [128, 96]
+    assert [(p["epochs"], p["trains"]) for p in metadata["recipe"]] == [
+        (2, "the head (backbone frozen)"), (1, "everything, backbone batch norm frozen")
+    ]  # fmt: skip
+    assert len(trained.history["loss"]) == 3
+    # the artefact carries the weights: predict needs no pretrained file
+    model, _ = load_artefact(tmp_path / "run")
+    test = snapshot.items("test")[:4]
+    decoded = decode_all(test, cache=cache, image_size=(128, 96))
+    answers = predict_probabilities(model, np.stack([decoded[i["key"]] for i in test]),
+                                    ["colour", "category"])  # fmt: skip
+    assert answers["colour"].shape[0] == 4
+
+
+def test_a_pretrained_network_without_its_weights_says_which_file_and_where(
+    labelled, services, tmp_path
+):
+    env = services.env(CATALOGUE_TRAIN_MIN_EXAMPLES="8", CATALOGUE_WEIGHTS_DIR=str(tmp_path))
+    result = catalogue(env, "train", "--network", "mobilenet_v2_050", "--epochs", "1",
+                       "--steps", "1", timeout=600)  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("catalogue:")]
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5" in line
+    assert str(tmp_path) in line and "Traceback" not in result.stderr
