@@ -1338,6 +1338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # retries are reported once, in the final error, not per attempt
         logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
+        if args.handler in (cmd_train, cmd_predict, cmd_demo, cmd_models, cmd_snapshot):
+            from pipeline.train.quiet_start import start_quietly
+
+            start_quietly()  # TensorFlow's C++ start-up notices read as errors to a newcomer
         return args.handler(args)
     except ConfigError as exc:
         _complain(f"configuration error: {exc}")
