@@ -63,8 +63,15 @@ NETWORKS = {
     "colour": ["catalogue_net", "compact_80x60", "colour_cnn11"],
     "shared": ["catalogue_net"],
 }
-EPOCHS = {"catalogue_net": 12, "compact_80x60": 12, "category_cnn10": 8, "colour_cnn11": 8,
-          "mobilenet_v2_035": 6, "mobilenet_v2_050": 6, "mobilenet_v2_100": 6}
+EPOCHS = {
+    "catalogue_net": 12,
+    "compact_80x60": 12,
+    "category_cnn10": 8,
+    "colour_cnn11": 8,
+    "mobilenet_v2_035": 6,
+    "mobilenet_v2_050": 6,
+    "mobilenet_v2_100": 6,
+}
 DATABASE = "catalogue_bench_training"
 SPLITS = "splits.json"  # beside each artefact: picture key -> split, for --warm-from's check
 

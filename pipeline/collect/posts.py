@@ -757,16 +757,27 @@ def _refuse_post(
     db: Engine | Connection, post: CollectedPost, *, account: str, reason: str
 ) -> StoreOutcome:
     with transaction(db) as connection:
-        quarantine(
-            connection=connection,
-            source=post.source,
-            input_ref=post.ref,
-            reason=reason,
-            account=account,
-            shortcode=post.shortcode if isinstance(post.shortcode, str) else None,
+        outcome = _quarantine_post(
+            connection, post, account=account, reason=reason, outcome=StoreOutcome()
         )
     log.warning("post %s refused: %s", post.ref, reason)
-    outcome = StoreOutcome(post_refused=reason)
+    return outcome
+
+
+def _quarantine_post(
+    connection: Connection, post: CollectedPost, *, account: str, reason: str,
+    outcome: StoreOutcome,
+) -> StoreOutcome:  # fmt: skip
+    """Record a post refused whole, in the caller's transaction, and say so in `outcome`."""
+    quarantine(
+        connection=connection,
+        source=post.source,
+        input_ref=post.ref,
+        reason=reason,
+        account=account,
+        shortcode=post.shortcode if isinstance(post.shortcode, str) else None,
+    )
+    outcome.post_refused = reason
     outcome.refusals.append(f"{post.ref}: {reason}")
     return outcome
 
@@ -822,11 +833,8 @@ def _write_rows(
                 f"shortcode {post.shortcode} is already stored under media id {taken} (this post "
                 f"says {post.media_id}): not stored; purge the stored post if this one is right"
             )
-            quarantine(connection=connection, source=post.source, input_ref=post.ref,
-                       reason=reason, account=account, shortcode=post.shortcode)  # fmt: skip
-            outcome.post_refused = reason
-            outcome.refusals.append(f"{post.ref}: {reason}")
-            return outcome
+            return _quarantine_post(connection, post, account=account, reason=reason,
+                                    outcome=outcome)  # fmt: skip
         held = dict(
             connection.execute(
                 _PICTURES_OF_OTHER_POSTS,

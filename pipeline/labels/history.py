@@ -38,15 +38,6 @@ CHAIN_INDEXES = (
 ATTEMPTS = 5
 
 JOB_KINDS = ("label", "import", "rename", "move", "clear", "apply_csv", "undo")
-SOURCE_OF_JOB = {
-    "label": "moderator",
-    "import": "import",
-    "apply_csv": "import",
-    "rename": "relabel",
-    "move": "relabel",
-    "clear": "relabel",
-    "undo": "undo",
-}
 
 
 class LabelsBusy(RuntimeError):
@@ -157,7 +148,7 @@ def lock_staged(connection: Connection) -> None:
     )
 
 
-def write_staged(*, connection: Connection, job_id: int, kind: str) -> WriteOutcome:
+def write_staged(*, connection: Connection, job_id: int) -> WriteOutcome:
     """Insert the staged labels that change something; report the stale ones."""
     analyse_staging(connection)
     lock_staged(connection)
@@ -188,7 +179,7 @@ def write_staged(*, connection: Connection, job_id: int, kind: str) -> WriteOutc
             ), inserted AS (
                 INSERT INTO catalogue.labels (image_id, attribute, value, source, moderator,
                                               created_by, note, replaces_label_id, job_id)
-                SELECT c.image_id, c.attribute, c.value, :source,
+                SELECT c.image_id, c.attribute, c.value, catalogue.label_source(j.kind),
                        COALESCE(c.moderator, j.created_by), j.created_by, c.note, c.latest_id,
                        j.id
                 FROM changes c, catalogue.label_jobs j
@@ -200,7 +191,7 @@ def write_staged(*, connection: Connection, job_id: int, kind: str) -> WriteOutc
                    (SELECT count(*) FROM wanted_labels) AS wanted
             """
         ),
-        {"job_id": job_id, "source": SOURCE_OF_JOB[kind]},
+        {"job_id": job_id},
     ).one()
     stale = [
         WantedLabel(r.image_id, r.attribute, r.value, r.moderator, r.note, r.expected_label_id,
@@ -222,7 +213,7 @@ def write_labels(
     """Record a job and the labels it changes, in the caller's transaction."""
     job_id = start_job(connection=connection, kind=kind, who=who, arguments=arguments)
     stage(connection, wanted)
-    return write_staged(connection=connection, job_id=job_id, kind=kind)
+    return write_staged(connection=connection, job_id=job_id)
 
 
 def label_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:

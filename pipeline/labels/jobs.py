@@ -152,7 +152,7 @@ def _run_job(
         connection.rollback()
         return outcome
     job_id = start_job(connection=connection, kind=kind, who=who, arguments=arguments)
-    written = write_staged(connection=connection, job_id=job_id, kind=kind)
+    written = write_staged(connection=connection, job_id=job_id)
     sample = _sample(connection, job_id)
     return JobOutcome(kind, False, written.written, job_id, written.unchanged, sample=sample)
 
@@ -301,7 +301,7 @@ def _undo_job(connection: Connection, *, job_id: int, who: Who, dry_run: bool) -
         connection=connection, kind="undo", who=who, arguments={"job": job_id},
         undoes_job_id=job_id,
     )  # fmt: skip
-    written = write_staged(connection=connection, job_id=undo_id, kind="undo")
+    written = write_staged(connection=connection, job_id=undo_id)
     sample = _sample(connection, undo_id)
     return JobOutcome(
         "undo", False, written.written, undo_id, staged - written.written - len(written.stale),

@@ -154,7 +154,7 @@ def import_labels(
             arguments={"file": name, "rows": report.rows, "refused": len(report.refused)},
         )
         stage(connection, wanted)
-        return write_staged(connection=connection, job_id=job_id, kind=kind)
+        return write_staged(connection=connection, job_id=job_id)
 
     outcome = label_transaction(engine, apply)
     if outcome is None:

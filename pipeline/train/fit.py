@@ -139,7 +139,8 @@ def train(
     callbacks = ([_Progress(progress)] if progress else []) + list(callbacks)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
-    for phase in training_phases(spec, options.epochs):
+    phases = training_phases(spec, options.epochs)
+    for phase in phases:
         if spec.pretrained:
             set_backbone_trainable(model, phase.backbone_trainable)
         compile_for_training(
@@ -180,7 +181,7 @@ def train(
         "snapshot": manifest["checksum"],
         "backend": backend_name(),
         "epochs": options.epochs,
-        "recipe": [phase.describe() for phase in training_phases(spec, options.epochs)],
+        "recipe": [phase.describe() for phase in phases],
         "pretrained": pretrained,
         "seed": options.seed,
         "seconds": round(seconds, 1),
@@ -238,12 +239,14 @@ def load_pretrained(model, spec, *, weights_dir: Path | None, download: bool) ->
     from pipeline.train.models import BACKBONE
     from pipeline.train.pretrained import WEIGHTS, find_weights
 
+    weights = WEIGHTS[spec.pretrained]
     path = find_weights(spec.pretrained, weights_dir=weights_dir, download=download)
     model.get_layer(BACKBONE).load_weights(path)
     return {
-        "backbone": WEIGHTS[spec.pretrained].name,
+        "backbone": weights.name,
         "weights": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        # find_weights checked a recorded sha256 already; only an unrecorded one is computed
+        "sha256": weights.sha256 or hashlib.sha256(path.read_bytes()).hexdigest(),
     }
 
 

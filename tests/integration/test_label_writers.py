@@ -254,6 +254,15 @@ def moderator_login(services, migrated, settings):
         connection.execute(text(f"DROP ROLE {login}"))
 
 
+def _own_job(connection) -> int:
+    """A label job the session records for itself at a SQL prompt."""
+    return connection.execute(
+        text(
+            "INSERT INTO catalogue.label_jobs (kind, created_by) VALUES ('label', 'x') RETURNING id"
+        )
+    ).scalar_one()
+
+
 def test_a_moderator_at_sql_cannot_forge_who_when_or_how(migrated, shop, moderator_login):
     login, engine = moderator_login
     image = shop.image(shop.accounts["shop_x"][-1])  # no label yet
@@ -303,12 +312,7 @@ def test_a_moderator_at_sql_cannot_forge_who_when_or_how(migrated, shop, moderat
     }
     for source, moderator, created_by in forgeries.values():
         with pytest.raises(DBAPIError, match="come from its job"), engine.begin() as connection:
-            job_id = connection.execute(
-                text(
-                    "INSERT INTO catalogue.label_jobs (kind, created_by) VALUES ('label', 'x') "
-                    "RETURNING id"
-                )
-            ).scalar_one()
+            job_id = _own_job(connection)
             connection.execute(
                 text(
                     "INSERT INTO catalogue.labels (image_id, attribute, value, source, "
@@ -332,11 +336,7 @@ def test_a_moderator_at_sql_cannot_forge_who_when_or_how(migrated, shop, moderat
         )
     # a label that claims to replace another picture's latest label: refused
     with pytest.raises(DBAPIError, match="must replace label"), engine.begin() as connection:
-        job_id = connection.execute(
-            text(
-                "INSERT INTO catalogue.label_jobs (kind, created_by) VALUES ('label', 'x') RETURNING id"
-            )
-        ).scalar_one()
+        job_id = _own_job(connection)
         connection.execute(
             text(
                 "INSERT INTO catalogue.labels (image_id, attribute, value, source, moderator, "
@@ -349,11 +349,7 @@ def test_a_moderator_at_sql_cannot_forge_who_when_or_how(migrated, shop, moderat
     # ids come from the database: a label with a huge id would be the latest one for good, a
     # job with the sequence's next id would make the application's next job fail
     with pytest.raises(DBAPIError, match="label ids come from the database"), engine.begin() as c:
-        job_id = c.execute(
-            text(
-                "INSERT INTO catalogue.label_jobs (kind, created_by) VALUES ('label', 'x') RETURNING id"
-            )
-        ).scalar_one()
+        job_id = _own_job(c)
         c.execute(
             text(
                 "INSERT INTO catalogue.labels (id, image_id, attribute, value, source, moderator, "
