@@ -233,6 +233,7 @@ def bench_network(
     starts from; it is refused when that artefact trained or validated on this test split."""
     from pipeline.train.fit import TrainOptions, train
     from pipeline.train.models import architecture
+    from pipeline.train.progress import progress_line
 
     protocol = PROTOCOLS[protocol_name]
     attributes = list(levels(protocol))
@@ -248,9 +249,9 @@ def bench_network(
           f"{len(train_items)} training pictures, "
           f"{epochs} epochs; input pipeline {feed:.0f} pictures/s", flush=True)  # fmt: skip
 
-    def progress(epoch, logs):
-        print(f"  {key} epoch {epoch}: "
-              + ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if "accuracy" in k), flush=True)  # fmt: skip
+    def progress(p):
+        if p.logs is not None:
+            print(f"  {key} {progress_line(p)}", flush=True)
 
     folder = artefact_folder(work, key)
     started = result_header("training")  # the code that trains, even if HEAD moves meanwhile

@@ -614,18 +614,23 @@ def _size(value: str | None) -> tuple[int, int] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    def progress(epoch: int, logs: dict) -> None:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if "accuracy" in k)
-        _say(f"  epoch {epoch}: {shown}")
+    from pipeline.train.progress import ProgressPrinter
 
-    if args.from_export:
-        return _train_from_export(args, progress)
+    progress = ProgressPrinter(sys.stdout)
+    try:
+        if args.from_export:
+            return _train_from_export(args, progress)
+        return _train(args, progress)
+    finally:
+        progress.close()
+
+
+def _train(args: argparse.Namespace, progress) -> int:
     from pipeline.db import get_engine
     from pipeline.train.registry import GateOptions
     from pipeline.train.retrain import retrain
 
     settings = load_settings()
-
     outcome = retrain(
         settings=settings,
         engine=get_engine(settings.database_url),
@@ -937,20 +942,22 @@ def _demo_retrain(args: argparse.Namespace, settings: Settings, engine) -> None:
     for attribute, spec in snapshot.attributes.items():
         _say(f"  {attribute}: {len(spec['classes'])} classes at the '{spec['level']}' level; "
              f"{len(spec['left_out'])} left out with fewer than {options.min_examples} examples")  # fmt: skip
-    epochs = args.epochs
-
-    def progress(epoch: int, logs: dict) -> None:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in logs.items() if k.endswith("accuracy"))
-        _say(f"  epoch {epoch}/{epochs}: {shown}")
+    from pipeline.train.progress import ProgressPrinter
 
     network = args.network or settings.train_network
-    outcome = retrain(
-        settings=settings, engine=engine, snapshot_options=options,
-        train_options=TrainOptions.from_settings(settings, architecture=network, epochs=epochs),
-        separate_models=False, gate=registry.GateOptions(
-            margin=settings.promotion_margin, max_class_drop=settings.promotion_max_class_drop),
-        who="demo", progress=progress,
-    )  # fmt: skip
+    progress = ProgressPrinter(sys.stdout)
+    try:
+        outcome = retrain(
+            settings=settings, engine=engine, snapshot_options=options,
+            train_options=TrainOptions.from_settings(settings, architecture=network,
+                                                     epochs=args.epochs),
+            separate_models=False, gate=registry.GateOptions(
+                margin=settings.promotion_margin,
+                max_class_drop=settings.promotion_max_class_drop),
+            who="demo", progress=progress,
+        )  # fmt: skip
+    finally:
+        progress.close()
     _say(f"trained in {outcome.seconds:.0f}s")
     for decision in outcome.decisions:
         verdict = "champion" if decision.promoted else "stays candidate"
@@ -1352,8 +1359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError) as exc:
         _complain(exc)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        _complain("interrupted")
+    except KeyboardInterrupt as exc:  # a TrainingInterrupted says what was kept
+        _complain(str(exc) or "interrupted")
         return 130
     except BrokenPipeError:  # `catalogue accounts list | head`: the reader has enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

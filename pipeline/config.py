@@ -69,7 +69,7 @@ class Settings:
     instagram_username: str | None = None
     instagram_pauses: bool = True
     # training and promotion
-    train_network: str = "catalogue_net"
+    train_network: str = "mobilenet_v2_050"
     train_epochs: int = 12
     train_min_examples: int = 20  # training examples a class needs to be learnt
     train_initial_weights: Path | None = None  # a local .weights.h5/.keras file to start from
@@ -80,7 +80,10 @@ class Settings:
     retrain_min_changed_labels: int = 200  # a labels-triggered retrain skips below this
     promotion_margin: float = 0.005  # accuracy a candidate must gain over the champion
     promotion_max_class_drop: float = 0.05  # recall a well-supported class may lose at most
-    # prediction
+    # the precision a model's answers must reach (on its validation split) to be filled in
+    # without a moderator: each model learns the confidence threshold that gives it
+    target_precision: float = 0.97
+    # prediction: for a model trained before it had a threshold of its own
     review_below_confidence: float = 0.5  # a prediction less sure than this needs review
     review_below_margin: float = 0.1  # ... or whose top two classes are closer than this
     predict_batch_size: int = 128
@@ -230,6 +233,14 @@ class Settings:
                 default=cls.promotion_max_class_drop,
                 kind=float,
                 low=0,
+                high=1,
+            ),
+            target_precision=_number(
+                "CATALOGUE_TARGET_PRECISION",
+                get("CATALOGUE_TARGET_PRECISION"),
+                default=cls.target_precision,
+                kind=float,
+                low=0.5,
                 high=1,
             ),
             review_below_confidence=_number(

@@ -97,6 +97,7 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
             "test_images")  # fmt: skip
     found = {k: metrics.get(k) for k in keys}
     found["classes"] = len(metrics.get("classes") or [])
+    found["automation"] = metrics.get("automation")
     return found
 
 
@@ -125,6 +126,20 @@ def report_lines(report: CatalogueReport) -> list[str]:
             f"pictures, {c['classes']} classes (majority class {c['majority_accuracy']:.3f}, "
             f"random {c['random_accuracy']:.3f})"
         )
+        automation = c.get("automation")
+        if automation and automation["threshold"] is None:
+            lines.append(
+                f"    automation: none; every answer is reviewed (no confidence reached precision "
+                f"{automation['target_precision']:.2f} on its validation pictures)"
+            )
+        elif automation:
+            precision = automation["precision"]
+            lines.append(
+                f"    automation: confidence >= {automation['threshold']:.3f} is filled in "
+                f"without review: coverage {automation['coverage']:.3f} of its test pictures at "
+                + (f"precision {precision:.3f}" if precision is not None else "no precision yet")
+                + f" (target {automation['target_precision']:.2f})"
+            )
         if c["attribute"] in SEED_BASELINES:
             lines.append(f"    next to the {SEED_BASELINES[c['attribute']]}")
     if report.unscorable:

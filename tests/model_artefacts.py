@@ -54,14 +54,23 @@ def constant(attribute: str, probabilities: dict[str, float]):
 
 
 def register_model(
-    engine: Engine, store: ObjectStore, model: KnownModel, folder: Path, *, champion: bool
+    engine: Engine,
+    store: ObjectStore,
+    model: KnownModel,
+    folder: Path,
+    *,
+    champion: bool,
+    automation: dict[str, Any] | None = None,
 ) -> str:
-    """Save `model` as an artefact, register it as a candidate, and promote it if asked."""
+    """Save `model` as an artefact, register it as a candidate, and promote it if asked;
+    `automation`: the calibrated threshold a trained model carries in its metrics."""
     attribute, classes = model.attribute, model.classes
     folder.mkdir(parents=True, exist_ok=True)
     model.network.save(folder / ARTEFACT)
     checksum = _snapshot(engine)
     metrics = {"accuracy": 0.5, "macro_f1": 0.5, "test_images": 0}
+    if automation is not None:
+        metrics["automation"] = automation
     (folder / METADATA).write_text(json.dumps({
         "architecture": "test_model", "backend": "tensorflow", "image_size": list(SIZE),
         "epochs": 0, "seconds": 0, "images_per_s": 0, "attributes": [attribute],

@@ -46,6 +46,7 @@ class PredictOptions:
     batch_size: int = 128
     workers: int = 8
     prefetch: int = 2  # batches decoded ahead of the model
+    # for a model without a calibrated threshold of its own (trained before models had one)
     review_below_confidence: float = 0.5
     review_below_margin: float = 0.1
 
@@ -214,10 +215,17 @@ def _score(champion: Champion, image_id: int, p: np.ndarray, options: PredictOpt
         confidence=confidence,
         margin=margin,
         top=[{"value": champion.classes[i], "confidence": round(float(p[i]), 4)} for i in order],
-        needs_review=(
-            confidence < options.review_below_confidence or margin < options.review_below_margin
-        ),
+        needs_review=needs_review(champion, confidence, margin, options),
     )
+
+
+def needs_review(champion: Champion, confidence: float, margin: float,
+                 options: PredictOptions) -> bool:  # fmt: skip
+    """Below the model's own calibrated threshold (none: always); an uncalibrated older model by
+    the configured fixed thresholds."""
+    if champion.calibrated:
+        return champion.review_below is None or confidence < champion.review_below
+    return confidence < options.review_below_confidence or margin < options.review_below_margin
 
 
 def _database_lost(exc: BaseException) -> bool:

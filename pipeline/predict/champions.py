@@ -26,6 +26,12 @@ class Champion:
     artefact_key: str
     classes: tuple[str, ...]
     image_size: tuple[int, int]  # (height, width)
+    # the confidence from which its answers are filled in without review, learnt on its
+    # validation split for the target precision (`evaluate.confidence_threshold`); None with
+    # `calibrated`: no confidence reached it, every answer is reviewed. An older model that was
+    # never calibrated is judged by the configured fixed thresholds.
+    calibrated: bool = False
+    review_below: float | None = None
 
 
 @dataclass
@@ -80,10 +86,13 @@ def pinned_champions(*, engine: Engine, versions: list[str]) -> list[Champion]:
 
 
 def _champion(row) -> Champion:
+    automation = (row.metrics or {}).get("automation")
     return Champion(
         attribute=row.attribute, version=row.version, version_id=row.id, run=row.run,
         artefact_key=row.artefact_key, classes=tuple(row.classes),
         image_size=(int(row.image_size[0]), int(row.image_size[1])),
+        calibrated=automation is not None,
+        review_below=automation.get("threshold") if automation else None,
     )  # fmt: skip
 
 

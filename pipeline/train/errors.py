@@ -17,3 +17,7 @@ class RegistryError(ValueError):
 
 class ExportError(ValueError):
     """A file that is not a training export this version can read; the message names it."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a network trains: nothing of the run was kept; the message says so."""

@@ -3,6 +3,10 @@
 Per attribute: accuracy, macro-F1, top-2 accuracy, per-class precision/recall/support, the
 confusion matrix (as numbers and as a PNG), and two references: the accuracy of a random classifier
 (1 / classes) and of always answering the majority class of the training split.
+
+Automation: the confidence above which a model's answers reach a target precision, learnt on the
+validation split (`confidence_threshold`), and what it gives on the test split (`automation`): the
+share of pictures filled in without a moderator (coverage) and the precision of those answers.
 """
 
 from __future__ import annotations
@@ -57,6 +61,71 @@ def metrics(
     }
 
 
+MIN_CALIBRATION_IMAGES = 50  # fewer validation pictures: no threshold, every answer is reviewed
+
+
+def confidence_threshold(
+    confidence: np.ndarray, correct: np.ndarray, *, target_precision: float
+) -> float | None:
+    """The lowest confidence at which the answers at least that sure reach `target_precision`
+    on these (validation) pictures: the most pictures filled in at that precision. None when no
+    confidence does, or when there are too few pictures to tell (every answer then goes to a
+    moderator)."""
+    if len(confidence) < MIN_CALIBRATION_IMAGES:
+        return None
+    order = np.argsort(-confidence, kind="stable")
+    sure, right = confidence[order], correct[order].astype(np.float64)
+    precision = np.cumsum(right) / np.arange(1, len(right) + 1)
+    # answers tied at one confidence are taken or left together, as predict will
+    last_of_tie = np.append(sure[1:] != sure[:-1], True)
+    reaching = np.flatnonzero((precision >= target_precision) & last_of_tie)
+    if not len(reaching):
+        return None
+    return float(sure[reaching[-1]])
+
+
+def automation(
+    probabilities: np.ndarray, truth: np.ndarray, *, threshold: float | None,
+    target_precision: float, validation: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """What the threshold gives on these (test) pictures: the share answered without a moderator
+    (coverage) and how often those answers are right (precision)."""
+    n = len(truth)
+    confidence = probabilities.max(axis=1) if n else np.zeros(0)
+    automatic = confidence >= threshold if threshold is not None else np.zeros(n, dtype=bool)
+    right = probabilities.argmax(axis=1) == truth if n else np.zeros(0, dtype=bool)
+    filled = int(automatic.sum())
+    return {
+        "target_precision": target_precision,
+        "threshold": None if threshold is None else round(threshold, 6),
+        "validation": validation,
+        "test_images": int(n),
+        "automatic": filled,
+        "coverage": round(filled / n, 4) if n else 0.0,
+        "precision": round(float(right[automatic].mean()), 4) if filled else None,
+    }
+
+
+def calibrate(
+    validation_p: np.ndarray, validation_truth: np.ndarray, test_p: np.ndarray,
+    test_truth: np.ndarray, *, target_precision: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The threshold from the validation split and what it gives on the test split."""
+    n = len(validation_truth)
+    confidence = validation_p.max(axis=1) if n else np.zeros(0)
+    correct = validation_p.argmax(axis=1) == validation_truth if n else np.zeros(0, dtype=bool)
+    threshold = confidence_threshold(confidence, correct, target_precision=target_precision)
+    covered = confidence >= threshold if threshold is not None else np.zeros(n, dtype=bool)
+    return automation(
+        test_p, test_truth, threshold=threshold, target_precision=target_precision,
+        validation={
+            "images": int(n),
+            "coverage": round(float(covered.mean()), 4) if n else 0.0,
+            "precision": round(float(correct[covered].mean()), 4) if covered.any() else None,
+        },
+    )  # fmt: skip
+
+
 def accuracy_on(
     probabilities: np.ndarray, truth_labels: list[str], classes: list[str], known: set[str]
 ) -> tuple[float, int]:
@@ -67,6 +136,36 @@ def accuracy_on(
     predicted = [classes[j] for j in probabilities[chosen].argmax(axis=1)]
     right = sum(p == truth_labels[i] for p, i in zip(predicted, chosen, strict=True))
     return right / len(chosen), len(chosen)
+
+
+def _automation_lines(automation: dict[str, Any] | None) -> list[str]:
+    if automation is None:
+        return []
+    target = automation["target_precision"]
+    seen = automation["validation"]
+    if automation["threshold"] is None:
+        why = (
+            f"only {seen['images']} validation pictures (fewer than {MIN_CALIBRATION_IMAGES})"
+            if seen["images"] < MIN_CALIBRATION_IMAGES
+            else f"no confidence reached precision {target:.2f} on {seen['images']} validation "
+            "pictures"
+        )
+        return ["## Automation", "", f"Every answer goes to review: {why}.", ""]
+    precision = automation["precision"]
+    return [
+        "## Automation",
+        "",
+        f"Answers with confidence {automation['threshold']:.4f} or more are filled in without a "
+        f"moderator; the rest are marked `needs_review`. The threshold was learnt on "
+        f"{seen['images']} validation pictures for precision {target:.2f} (there: coverage "
+        f"{seen['coverage']:.3f}).",
+        "",
+        f"On the test split: coverage **{automation['coverage']:.3f}** "
+        f"({automation['automatic']} of {automation['test_images']} pictures) at precision "
+        f"**{precision:.3f}**." if precision is not None else
+        f"On the test split: no picture reached the threshold ({automation['test_images']}).",
+        "",
+    ]  # fmt: skip
 
 
 def confusion_png(confusion: list[list[int]], classes: list[str], *, title: str) -> bytes:
@@ -151,6 +250,7 @@ def model_card(
         "Weakest classes (recall): "
         + ", ".join(f"{name} {c['recall']:.2f} (n={c['support']})" for name, c in worst),
         "",
+        *_automation_lines(measured.get("automation")),
         f"Confusion matrix: `confusion_{attribute}.png` beside this card.",
         "",
         "## Intended use",

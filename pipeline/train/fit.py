@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.train import evaluate
-from pipeline.train.errors import WeightsFileError
+from pipeline.train.errors import TrainingInterrupted, WeightsFileError
 from pipeline.train.inputs import LabelledPictures, PictureCache, decode_all
 from pipeline.train.models import architecture as architecture_spec
 from pipeline.train.models import build_model
@@ -30,7 +30,7 @@ METADATA = "metadata.json"
 
 @dataclass(frozen=True)
 class TrainOptions:
-    architecture: str = "catalogue_net"
+    architecture: str = "mobilenet_v2_050"
     epochs: int = 10
     batch_size: int = 64
     seed: int = 7
@@ -44,6 +44,8 @@ class TrainOptions:
     # and whether Keras may fetch them when they are not there
     weights_dir: Path | None = None
     weights_download: bool = False
+    # the precision the answers filled in without a moderator must reach (on validation)
+    target_precision: float = 0.97
 
     @classmethod
     def from_settings(cls, settings, **choices: Any) -> TrainOptions:
@@ -56,6 +58,7 @@ class TrainOptions:
                 "initial_weights": settings.train_initial_weights,
                 "weights_dir": settings.weights_dir,
                 "weights_download": settings.weights_download,
+                "target_precision": settings.target_precision,
                 **chosen,
             }
         )
@@ -102,8 +105,9 @@ def train(
     progress=None,
     callbacks: Sequence = (),
 ) -> TrainedModel:
-    """Fit one network with a head per attribute on the manifest's train split; `callbacks` are
-    further Keras callbacks (a benchmark's timer)."""
+    """Fit one network with a head per attribute on the manifest's train split; `progress` is
+    given a `progress.TrainingProgress` as it goes, `callbacks` are further Keras callbacks (a
+    benchmark's timer). Ctrl-C stops it at once with `TrainingInterrupted`, nothing written."""
     import keras
 
     keras.utils.set_random_seed(options.seed)
@@ -136,29 +140,45 @@ def train(
     if options.initial_weights:
         load_initial_weights(model, Path(options.initial_weights))
     steps = options.steps_per_epoch or len(train_data)
-    callbacks = ([_Progress(progress)] if progress else []) + list(callbacks)
+    phases = training_phases(spec, options.epochs)
+    watcher = None
+    if progress:
+        from pipeline.train.progress import ProgressCallback
+
+        watcher = ProgressCallback(progress, epochs=options.epochs, steps=steps, phases=phases)
+    callbacks = ([watcher] if watcher else []) + list(callbacks)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
-    phases = training_phases(spec, options.epochs)
-    for phase in phases:
-        if spec.pretrained:
-            set_backbone_trainable(model, phase.backbone_trainable)
-        compile_for_training(
-            model, spec, attributes, total_steps=steps * (phase.last_epoch - phase.first_epoch),
-            learning_rate=phase.learning_rate, warmup_steps=steps if phase.warm_up else 0,
-        )  # fmt: skip
-        fitted = model.fit(
-            train_data,
-            validation_data=validation_data if validation_items else None,
-            shuffle=False,  # in order, so batches can be prefetched; items shuffled per epoch
-            initial_epoch=phase.first_epoch,
-            epochs=phase.last_epoch,
-            steps_per_epoch=options.steps_per_epoch,
-            callbacks=callbacks,
-            verbose=0,
-        )
-        for key, values in fitted.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
+    try:
+        for number, phase in enumerate(phases, 1):
+            if watcher:
+                watcher.begin_phase(phase, number)
+            if spec.pretrained:
+                set_backbone_trainable(model, phase.backbone_trainable)
+            compile_for_training(
+                model, spec, attributes, total_steps=steps * (phase.last_epoch - phase.first_epoch),
+                learning_rate=phase.learning_rate, warmup_steps=steps if phase.warm_up else 0,
+            )  # fmt: skip
+            fitted = model.fit(
+                train_data,
+                validation_data=validation_data if validation_items else None,
+                shuffle=False,  # in order, so batches can be prefetched; items shuffled per epoch
+                initial_epoch=phase.first_epoch,
+                epochs=phase.last_epoch,
+                steps_per_epoch=options.steps_per_epoch,
+                callbacks=callbacks,
+                verbose=0,
+            )
+            for key, values in fitted.history.items():
+                history.setdefault(key, []).extend(float(v) for v in values)
+    except KeyboardInterrupt:
+        train_data.close()  # no batch thread may keep the process alive
+        raise TrainingInterrupted(
+            f"training interrupted after {time.perf_counter() - started:.0f}s: nothing was "
+            "registered; run it again to start over"
+        ) from None
+    finally:
+        train_data.close()
     seconds = time.perf_counter() - started
     trained_images = min(len(train_items), steps * options.batch_size) * options.epochs
     recalibrate_batch_norm(
@@ -172,7 +192,8 @@ def train(
 
     out.mkdir(parents=True, exist_ok=True)
     save_for_inference(model, out / ARTEFACT)
-    measured = measure(model, manifest, attributes, classes, cache=cache, image_size=image_size)
+    measured = measure(model, manifest, attributes, classes, cache=cache, image_size=image_size,
+                       target_precision=options.target_precision)  # fmt: skip
     metadata = {
         "architecture": options.architecture,
         "attributes": attributes,
@@ -205,6 +226,7 @@ class Phase:
     backbone_trainable: bool
     learning_rate: float | None  # None: the network's own
     warm_up: bool = False  # the rate rises over the phase's first epoch
+    name: str = "network"  # what it trains, as progress shows it
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -225,9 +247,10 @@ def training_phases(spec, epochs: int) -> list[Phase]:
     if not spec.pretrained:
         return [Phase(0, epochs, True, None)]
     head = min(spec.head_epochs, epochs)
-    phases = [Phase(0, head, False, None)] if head else []
+    phases = [Phase(0, head, False, None, name="head")] if head else []
     if epochs > head:
-        phases.append(Phase(head, epochs, True, spec.fine_tune_learning_rate, warm_up=True))
+        phases.append(Phase(head, epochs, True, spec.fine_tune_learning_rate, warm_up=True,
+                            name="whole network"))  # fmt: skip
     return phases
 
 
@@ -365,19 +388,6 @@ def _optimizer(spec, *, total_steps: int, learning_rate: float | None, warmup_st
     return keras.optimizers.Adam(rate)
 
 
-class _Progress:
-    """A Keras callback reporting each epoch (made lazily so Keras imports stay in functions)."""
-
-    def __new__(cls, report):
-        import keras
-
-        class Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                report(epoch + 1, {k: round(float(v), 4) for k, v in (logs or {}).items()})
-
-        return Callback()
-
-
 def head_probabilities(outputs, heads: list[str], wanted) -> dict[str, np.ndarray]:
     """A network's answer as float32 probabilities per attribute; `heads` are the network's
     attributes in its metadata's order (a one-head network answers with a bare array)."""
@@ -394,30 +404,50 @@ def predict_probabilities(model, pictures: np.ndarray, attributes: list[str], *,
 
 def measure(
     model, manifest: dict[str, Any], attributes: list[str], classes: dict[str, list[str]],
-    *, cache: PictureCache, image_size: tuple[int, int],
+    *, cache: PictureCache, image_size: tuple[int, int], target_precision: float = 0.97,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """The model's metrics per attribute on the manifest's test split."""
-    test = _items(manifest, "test", attributes)
-    decoded = decode_all(test, cache=cache, image_size=image_size)
-    pictures = (
-        np.stack([decoded[item["key"]] for item in test])
-        if test
-        else np.zeros((0, *image_size, 3), dtype=np.uint8)
-    )
-    probabilities = predict_probabilities(model, pictures, attributes) if test else {}
+    """The model's metrics per attribute on the manifest's test split, and its automation: the
+    confidence threshold learnt on the validation split for `target_precision`, with the coverage
+    and precision it gives on the test split."""
+    test = _scored(model, manifest, "test", attributes, classes, cache=cache, image_size=image_size)
+    validation = _scored(model, manifest, "validation", attributes, classes, cache=cache,
+                         image_size=image_size)  # fmt: skip
     measured = {}
     for attribute in attributes:
         names = classes[attribute]
-        chosen = [i for i, item in enumerate(test) if item["labels"].get(attribute) in names]
-        truth = np.array([names.index(test[i]["labels"][attribute]) for i in chosen], dtype=int)
         train_counts = Counter(
             item["labels"].get(attribute) for item in manifest["images"]
             if item["split"] == "train" and item["labels"].get(attribute) in names
         )  # fmt: skip
         majority = train_counts.most_common(1)[0][0] if train_counts else None
-        p = probabilities[attribute][chosen] if test else np.zeros((0, len(names)))
+        p, truth = test[attribute]
         measured[attribute] = evaluate.metrics(p, truth, names, majority=majority)
+        measured[attribute]["automation"] = evaluate.calibrate(
+            *validation[attribute], p, truth, target_precision=target_precision
+        )
     return measured
+
+
+def _scored(
+    model, manifest: dict[str, Any], split: str, attributes: list[str],
+    classes: dict[str, list[str]], *, cache: PictureCache, image_size: tuple[int, int],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """attribute -> (probabilities, true class indices) over the split's labelled pictures."""
+    items = _items(manifest, split, attributes)
+    decoded = decode_all(items, cache=cache, image_size=image_size)
+    probabilities = (
+        predict_probabilities(model, np.stack([decoded[item["key"]] for item in items]), attributes)
+        if items
+        else {}
+    )
+    scored = {}
+    for attribute in attributes:
+        names = classes[attribute]
+        chosen = [i for i, item in enumerate(items) if item["labels"].get(attribute) in names]
+        truth = np.array([names.index(items[i]["labels"][attribute]) for i in chosen], dtype=int)
+        p = probabilities[attribute][chosen] if items else np.zeros((0, len(names)), np.float32)
+        scored[attribute] = (p, truth)
+    return scored
 
 
 def load_artefact(folder: Path):

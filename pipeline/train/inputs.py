@@ -226,6 +226,16 @@ class LabelledPictures(keras.utils.PyDataset):
     def picture(self, item: dict[str, Any]) -> np.ndarray:
         return picture_array(self.cache, item["key"], self.image_size)
 
+    def close(self) -> None:
+        """Stop building batches ahead (training ended or was interrupted); a later epoch would
+        start the threads again."""
+        pool, self.pool = self.pool, None
+        for future in self.ahead.values():
+            future.cancel()
+        self.ahead.clear()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
     def __getitem__(self, index: int):
         future = self.ahead.pop(index, None)
         if self.workers_ahead > 1:

@@ -184,7 +184,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
     )
 }  # fmt: skip
-DEFAULT_ARCHITECTURE = "catalogue_net"
+DEFAULT_ARCHITECTURE = "mobilenet_v2_050"
 
 
 def architecture(name: str) -> Architecture:

@@ -22,7 +22,7 @@ def test_the_demo_runs_end_to_end_and_reports(services, dataset, fresh_database,
     for step in range(1, 8):
         assert f"== {step}/7" in out
     assert re.search(r"catalogue: \d+ accounts, \d+ posts, 300 pictures; \d+ labelled", out)
-    assert re.search(r"champion colour-\d+ \(catalogue_net, tensorflow.*test accuracy", out)
+    assert re.search(r"champion colour-\d+ \(mobilenet_v2_050, tensorflow.*test accuracy", out)
     assert "next to the seed compact CNN" in out
     held_out = re.findall(r"predictions on the (\d+) unlabelled pictures whose true (\w+)", out)
     assert {attribute for _, attribute in held_out} == {"colour", "category"}

@@ -208,6 +208,39 @@ def test_an_unsure_model_flags_needs_review(migrated, shop, stores, tmp_path):
     assert top.margin == pytest.approx(0.05, abs=1e-3)
 
 
+def _category_reviewed(engine) -> set[bool]:
+    with engine.connect() as connection:
+        return set(connection.execute(text(
+            "SELECT p.needs_review FROM catalogue.predictions p WHERE p.attribute = 'category'"
+        )).scalars())  # fmt: skip
+
+
+def _calibrated(threshold):
+    return {"target_precision": 0.97, "threshold": threshold,
+            "validation": {"images": 500, "coverage": 0.5, "precision": 0.97}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("automation", "reviewed"),
+    [
+        (None, True),  # an older model: the fixed thresholds (0.45 < 0.5)
+        (_calibrated(0.44), False),  # its own threshold: 0.45 is sure enough for this model
+        (_calibrated(0.6), True),
+        (_calibrated(None), True),  # no confidence reached the precision: everything reviewed
+    ],
+)
+def test_a_calibrated_model_is_reviewed_below_its_own_threshold(
+    migrated, shop, stores, tmp_path, automation, reviewed
+):
+    unsure = constant("category", {"Tshirts": 0.45, "Shirts": 0.30, "Tops": 0.25})
+    register_model(migrated, stores[1], unsure, tmp_path / "g1", champion=True,
+                   automation=automation)  # fmt: skip
+    run = _run(migrated, stores, tmp_path)
+    assert run.predictions == run.images > 0
+    assert _category_reviewed(migrated) == {reviewed}
+    assert run.needs_review == (run.images if reviewed else 0)
+
+
 def test_undecodable_and_missing_pictures_are_reported_and_skipped(
     migrated, shop, stores, tmp_path
 ):

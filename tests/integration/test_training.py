@@ -13,8 +13,10 @@ from pipeline.labels.label_csv import import_labels
 from pipeline.samples import generate_sample_accounts
 from pipeline.storage import ObjectStore
 from pipeline.train import registry
+from pipeline.train.evaluate import confidence_threshold
 from pipeline.train.fit import TrainOptions, load_artefact, predict_probabilities, train
 from pipeline.train.inputs import PictureCache, decode_all
+from pipeline.train.retrain import write_cards
 from pipeline.train.snapshot import SnapshotError, SnapshotOptions, snapshot_dataset
 from tests.catalogue_rows import reset_catalogue
 from tests.cli import catalogue
@@ -103,6 +105,25 @@ def test_train_save_reload_register_promote_rollback(labelled, models_store, cac
     again = predict_probabilities(original, pictures, ["colour", "category"])
     for attribute in ("colour", "category"):
         np.testing.assert_allclose(reloaded[attribute], again[attribute], rtol=1e-5, atol=1e-6)
+
+    # each head learnt its review threshold from the validation split, for the target precision
+    validation = snapshot.items("validation")
+    decoded = decode_all(validation, cache=cache, image_size=tuple(metadata["image_size"]))
+    answers = predict_probabilities(model, np.stack([decoded[i["key"]] for i in validation]),
+                                    ["colour", "category"])  # fmt: skip
+    for attribute in ("colour", "category"):
+        classes = metadata["classes"][attribute]
+        rows = [k for k, i in enumerate(validation) if i["labels"].get(attribute) in classes]
+        truth = np.array([classes.index(validation[k]["labels"][attribute]) for k in rows])
+        p = answers[attribute][rows]
+        automation = trained.metrics[attribute]["automation"]
+        assert automation["target_precision"] == 0.97
+        assert automation["validation"]["images"] == len(rows) > 0
+        expected = confidence_threshold(p.max(axis=1), p.argmax(axis=1) == truth,
+                                        target_precision=0.97)  # fmt: skip
+        assert automation["threshold"] == (
+            None if expected is None else pytest.approx(expected, abs=1e-5)
+        )
 
     first = registry.register(engine=labelled, store=models_store, trained=trained,
                               snapshot_id=snapshot.id, created_by="tester")  # fmt: skip
@@ -260,6 +281,11 @@ def test_a_pretrained_backbone_trains_head_first_then_whole_and_its_card_names_i
     answers = predict_probabilities(model, np.stack([decoded[i["key"]] for i in test]),
                                     ["colour", "category"])  # fmt: skip
     assert answers["colour"].shape[0] == 4
+
+    write_cards(tmp_path / "run", snapshot.manifest)
+    card = (tmp_path / "run" / "card_category.md").read_text()
+    assert "- input: 128x96" in card and WEIGHTS["mobilenet_v2_0.35"].sha256 in card
+    assert "## Automation" in card and "validation pictures" in card
 
 
 def test_a_pretrained_network_without_its_weights_says_which_file_and_where(
