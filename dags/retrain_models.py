@@ -132,10 +132,7 @@ def retrain_models():
             settings=settings,
             engine=get_engine(settings.database_url),
             versions=[version for versions in trained for version in versions],
-            gate=GateOptions(
-                margin=settings.promotion_margin,
-                max_class_drop=settings.promotion_max_class_drop,
-            ),
+            gate=GateOptions.from_settings(settings),
             decided_by="airflow",
         )
         promoted = [d.version for d in decisions if d.promoted]

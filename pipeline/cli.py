@@ -636,10 +636,8 @@ def _train(args: argparse.Namespace, progress) -> int:
         engine=get_engine(settings.database_url),
         snapshot_options=_snapshot_options(args, settings),
         train_options=_train_options(args, settings),
-        separate_models=not args.shared,
-        gate=GateOptions(
-            margin=settings.promotion_margin, max_class_drop=settings.promotion_max_class_drop
-        ),
+        separate_models=args.separate,
+        gate=GateOptions.from_settings(settings),
         who=settings.moderator,
         progress=progress,
     )
@@ -951,9 +949,7 @@ def _demo_retrain(args: argparse.Namespace, settings: Settings, engine) -> None:
             settings=settings, engine=engine, snapshot_options=options,
             train_options=TrainOptions.from_settings(settings, architecture=network,
                                                      epochs=args.epochs),
-            separate_models=False, gate=registry.GateOptions(
-                margin=settings.promotion_margin,
-                max_class_drop=settings.promotion_max_class_drop),
+            separate_models=False, gate=registry.GateOptions.from_settings(settings),
             who="demo", progress=progress,
         )  # fmt: skip
     finally:
@@ -1214,9 +1210,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--batch-size", type=int, default=64)
             sub.add_argument("--steps", type=int, help="cap the steps per epoch (quick trials)")
             sub.add_argument(
-                "--shared",
+                "--separate",
                 action="store_true",
-                help="one network with a head per attribute instead of one each",
+                help="one network per attribute instead of one with a head each (the default)",
             )
             sub.add_argument(
                 "--from-export",

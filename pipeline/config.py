@@ -80,6 +80,7 @@ class Settings:
     retrain_min_changed_labels: int = 200  # a labels-triggered retrain skips below this
     promotion_margin: float = 0.005  # accuracy a candidate must gain over the champion
     promotion_max_class_drop: float = 0.05  # recall a well-supported class may lose at most
+    promotion_significance: float = 0.05  # ... when a paired test says the fall is not noise
     # the precision a model's answers must reach (on its validation split) to be filled in
     # without a moderator: each model learns the confidence threshold that gives it
     target_precision: float = 0.97
@@ -231,6 +232,14 @@ class Settings:
                 "CATALOGUE_PROMOTION_MAX_CLASS_DROP",
                 get("CATALOGUE_PROMOTION_MAX_CLASS_DROP"),
                 default=cls.promotion_max_class_drop,
+                kind=float,
+                low=0,
+                high=1,
+            ),
+            promotion_significance=_number(
+                "CATALOGUE_PROMOTION_SIGNIFICANCE",
+                get("CATALOGUE_PROMOTION_SIGNIFICANCE"),
+                default=cls.promotion_significance,
                 kind=float,
                 low=0,
                 high=1,

@@ -126,18 +126,6 @@ def calibrate(
     )  # fmt: skip
 
 
-def accuracy_on(
-    probabilities: np.ndarray, truth_labels: list[str], classes: list[str], known: set[str]
-) -> tuple[float, int]:
-    """Accuracy over the items whose true class is in `known` (classes both models know)."""
-    chosen = [i for i, label in enumerate(truth_labels) if label in known]
-    if not chosen:
-        return 0.0, 0
-    predicted = [classes[j] for j in probabilities[chosen].argmax(axis=1)]
-    right = sum(p == truth_labels[i] for p, i in zip(predicted, chosen, strict=True))
-    return right / len(chosen), len(chosen)
-
-
 def _automation_lines(automation: dict[str, Any] | None) -> list[str]:
     if automation is None:
         return []
@@ -257,5 +245,13 @@ def model_card(
         "",
         "Suggests the attribute for catalogue pictures of small fashion shops; a moderator's label "
         "always outranks it, and pictures it is unsure of go to the review queue.",
+        "",
+        "## Promotion",
+        "",
+        "It replaces the champion only when, on the same test pictures and the classes both know, "
+        "it gains the promotion margin in accuracy and no class with enough test pictures loses "
+        "more than the allowed recall where a paired test (exact McNemar, one-sided) on that "
+        "class's pictures says the fall is not chance (`CATALOGUE_PROMOTION_*`). The verdict, with "
+        "the overall paired test's p-values, is in `catalogue.model_versions.gate`.",
     ]
     return "\n".join(lines) + "\n"

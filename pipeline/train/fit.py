@@ -145,7 +145,8 @@ def train(
     if progress:
         from pipeline.train.progress import ProgressCallback
 
-        watcher = ProgressCallback(progress, epochs=options.epochs, steps=steps, phases=phases)
+        watcher = ProgressCallback(progress, epochs=options.epochs, steps=steps, phases=phases,
+                                   attributes=attributes)  # fmt: skip
     callbacks = ([watcher] if watcher else []) + list(callbacks)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()

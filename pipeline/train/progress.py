@@ -92,13 +92,21 @@ class ProgressPrinter:
             self.drawn = False
 
 
+def _named(measure: str, attributes: list[str]) -> str:
+    """A one-head network's Keras measures carry no attribute (`val_accuracy`): name it."""
+    if len(attributes) != 1 or any(measure.removeprefix("val_").startswith(a) for a in attributes):
+        return measure
+    prefix = "val_" if measure.startswith("val_") else ""
+    return f"{prefix}{attributes[0]}_{measure.removeprefix('val_')}"
+
+
 class ProgressCallback:
     """The Keras callback behind `TrainingProgress` (made lazily: Keras imports stay in
     functions). One per run; `begin_phase` is called before each phase's `fit`."""
 
     def __new__(
         cls, report: Callable[[TrainingProgress], None], *, epochs: int, steps: int,
-        phases: list[Any], every_s: float = 0.3,
+        phases: list[Any], attributes: list[str], every_s: float = 0.3,
     ):  # fmt: skip
         import keras
 
@@ -124,7 +132,8 @@ class ProgressCallback:
                     report(self.progress(batch + 1))
 
             def on_epoch_end(self, epoch, logs=None):
-                measures = {k: round(float(v), 4) for k, v in (logs or {}).items()}
+                measures = {_named(k, attributes): round(float(v), 4)
+                            for k, v in (logs or {}).items()}  # fmt: skip
                 report(self.progress(steps, logs=measures))
 
             def progress(self, step: int, logs=None) -> TrainingProgress:

@@ -30,6 +30,30 @@ class GateOptions:
     margin: float = 0.005  # accuracy the candidate must gain on the classes both know
     max_class_drop: float = 0.05  # recall a class with enough support may lose at most
     min_support: int = 20  # test pictures a class needs for its recall to count
+    # a class's fall holds the candidate back only when a paired test on that class's pictures
+    # says it is unlikely to be chance (one-sided exact McNemar p below this)
+    significance: float = 0.05
+
+    @classmethod
+    def from_settings(cls, settings) -> GateOptions:
+        return cls(
+            margin=settings.promotion_margin,
+            max_class_drop=settings.promotion_max_class_drop,
+            significance=settings.promotion_significance,
+        )
+
+
+def paired_p_value(worse: int, better: int) -> float:
+    """One-sided exact McNemar test on the same pictures: the chance of at least `worse`
+    pictures going from right to wrong, among the `worse + better` the two models disagree on,
+    if neither model were better (each such picture a fair coin)."""
+    n = worse + better
+    if worse == 0:
+        return 1.0
+    from math import comb
+
+    tail = sum(comb(n, k) for k in range(worse, n + 1))
+    return min(1.0, tail / 2**n)
 
 
 @dataclass(frozen=True)
@@ -215,53 +239,87 @@ def gate_verdict(
 
     `candidate` is (probabilities, classes), `champion` is (version, probabilities, classes).
     Compared on the classes both know: the candidate must gain `margin` accuracy, and no class
-    with `min_support` test pictures may lose more than `max_class_drop` recall.
+    with `min_support` test pictures may lose more than `max_class_drop` recall where a paired
+    test on that class's pictures says the fall is unlikely to be noise (p below
+    `significance`). The overall comparison carries its paired test's p-values both ways.
     """
-    from pipeline.train.evaluate import accuracy_on
-
     champion_version, champion_p, champion_classes = champion
     candidate_p, candidate_classes = candidate
     known = set(candidate_classes) & set(champion_classes)
-    ours = accuracy_on(candidate_p, truth, candidate_classes, known)[0]
-    theirs = accuracy_on(champion_p, truth, champion_classes, known)[0]
-    drops = {}
+    compared = [i for i, label in enumerate(truth) if label in known]
+    labels = np.array([truth[i] for i in compared], dtype=object)
+    ours = _right(candidate_p[compared], candidate_classes, labels)
+    theirs = _right(champion_p[compared], champion_classes, labels)
+    accuracy = (float(ours.mean()), float(theirs.mean())) if compared else (0.0, 0.0)
+    drops, noise = {}, {}
     for name in sorted(known):
-        support = truth.count(name)
+        rows = labels == name
+        support = int(rows.sum())
         if support < options.min_support:
             continue
-        before = accuracy_on(champion_p, truth, champion_classes, {name})[0]
-        after = accuracy_on(candidate_p, truth, candidate_classes, {name})[0]
-        if before - after > options.max_class_drop:
-            drops[name] = {"champion": round(before, 4), "candidate": round(after, 4),
-                           "support": support}  # fmt: skip
-    gain = ours - theirs
+        before, after = float(theirs[rows].mean()), float(ours[rows].mean())
+        if before - after <= options.max_class_drop:
+            continue
+        p_value = paired_p_value(
+            int((theirs & ~ours)[rows].sum()), int((ours & ~theirs)[rows].sum())
+        )
+        fall = {"champion": round(before, 4), "candidate": round(after, 4), "support": support,
+                "p_value": round(p_value, 4)}  # fmt: skip
+        (drops if p_value < options.significance else noise)[name] = fall
+    gain = accuracy[0] - accuracy[1]
+    worse, better = int((theirs & ~ours).sum()), int((ours & ~theirs).sum())
     details = {
         "champion": champion_version,
         "test_images": len(truth),
+        "images_compared": len(compared),
         "classes_compared": len(known),
-        "accuracy": {version: round(ours, 4), champion_version: round(theirs, 4)},
+        "accuracy": {version: round(accuracy[0], 4), champion_version: round(accuracy[1], 4)},
         "gain": round(gain, 4),
+        # the pictures the two disagree on, and the paired test's chance of such a split
+        "paired": {
+            "candidate_right_only": better,
+            "champion_right_only": worse,
+            "p_better": round(paired_p_value(better, worse), 4),
+            "p_worse": round(paired_p_value(worse, better), 4),
+        },
         "class_drops": drops,
+        "class_drops_within_noise": noise,
         "options": options.__dict__,
     }
     if drops:
         worst = max(drops, key=lambda n: drops[n]["champion"] - drops[n]["candidate"])
         reason = (
             f"class '{worst}' recall fell from {drops[worst]['champion']:.3f} to "
-            f"{drops[worst]['candidate']:.3f} (more than {options.max_class_drop})"
+            f"{drops[worst]['candidate']:.3f} on {drops[worst]['support']} pictures (more than "
+            f"{options.max_class_drop}; paired test p={drops[worst]['p_value']:.3f})"
         )
         return Decision(version, False, reason, details)
+    tested = f"paired test p={details['paired']['p_better']:.3f}"
     if gain < options.margin:
         reason = (
-            f"accuracy {ours:.4f} vs champion {champion_version} {theirs:.4f}: gain {gain:+.4f} "
-            f"below the margin {options.margin}"
+            f"accuracy {accuracy[0]:.4f} vs champion {champion_version} {accuracy[1]:.4f}: gain "
+            f"{gain:+.4f} below the margin {options.margin} ({tested})"
         )
         return Decision(version, False, reason, details)
     reason = (
-        f"accuracy {ours:.4f} beats {champion_version} {theirs:.4f} by {gain:+.4f} on "
-        f"{len(truth)} test pictures"
+        f"accuracy {accuracy[0]:.4f} beats {champion_version} {accuracy[1]:.4f} by {gain:+.4f} "
+        f"on {len(compared)} test pictures ({tested})"
     )
+    if noise:
+        reason += "; " + ", ".join(
+            f"'{n}' {f['champion']:.2f}->{f['candidate']:.2f} on {f['support']} within noise "
+            f"(p={f['p_value']:.2f})"
+            for n, f in noise.items()
+        )
     return Decision(version, True, reason, details)
+
+
+def _right(probabilities: np.ndarray, classes: list[str], labels: np.ndarray) -> np.ndarray:
+    """Whether each answer (the most probable class) is the true label."""
+    if not len(labels):
+        return np.zeros(0, dtype=bool)
+    answers = np.asarray(classes, dtype=object)[probabilities.argmax(axis=1)]
+    return answers == labels
 
 
 def _make_champion(connection, row, who: str | None, reason: str) -> None:

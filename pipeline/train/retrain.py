@@ -119,10 +119,10 @@ def promote_versions(
 
 def retrain(
     *, settings: Settings, engine: Engine, snapshot_options: SnapshotOptions,
-    train_options: TrainOptions, separate_models: bool = True,
+    train_options: TrainOptions, separate_models: bool = False,
     gate: registry.GateOptions | None = None, who: str | None = None, progress=None,
 ) -> RetrainOutcome:  # fmt: skip
-    """Snapshot, train (one network per attribute, or one with a head each), register, promote."""
+    """Snapshot, train (one network with a head per attribute, or one each), register, promote."""
     started = time.perf_counter()
     snapshot = snapshot_dataset(
         engine=engine, store=ObjectStore.for_models(settings), options=snapshot_options,

@@ -3,6 +3,8 @@ snapshots, training on the TensorFlow backend, the artefact round trip, the regi
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sqlalchemy import text
@@ -298,3 +300,41 @@ def test_a_pretrained_network_without_its_weights_says_which_file_and_where(
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("catalogue:")]
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5" in line
     assert str(tmp_path) in line and "Traceback" not in result.stderr
+
+
+def test_train_shows_its_progress_and_ctrl_c_stops_it_with_nothing_registered(labelled, services):
+    """What a user at a terminal does: watch the epochs go by with the time left, press Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with labelled.connect() as connection:
+        versions_before = connection.execute(
+            text("SELECT count(*) FROM catalogue.model_versions")
+        ).scalar_one()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "train", "--network", "compact_80x60",
+         "--epochs", "500", "--min-examples", "8", "--batch-size", "16"],
+        env=services.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first_epoch = process.stdout.readline()  # not a terminal: one line per epoch
+    process.send_signal(signal.SIGINT)
+    pressed = time.monotonic()
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert re.match(
+        r"phase 1/1 network  epoch 1/500 \[#+\] +0%  \d+:\d\d elapsed, about \d+:\d\d(:\d\d)? "
+        r"left  .*category_accuracy", first_epoch,
+    ), first_epoch + err[-2000:]  # fmt: skip
+    assert process.returncode == 130, err[-2000:]
+    assert time.monotonic() - pressed < 30  # stopped, not left to run out its epochs
+    assert re.search(r"training interrupted after \d+s: nothing was registered", err), err
+    assert "Traceback" not in err
+    with labelled.connect() as connection:
+        assert (
+            connection.execute(text("SELECT count(*) FROM catalogue.model_versions")).scalar_one()
+            == versions_before
+        )
