@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/predict.py --size 10000                           # 60x80 photos
     .venv/bin/python bench/predict.py --size 10000 --image-size 1080x1350
+    .venv/bin/python bench/predict.py --size 10000 --network catalogue_net   # the old default
 
 Uses the configured services (CATALOGUE_DATABASE_URL / CATALOGUE_S3_*, or the local stack from
 `catalogue up --no-airflow`) in a scratch database and scratch buckets, removed afterwards. The
-sample accounts are imported as an archive; the champions are the default network
-(`catalogue_net`, one artefact with a colour and a category head, at its native 80x60 input;
+sample accounts are imported as an archive; the champions are the default network (or
+`--network`: one artefact with a colour and a category head, at the network's own input size;
 weights do not change the cost) registered and promoted through the registry.
 
 On the same images, in the same run:
@@ -81,9 +82,9 @@ def run_child(env: dict[str, str], cache: Path, limit: int | None) -> dict:
     raise RuntimeError(f"the predict pass failed:\n{done.stderr[-3000:]}")
 
 
-def register_champions(engine, models, work: Path) -> list:
+def register_champions(engine, models, work: Path, network_name: str) -> list:
     from pipeline.train.fit import ARTEFACT, METADATA, TrainedModel
-    from pipeline.train.models import build_model
+    from pipeline.train.models import architecture, build_model
     from pipeline.train.registry import promote, register
 
     with engine.connect() as connection:  # as many classes as the benchmark's protocols learn
@@ -95,7 +96,8 @@ def register_champions(engine, models, work: Path) -> list:
             ).scalars().all()
             for attribute, n in (("colour", 18), ("category", 41))
         }  # fmt: skip
-    network = build_model("catalogue_net", {a: len(c) for a, c in classes.items()})
+    network = build_model(network_name, {a: len(c) for a, c in classes.items()})
+    size = list(architecture(network_name).image_size)
     folder = work / "artefact"
     folder.mkdir()
     network.save(folder / ARTEFACT)
@@ -112,7 +114,7 @@ def register_champions(engine, models, work: Path) -> list:
         ).scalar_one()
     metrics = {a: {"accuracy": 0.0} for a in classes}
     (folder / METADATA).write_text(json.dumps({
-        "architecture": "catalogue_net", "backend": "tensorflow", "image_size": [80, 60],
+        "architecture": network_name, "backend": "tensorflow", "image_size": size,
         "epochs": 0, "seconds": 0, "images_per_s": 0, "attributes": list(classes),
         "classes": classes, "snapshot": checksum, "metrics": metrics,
     }))  # fmt: skip
@@ -216,14 +218,17 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--network", help="the champions' network (default: the default network)")
     args = parser.parse_args()
     if args.child:
         return child(args)
 
     from pipeline.collect.archive import import_archive
     from pipeline.samples import generate_sample_accounts
+    from pipeline.train.models import DEFAULT_ARCHITECTURE, architecture
 
     settings = load_settings()
+    network = args.network or DEFAULT_ARCHITECTURE
     image_size = tuple(int(v) for v in args.image_size.split("x")) if args.image_size else None
     work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     archive = args.archive
@@ -240,7 +245,7 @@ def main() -> None:
     try:
         summary = import_archive(archive, engine=engine, store=images, workers=8)
         print(f"imported {summary.images_new} images", flush=True)
-        versions = register_champions(engine, models, work)
+        versions = register_champions(engine, models, work, network)
         stages = measure_stages(engine, images, models, work / "cache")
         count = stages["images"]
         print(f"input stage {count / stages['input_seconds']:.0f} img/s, model stage "
@@ -281,8 +286,8 @@ def main() -> None:
             "seed": 7,
         },
         "model": {
-            "network": "catalogue_net",
-            "input": [80, 60],
+            "network": network,
+            "input": list(architecture(network).image_size),
             "heads": ["colour", "category"],
             "versions": versions,
             "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
@@ -322,7 +327,7 @@ def main() -> None:
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"predict-{args.image_size or 'native'}.json"
+    path = args.out / f"predict-{args.image_size or 'native'}-{network}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")

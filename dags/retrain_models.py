@@ -7,15 +7,18 @@ the champions' snapshots; the weekly and manual runs always train.
 
 1. `snapshot`: the current labels become a dataset snapshot (classes with enough examples, a
    train/validation/test split by a hash of each post's id; the manifest in the models bucket).
-2. `train`: one task per attribute, on the `gpu` queue and pool (two trainings never share a GPU),
-   measured on the snapshot's test split and registered as a candidate.
+2. `train`: one network with a head per attribute (one artefact, a version per attribute), or
+   with `separate` one task per attribute, on the `gpu` queue and pool (two trainings never share
+   a GPU), measured on the snapshot's test split and registered as candidates.
 3. `promote`: a candidate becomes champion only when it beats the champion on the same test
    pictures by CATALOGUE_PROMOTION_MARGIN and no well-supported class loses more than
-   CATALOGUE_PROMOTION_MAX_CLASS_DROP recall; otherwise it stays a candidate with the reason.
-   A new champion is announced on `catalogue://models/champion` for the predict DAG.
+   CATALOGUE_PROMOTION_MAX_CLASS_DROP recall (where a paired test says the fall is not chance);
+   otherwise it stays a candidate with the reason. A new champion is announced on
+   `catalogue://models/champion` for the predict DAG.
 
-Manual runs (Trigger DAG w/ config): `attributes`, `network` (catalogue_net or a seed baseline),
-`epochs`, `steps_per_epoch` (quick trials), `force` (train even if few labels changed).
+Manual runs (Trigger DAG w/ config): `attributes`, `network` (default CATALOGUE_TRAIN_NETWORK),
+`epochs`, `steps_per_epoch` (quick trials), `separate` (a network per attribute), `force` (train
+even if few labels changed).
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ from schedules import from_next
         "network": Param(
             None,
             type=["null", "string"],
-            description="catalogue_net, compact_80x60, colour_cnn11, category_cnn10 "
-            "(default: CATALOGUE_TRAIN_NETWORK)",
+            description="mobilenet_v2_050, mobilenet_v2_035, mobilenet_v2_100, catalogue_net, "
+            "compact_80x60, colour_cnn11, category_cnn10 (default: CATALOGUE_TRAIN_NETWORK)",
         ),
         "epochs": Param(
             None, type=["null", "integer"], minimum=1, description="default: CATALOGUE_TRAIN_EPOCHS"
@@ -57,6 +60,9 @@ from schedules import from_next
             type=["null", "integer"],
             minimum=1,
             description="cap the steps per epoch (quick trials)",
+        ),
+        "separate": Param(
+            False, type="boolean", description="a network per attribute instead of one shared"
         ),
         "force": Param(False, type="boolean", description="train even if few labels changed"),
     },
@@ -95,11 +101,13 @@ def retrain_models():
         return {"snapshot_id": made.id, "attributes": attributes, "labels_changed": changed}
 
     @task
-    def attributes_of(made: dict) -> list[str]:
-        return made["attributes"]
+    def groups_of(made: dict, params=None) -> list[list[str]]:
+        """The attributes each training task learns: all in one network, or one each."""
+        attributes = made["attributes"]
+        return [[a] for a in attributes] if params.get("separate") else [attributes]
 
     @task(queue="gpu", pool="gpu")
-    def train(attribute: str, made: dict, params=None) -> list[str]:
+    def train(attributes: list[str], made: dict, params=None) -> list[str]:
         from pipeline.config import load_settings
         from pipeline.db import get_engine
         from pipeline.train.fit import TrainOptions
@@ -110,7 +118,7 @@ def retrain_models():
             settings=settings,
             engine=get_engine(settings.database_url),
             snapshot_id=made["snapshot_id"],
-            attributes=[attribute],
+            attributes=list(attributes),
             options=TrainOptions.from_settings(
                 settings,
                 architecture=params["network"] or None,
@@ -142,7 +150,7 @@ def retrain_models():
                 for d in decisions]  # fmt: skip
 
     made = snapshot()
-    promote(train.partial(made=made).expand(attribute=attributes_of(made)))
+    promote(train.partial(made=made).expand(attributes=groups_of(made)))
 
 
 retrain_models()

@@ -161,7 +161,7 @@ def test_train_save_reload_register_promote_rollback(labelled, models_store, cac
         registry.rollback(engine=labelled, attribute="colour")
 
 
-def test_retrain_dag_snapshots_trains_each_attribute_and_announces_a_champion(labelled, airflow):
+def test_retrain_dag_snapshots_trains_one_network_and_announces_a_champion(labelled, airflow):
     from tests.airflow_harness import run_dags
 
     with labelled.connect() as connection:
@@ -175,12 +175,13 @@ def test_retrain_dag_snapshots_trains_each_attribute_and_announces_a_champion(la
     with labelled.connect() as connection:
         rows = connection.execute(
             text(
-                "SELECT attribute, status, created_by, params->>'epochs' AS epochs "
+                "SELECT attribute, status, created_by, params->>'epochs' AS epochs, run "
                 "FROM catalogue.model_versions ORDER BY id OFFSET :n"
             ),
             {"n": before},
         ).all()
-    assert sorted(r.attribute for r in rows) == ["category", "colour"]  # one mapped task each
+    assert sorted(r.attribute for r in rows) == ["category", "colour"]
+    assert len({r.run for r in rows}) == 1  # one network with a head each: one artefact
     assert {(r.created_by, r.epochs) for r in rows} == {("airflow", "1")}
     assert registry.champion(labelled, "category") is not None
     champions = [e for e in result["asset_events"] if e["uri"].startswith("catalogue://models")]
