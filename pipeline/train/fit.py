@@ -155,7 +155,8 @@ def train(
             if watcher:
                 watcher.begin_phase(phase, number)
             if spec.pretrained:
-                set_backbone_trainable(model, phase.backbone_trainable)
+                set_backbone_trainable(model, phase.backbone_trainable,
+                                       from_layer=spec.fine_tune_from)  # fmt: skip
             compile_for_training(
                 model, spec, attributes, total_steps=steps * (phase.last_epoch - phase.first_epoch),
                 learning_rate=phase.learning_rate, warmup_steps=steps if phase.warm_up else 0,
@@ -228,13 +229,18 @@ class Phase:
     learning_rate: float | None  # None: the network's own
     warm_up: bool = False  # the rate rises over the phase's first epoch
     name: str = "network"  # what it trains, as progress shows it
+    from_layer: str | None = None  # the first backbone layer trained (None: every one)
 
     def describe(self) -> dict[str, Any]:
+        if not self.backbone_trainable:
+            trains = "the head (backbone frozen)"
+        elif self.from_layer:
+            trains = f"the backbone from {self.from_layer} on and the head, batch norm frozen"
+        else:
+            trains = "everything, backbone batch norm frozen"
         return {
             "epochs": self.last_epoch - self.first_epoch,
-            "trains": "everything, backbone batch norm frozen"
-            if self.backbone_trainable
-            else "the head (backbone frozen)",
+            "trains": trains,
             "learning_rate": self.learning_rate,
             "warm_up_epochs": int(self.warm_up),
         }
@@ -251,7 +257,8 @@ def training_phases(spec, epochs: int) -> list[Phase]:
     phases = [Phase(0, head, False, None, name="head")] if head else []
     if epochs > head:
         phases.append(Phase(head, epochs, True, spec.fine_tune_learning_rate, warm_up=True,
-                            name="whole network"))  # fmt: skip
+                            name="fine-tune" if spec.fine_tune_from else "whole network",
+                            from_layer=spec.fine_tune_from))  # fmt: skip
     return phases
 
 
@@ -274,19 +281,24 @@ def load_pretrained(model, spec, *, weights_dir: Path | None, download: bool) ->
     }
 
 
-def set_backbone_trainable(model, trainable: bool) -> None:
-    """Freeze the pretrained backbone, or let it train with its batch norm kept frozen (in
-    inference mode, on ImageNet's statistics: a small label set's batches would move them)."""
+def set_backbone_trainable(model, trainable: bool, *, from_layer: str | None = None) -> None:
+    """Freeze the pretrained backbone, or let it train (from `from_layer` on, when given) with
+    its batch norm kept frozen (in inference mode, on ImageNet's statistics: a small label set's
+    batches would move them)."""
     import keras
 
     from pipeline.train.models import BACKBONE
 
     backbone = model.get_layer(BACKBONE)
     backbone.trainable = trainable
-    if trainable:
-        for layer in backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+    names = [layer.name for layer in backbone.layers]
+    first = names.index(from_layer) if from_layer else 0
+    for position, layer in enumerate(backbone.layers):  # each one: an earlier call froze some
+        layer.trainable = (
+            trainable
+            and position >= first
+            and not isinstance(layer, keras.layers.BatchNormalization)
+        )
 
 
 def recalibrate_batch_norm(model, pictures, *, batches: int = 100) -> int:

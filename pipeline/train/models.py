@@ -36,6 +36,9 @@ class Architecture:
     pretrained: str | None = None
     head_epochs: int = 0
     fine_tune_learning_rate: float = 0.0
+    # the first backbone layer the fine-tune trains (None: all of it): the early, high-resolution
+    # layers cost most to train and learn the most generic features (edges, textures)
+    fine_tune_from: str | None = None
 
 
 def _heads(x, heads: Heads) -> dict[str, keras.KerasTensor]:
@@ -164,9 +167,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             Architecture(
                 f"mobilenet_v2_{tag}", _mobilenet_v2(alpha), (128, 96), "adamw", 1e-3,
                 label_smoothing=0.1, cosine_schedule=True, pretrained=f"mobilenet_v2_{alpha}",
-                head_epochs=2, fine_tune_learning_rate=2e-4,
+                head_epochs=2, fine_tune_learning_rate=2e-4, fine_tune_from="block_6_expand",
                 description=f"MobileNetV2 alpha {alpha} pretrained on ImageNet at 128x96 (the "
-                "80x60 photos upscaled): head first, then the whole network, batch norm frozen",
+                "80x60 photos upscaled): head first, then the network from its stride-16 "
+                "blocks on, batch norm frozen",
             )
             for tag, alpha in (("035", 0.35), ("050", 0.5), ("100", 1.0))
         ),

@@ -274,7 +274,8 @@ def test_a_pretrained_backbone_trains_head_first_then_whole_and_its_card_names_i
     assert metadata["pretrained"]["sha256"] == WEIGHTS["mobilenet_v2_0.35"].sha256
     assert metadata["image_size"] == [128, 96]
     assert [(p["epochs"], p["trains"]) for p in metadata["recipe"]] == [
-        (2, "the head (backbone frozen)"), (1, "everything, backbone batch norm frozen")
+        (2, "the head (backbone frozen)"),
+        (1, "the backbone from block_6_expand on and the head, batch norm frozen"),
     ]  # fmt: skip
     assert len(trained.history["loss"]) == 3
     # the artefact carries the weights: predict needs no pretrained file

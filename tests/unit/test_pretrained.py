@@ -47,6 +47,31 @@ def test_the_recipe_trains_the_head_first_then_everything_warmed_up():
     assert (scratch.first_epoch, scratch.last_epoch) == (0, 12)
 
 
+def test_the_fine_tune_trains_the_backbone_from_its_named_layer_on_batch_norm_frozen():
+    import keras
+
+    from pipeline.train.fit import set_backbone_trainable
+    from pipeline.train.models import BACKBONE, build_model
+
+    model = build_model("mobilenet_v2_035", {"category": 3})
+    backbone = model.get_layer(BACKBONE)
+    names = [layer.name for layer in backbone.layers]
+    first = names.index("block_6_expand")
+    set_backbone_trainable(model, False)
+    assert not backbone.trainable_weights
+    set_backbone_trainable(model, True, from_layer="block_6_expand")
+    trained = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
+    assert (
+        "block_6_expand" in trained and "Conv1" not in trained and "block_5_expand" not in trained
+    )
+    assert all(names.index(n) >= first for n in trained)
+    assert not any(
+        isinstance(backbone.get_layer(n), keras.layers.BatchNormalization) for n in trained
+    )
+    set_backbone_trainable(model, True)  # every layer, batch norm still frozen
+    assert "Conv1" in {layer.name for layer in backbone.layers if layer.trainable}
+
+
 _FEATURES = """
 import json, sys
 import numpy as np
