@@ -256,9 +256,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_samples(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.samples import generate_sample_accounts
+    from pipeline.samples import generate_clothing_accounts, generate_sample_accounts
 
     settings = Settings.from_env()
+    clothing = args.source == "clothing-photos"
+    if clothing and args.image_size:
+        raise UsageError("--image-size: the clothing photos keep their own size and aspect")
+    if args.people is not None and not clothing:
+        raise UsageError("--people: only with --source clothing-photos (one account per person)")
     size = None
     if args.image_size:
         width, _, height = args.image_size.partition("x")
@@ -270,15 +275,25 @@ def cmd_samples(args: argparse.Namespace) -> int:
     from pipeline.labels.taxonomy import load_taxonomy
 
     try:
-        summary = generate_sample_accounts(
-            Path(args.dataset or settings.dataset_dir),
-            Path(args.out),
-            size=args.size,
-            seed=args.seed,
-            image_size=size,
-            taxonomy=load_taxonomy(settings.taxonomy_file),
-        )
-    except ValueError as exc:  # bad size or share, unexpected styles.csv header
+        if clothing:
+            summary = generate_clothing_accounts(
+                Path(args.dataset or settings.clothing_photos_dir),
+                Path(args.out),
+                people=args.people,
+                size=args.size,
+                seed=args.seed,
+                taxonomy=load_taxonomy(settings.taxonomy_file),
+            )
+        else:
+            summary = generate_sample_accounts(
+                Path(args.dataset or settings.dataset_dir),
+                Path(args.out),
+                size=args.size,
+                seed=args.seed,
+                image_size=size,
+                taxonomy=load_taxonomy(settings.taxonomy_file),
+            )
+    except ValueError as exc:  # bad size or share, unexpected styles.csv/images.csv header
         _complain(exc)
         return EXIT_CONFIG
     _say(
@@ -287,6 +302,8 @@ def cmd_samples(args: argparse.Namespace) -> int:
         f"{summary.images} images"
         + (f"; {summary.values_left_out} colours and categories the taxonomy does not know "
            "left out of labels.csv" if summary.values_left_out else "")
+        + (f"; {summary.non_garments} photos labelled Not sure, Other or Skip have no category"
+           if summary.non_garments else "")
     )  # fmt: skip
     return EXIT_OK
 
@@ -530,6 +547,7 @@ def _snapshot_options(args: argparse.Namespace, settings: Settings):
         min_examples=args.min_examples or settings.train_min_examples,
         levels=_pairs(args.level, "--level"),
         only_classes={a: v.split(",") for a, v in _pairs(args.only, "--only").items()},
+        group_by=args.group_by,
     )
 
 
@@ -1114,13 +1132,25 @@ def build_parser() -> argparse.ArgumentParser:
         "samples",
         cmd_samples,
         "Write sample business accounts in instaloader's archive format from the fashion "
-        "product photos (CATALOGUE_DATASET_DIR): one account per brand.",
+        "product photos (CATALOGUE_DATASET_DIR): one account per brand; or, with --source "
+        "clothing-photos, from the real clothing photos (CATALOGUE_CLOTHING_PHOTOS_DIR): one "
+        "account per person who took them, each photo at its own size, its garment as category.",
     )
     samples.add_argument("out", help="folder to write the archive to")
-    samples.add_argument("--size", type=int, help="number of product photos (default: all)")
+    samples.add_argument(
+        "--source",
+        choices=("fashion-products", "clothing-photos"),
+        default="fashion-products",
+        help="which photos (default: fashion-products)",
+    )
+    samples.add_argument("--size", type=int, help="number of photos (default: all)")
+    samples.add_argument("--people", type=int, help="clothing-photos: number of persons (accounts)")
     samples.add_argument("--seed", type=int, default=7)
     samples.add_argument("--image-size", help="re-encode pictures to WIDTHxHEIGHT, e.g. 1080x1350")
-    samples.add_argument("--dataset", help="dataset folder (default: CATALOGUE_DATASET_DIR)")
+    samples.add_argument(
+        "--dataset",
+        help="dataset folder (default: CATALOGUE_DATASET_DIR, or CATALOGUE_CLOTHING_PHOTOS_DIR)",
+    )
     taxonomy = add(
         "taxonomy",
         cmd_taxonomy,
@@ -1200,6 +1230,12 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             metavar="ATTRIBUTE=V1,V2",
             help="keep only these classes, e.g. the 8 article types of the seed study",
+        )
+        sub.add_argument(
+            "--group-by",
+            choices=("post", "account"),
+            default="post",
+            help="keep each post's (default) or each account's pictures in one split",
         )
         if train:
             sub.add_argument(

@@ -56,6 +56,7 @@ class Settings:
     bucket_models: str = "catalogue-models"
     state_dir: Path = Path(".catalogue")
     dataset_dir: Path = REPO_ROOT.parent / "shared" / "data" / "fashion-products"
+    clothing_photos_dir: Path = REPO_ROOT.parent / "shared" / "data" / "clothing-photos"
     role_prefix: str = "catalogue"
     s3_port: int = 8333
     airflow_port: int = 8080
@@ -169,6 +170,9 @@ class Settings:
             or "catalogue-models",
             state_dir=Path(get("CATALOGUE_STATE_DIR") or ".catalogue").expanduser().resolve(),
             dataset_dir=Path(get("CATALOGUE_DATASET_DIR") or cls.dataset_dir).expanduser(),
+            clothing_photos_dir=Path(
+                get("CATALOGUE_CLOTHING_PHOTOS_DIR") or cls.clothing_photos_dir
+            ).expanduser(),
             role_prefix=_role_prefix(get("CATALOGUE_ROLE_PREFIX")),
             s3_port=_port("CATALOGUE_S3_PORT", get("CATALOGUE_S3_PORT"), default=8333),
             airflow_port=_port(

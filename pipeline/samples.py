@@ -13,7 +13,13 @@ for `catalogue labels import` (the moderator labels a marketplace would start fr
 taxonomy does not know (the data set's "Free Gifts", "Basketballs"...) is left empty, with the
 note saying so, so the file imports without refused rows.
 
+`generate_clothing_accounts` does the same with the real clothing photos (`images.csv` +
+`images/<image>.jpg`, photos taken by people with their phones): one account per person, so a
+person's photos stay together, each picture at its own size, its garment as the `category` of
+`labels.csv` through the taxonomy's aliases, and no colour (the data set has none).
+
     python -m pipeline.samples /tmp/sample-accounts --size 1000 --image-size 1080x1350
+    python -m pipeline.samples /tmp/clothing-accounts --source clothing-photos --people 20
 """
 
 from __future__ import annotations
@@ -56,6 +62,16 @@ MANIFEST_COLUMNS = ("account", "shortcode", "position", "media_id", "product_id"
 LABELS = "labels.csv"
 LABEL_COLUMNS = ("shortcode", "position", "colour", "category", "moderator", "note")
 
+# The real clothing photos (`images.csv` + `images/<image>.jpg`): who took each photo and what
+# garment it shows. The manifest keeps those instead of a product id.
+CLOTHING_COLUMNS = ("image", "sender_id", "label", "kids")
+CLOTHING_MANIFEST_COLUMNS = (
+    "account", "shortcode", "position", "media_id", "image", "sender_id", "label", "file"
+)  # fmt: skip
+# The labeller's own answers in images.csv's `label`: no garment, so never a category.
+NON_GARMENTS = ("Not sure", "Other", "Skip")
+SOURCES = ("fashion-products", "clothing-photos")  # what `catalogue samples --source` writes from
+
 GRAPH_IMAGE, GRAPH_SIDECAR, GRAPH_VIDEO = "GraphImage", "GraphSidecar", "GraphVideo"
 
 # Posts are dated in the year before this instant, never "now", so reruns give identical bytes.
@@ -66,6 +82,10 @@ WINDOW_SECONDS = 365 * 24 * 3600
 # child never collides with a post, and `* 16` leaves room for more media per product later.
 POST_MEDIA_ID_BASE = 3_100_000_000_000_000_000
 CHILD_MEDIA_ID_BASE = 3_200_000_000_000_000_000
+# Clothing photos are numbered from PHOTO_NUMBER_BASE, far above the product ids (below 10**6):
+# their media ids (base + number * 16) stay below the children's range.
+PHOTO_NUMBER_BASE = 10**15
+PHOTO_NUMBER_SPAN = 2**48
 PROFILE_ID_BASE = 40_000_000_000
 PROFILE_ID_SPAN = 10_000_000_000
 
@@ -116,6 +136,7 @@ class SampleSummary:
     skipped_rows: int = 0  # malformed rows of styles.csv (column count, id, duplicate id)
     missing_images: int = 0  # well-formed rows whose images/<id>.jpg is absent
     values_left_out: int = 0  # colours and categories of labels.csv the taxonomy does not know
+    non_garments: int = 0  # clothing photos labelled Not sure, Other or Skip: no category
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,7 @@ class Product:
     display_name: str
     brand: str  # the first word of the display name, as written
     username: str
+    image_file: str  # the picture's name in the data set's images/ folder
 
 
 @dataclass(frozen=True)
@@ -187,26 +209,9 @@ def generate_sample_accounts(
     accounts = _accounts(catalogue.products, sorted(by_account), seed=seed)
     plans = _plan_posts(by_account, seed=seed, shares=(carousel_share, video_share))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # `{target}` is the account folder, as with `instaloader <profile>`; braces in out_dir escaped.
-    pattern = str(out_dir).replace("{", "{{").replace("}", "}}") + os.sep + "{target}"
-    manifest: list[tuple[str, str, int, int, int, str]] = []
-    with instaloader.Instaloader(quiet=True, dirname_pattern=pattern) as loader:
-        for username in sorted(by_account):
-            account = accounts[username]
-            _write_profile(loader, account, post_count=len(plans[username]))
-            timestamps = _timestamps(seed, username, len(plans[username]))
-            for plan, taken_at in zip(plans[username], timestamps, strict=True):
-                manifest += _write_post(
-                    loader,
-                    account,
-                    plan,
-                    taken_at=taken_at,
-                    seed=seed,
-                    images_dir=images_dir,
-                    out_dir=out_dir,
-                    image_size=image_size,
-                )
+    manifest = _write_accounts(
+        out_dir, accounts, plans, seed=seed, images_dir=images_dir, image_size=image_size
+    )
 
     with (out_dir / MANIFEST).open("w", newline="", encoding="utf-8") as fp:
         writer = csv.writer(fp, lineterminator="\n")
@@ -337,6 +342,7 @@ def _product(row: list[str]) -> Product | None:
         display_name=name,
         brand=brand,
         username=brand_username(brand),
+        image_file=f"{product_id}.jpg",
     )
 
 
@@ -346,8 +352,196 @@ def brand_username(brand: str) -> str:
     return username[:USERNAME_MAX_LENGTH].rstrip(".")
 
 
-def _rank(seed: int, product_id: int) -> bytes:
-    return hashlib.sha256(f"{seed}:{product_id}".encode()).digest()
+def _rank(seed: int, item: int | str) -> bytes:
+    return hashlib.sha256(f"{seed}:{item}".encode()).digest()
+
+
+# -- the clothing photos --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClothingPhoto:
+    image: str  # the name in images/ without `.jpg`
+    sender_id: str  # who took it
+    label: str  # the garment, or one of the labeller's NON_GARMENTS
+    kids: bool
+    number: int  # the photo's media id is derived from it, as a product's from its id
+
+
+def generate_clothing_accounts(
+    photos_dir: Path,
+    out_dir: Path,
+    *,
+    people: int | None = None,
+    size: int | None = None,
+    seed: int = 7,
+    carousel_share: float = 0.0,
+    taxonomy: Taxonomy | None = None,
+) -> SampleSummary:
+    """Write instaloader-format archives of the real clothing photos: one business account per
+    person who took them (`sender_id`), so a person's photos never spread over two accounts.
+
+    `people` persons (all when None) are picked by a seeded hash of their id, then `size` of their
+    photos (all when None) by a seeded hash of the photo; the same arguments give byte-identical
+    files. Pictures are copied as they are (their own size and aspect). Each post is one picture,
+    or a carousel of one person's photos for `carousel_share` of them. `labels.csv` gives each
+    picture its garment as a `category` (the taxonomy's aliases map the data set's words) and no
+    colour; the labeller's `Not sure`, `Other` and `Skip` give no category, with a note saying so.
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    photos_dir, out_dir = Path(photos_dir), Path(out_dir)
+    if people is not None and people < 0:
+        raise ValueError(f"people must be a number of persons, 0 or more; got {people}")
+    _check_arguments(size=size, image_size=None, shares=(carousel_share, 0.0))
+    listing, images_dir = _require_clothing_photos(photos_dir)
+    _require_empty(out_dir)
+
+    photos, skipped, missing = _read_clothing_photos(listing, images_dir)
+    senders = sorted(
+        {photo.sender_id for photo in photos}, key=lambda s: _rank(seed, f"sender:{s}")
+    )
+    chosen_senders = set(senders if people is None else senders[:people])
+    chosen = sorted(
+        (photo for photo in photos if photo.sender_id in chosen_senders),
+        key=lambda photo: _rank(seed, photo.image),
+    )
+    if size is not None:
+        chosen = chosen[:size]
+
+    products = [_photo_product(photo) for photo in chosen]
+    by_account: dict[str, list[Product]] = defaultdict(list)
+    for product in products:
+        by_account[product.username].append(product)
+    accounts = _accounts(products, sorted(by_account), seed=seed)
+    plans = _plan_posts(by_account, seed=seed, shares=(carousel_share, 0.0))
+    manifest = _write_accounts(
+        out_dir, accounts, plans, seed=seed, images_dir=images_dir, image_size=None
+    )
+
+    by_number = {photo.number: photo for photo in chosen}
+    with (out_dir / MANIFEST).open("w", newline="", encoding="utf-8") as fp:
+        writer = csv.writer(fp, lineterminator="\n")
+        writer.writerow(CLOTHING_MANIFEST_COLUMNS)
+        for account, shortcode, position, media_id, number, file in manifest:
+            photo = by_number[number]
+            writer.writerow(
+                [account, shortcode, position, media_id, photo.image, photo.sender_id,
+                 photo.label, file]
+            )  # fmt: skip
+
+    left_out = non_garments = 0
+    with (out_dir / LABELS).open("w", newline="", encoding="utf-8") as fp:
+        writer = csv.writer(fp, lineterminator="\n")
+        writer.writerow(LABEL_COLUMNS)
+        for _, shortcode, position, _, number, _ in manifest:
+            photo = by_number[number]
+            note = f"clothing-photos image {photo.image} by sender {photo.sender_id}"
+            note += ", kids' clothes" if photo.kids else ""
+            category = ""
+            if photo.label in NON_GARMENTS:
+                non_garments += 1
+                note += f"; label '{photo.label}' is the labeller's answer, not a garment"
+            elif _accepts(taxonomy, "category", photo.label):
+                category = photo.label
+            else:
+                left_out += 1
+                note += f"; label '{photo.label}' not in taxonomy"
+            writer.writerow([shortcode, position, "", category, "dataset", note])
+
+    all_plans = [plan for account_plans in plans.values() for plan in account_plans]
+    return SampleSummary(
+        accounts=len(by_account),
+        posts=len(all_plans),
+        images=len(manifest),
+        carousels=sum(plan.typename == GRAPH_SIDECAR for plan in all_plans),
+        videos=0,
+        out_dir=out_dir,
+        skipped_rows=skipped,
+        missing_images=missing,
+        values_left_out=left_out,
+        non_garments=non_garments,
+    )
+
+
+def _require_clothing_photos(photos_dir: Path) -> tuple[Path, Path]:
+    listing, images_dir = photos_dir / "images.csv", photos_dir / "images"
+    found = ((listing, listing.is_file()), (images_dir, images_dir.is_dir()))
+    missing = [str(path) for path, present in found if not present]
+    if missing:
+        raise FileNotFoundError(
+            f"the clothing photos are missing at {photos_dir} (not found: {', '.join(missing)}): "
+            "lay them out as images/<image>.jpg + images.csv (image,sender_id,label,kids) there, "
+            "or point CATALOGUE_CLOTHING_PHOTOS_DIR at the folder that holds them"
+        )
+    return listing, images_dir
+
+
+def _read_clothing_photos(listing: Path, images_dir: Path) -> tuple[list[ClothingPhoto], int, int]:
+    """The photos of images.csv, the malformed rows skipped and the photos without a file."""
+    available = {name for name in os.listdir(images_dir) if name.endswith(".jpg")}
+    photos: list[ClothingPhoto] = []
+    numbers: set[int] = set()
+    usernames: dict[str, str] = {}
+    skipped = missing = 0
+    with listing.open(newline="", encoding="utf-8") as fp:
+        reader = csv.reader(fp)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != CLOTHING_COLUMNS:
+            raise ValueError(
+                f"{listing} does not start with the header {','.join(CLOTHING_COLUMNS)}: "
+                "replace it with the data set's own images.csv"
+            )
+        seen: set[str] = set()
+        for row in reader:
+            if not row:
+                continue
+            cells = [cell.strip() for cell in row]
+            if len(cells) != len(CLOTHING_COLUMNS) or cells[3].lower() not in ("true", "false"):
+                skipped += 1
+                continue
+            image, sender_id, label, kids = cells
+            if not (image and sender_id and label) or image in seen or "/" in image:
+                skipped += 1
+                continue
+            seen.add(image)
+            if f"{image}.jpg" not in available:
+                missing += 1
+                continue
+            username = _person_username(sender_id)
+            if usernames.setdefault(username, sender_id) != sender_id:
+                raise ValueError(
+                    f"{listing}: senders '{usernames[username]}' and '{sender_id}' would share the "
+                    f"account {username}: give them ids that differ in letters or digits"
+                )
+            number = _photo_number(image, numbers)
+            numbers.add(number)
+            photos.append(ClothingPhoto(image, sender_id, label, kids.lower() == "true", number))
+    return photos, skipped, missing
+
+
+def _person_username(sender_id: str) -> str:
+    return brand_username(f"wardrobe_{sender_id}")
+
+
+def _photo_number(image: str, taken: set[int]) -> int:
+    # Above every product id of the product photos, so the two samples never share a media id.
+    digest = hashlib.sha256(f"photo:{image}".encode()).digest()
+    number = PHOTO_NUMBER_BASE + int.from_bytes(digest[:8], "big") % PHOTO_NUMBER_SPAN
+    while number in taken:
+        number = PHOTO_NUMBER_BASE + (number - PHOTO_NUMBER_BASE + 1) % PHOTO_NUMBER_SPAN
+    return number
+
+
+def _photo_product(photo: ClothingPhoto) -> Product:
+    garment = "Clothes" if photo.label in NON_GARMENTS else photo.label
+    return Product(
+        product_id=photo.number,
+        master_category="Apparel",
+        article_type=garment,
+        base_colour="",
+        display_name=("Kids' " if photo.kids else "") + garment,
+        brand=f"Wardrobe {photo.sender_id}",
+        username=_person_username(photo.sender_id),
+        image_file=f"{photo.image}.jpg",
+    )
 
 
 # -- accounts and posts ---------------------------------------------------------------------------
@@ -432,6 +626,39 @@ def _timestamps(seed: int, username: str, count: int) -> list[int]:
 
 
 # -- writing --------------------------------------------------------------------------------------
+def _write_accounts(
+    out_dir: Path,
+    accounts: dict[str, Account],
+    plans: dict[str, list[PlannedPost]],
+    *,
+    seed: int,
+    images_dir: Path,
+    image_size: tuple[int, int] | None,
+) -> list[tuple[str, str, int, int, int, str]]:
+    """Every account's profile and posts; the manifest rows of the pictures, in order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # `{target}` is the account folder, as with `instaloader <profile>`; braces in out_dir escaped.
+    pattern = str(out_dir).replace("{", "{{").replace("}", "}}") + os.sep + "{target}"
+    manifest: list[tuple[str, str, int, int, int, str]] = []
+    with instaloader.Instaloader(quiet=True, dirname_pattern=pattern) as loader:
+        for username in sorted(plans):
+            account = accounts[username]
+            _write_profile(loader, account, post_count=len(plans[username]))
+            timestamps = _timestamps(seed, username, len(plans[username]))
+            for plan, taken_at in zip(plans[username], timestamps, strict=True):
+                manifest += _write_post(
+                    loader,
+                    account,
+                    plan,
+                    taken_at=taken_at,
+                    seed=seed,
+                    images_dir=images_dir,
+                    out_dir=out_dir,
+                    image_size=image_size,
+                )
+    return manifest
+
+
 def _write_profile(loader: instaloader.Instaloader, account: Account, *, post_count: int) -> None:
     picture = f"{CDN}/v/t51.2885-19/{account.profile_id}_n.jpg"
     profile = instaloader.Profile(
@@ -500,7 +727,7 @@ def _write_post(
 
     dimensions: list[dict[str, int]] = []
     for _, product, path in pictures:
-        width, height = _write_picture(images_dir / f"{product.product_id}.jpg", path, image_size)
+        width, height = _write_picture(images_dir / product.image_file, path, image_size)
         os.utime(path, (taken_at, taken_at))  # instaloader dates every file it downloads
         dimensions.append({"height": height, "width": width})
 
@@ -650,27 +877,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.samples",
-        description="Write instaloader-format sample accounts from the fashion product photos.",
+        description="Write instaloader-format sample accounts from the fashion product photos "
+        "(one account per brand) or the real clothing photos (one account per person).",
     )
     parser.add_argument("out_dir", type=Path, help="new or empty folder to write the accounts to")
-    parser.add_argument("--dataset", type=Path, help="data set folder (CATALOGUE_DATASET_DIR)")
-    parser.add_argument("--size", type=int, help="number of products (default: all)")
+    parser.add_argument("--source", choices=SOURCES, default=SOURCES[0])
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        help="data set folder (CATALOGUE_DATASET_DIR; CATALOGUE_CLOTHING_PHOTOS_DIR for the "
+        "clothing photos)",
+    )
+    parser.add_argument("--people", type=int, help="clothing photos: number of persons")
+    parser.add_argument("--size", type=int, help="number of products or photos (default: all)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--image-size", type=_image_size, help="re-encode to WIDTHxHEIGHT")
-    parser.add_argument("--carousel-share", type=float, default=0.15)
+    parser.add_argument("--carousel-share", type=float, help="0.15 (clothing photos: 0)")
     parser.add_argument("--video-share", type=float, default=0.02)
     args = parser.parse_args(argv)
     try:
-        dataset = args.dataset or Settings.from_env().dataset_dir
-        summary = generate_sample_accounts(
-            dataset,
-            args.out_dir,
-            size=args.size,
-            seed=args.seed,
-            image_size=args.image_size,
-            carousel_share=args.carousel_share,
-            video_share=args.video_share,
-        )
+        if args.source == "clothing-photos":
+            if args.image_size:
+                raise ValueError("--image-size: the clothing photos keep their own size")
+            summary = generate_clothing_accounts(
+                args.dataset or Settings.from_env().clothing_photos_dir,
+                args.out_dir,
+                people=args.people,
+                size=args.size,
+                seed=args.seed,
+                carousel_share=args.carousel_share or 0.0,
+            )
+        else:
+            if args.people is not None:
+                raise ValueError("--people: only with --source clothing-photos")
+            summary = generate_sample_accounts(
+                args.dataset or Settings.from_env().dataset_dir,
+                args.out_dir,
+                size=args.size,
+                seed=args.seed,
+                image_size=args.image_size,
+                carousel_share=0.15 if args.carousel_share is None else args.carousel_share,
+                video_share=args.video_share,
+            )
     except (ConfigError, OSError, ValueError) as err:
         print(f"samples: {err}", file=sys.stderr)
         return 2

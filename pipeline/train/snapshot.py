@@ -7,7 +7,9 @@
 - Splits are grouped and stable: a post's split comes from a hash of its media id, so it never
   moves between snapshots; all pictures of a post share it, and a picture posted twice (same
   sha256) takes the split of the first post that showed it. Champion and candidate are therefore
-  compared on pictures neither trained on.
+  compared on pictures neither trained on. With `group_by="account"` the hash is of the account
+  instead (of the first post that showed the picture): all of one account's pictures share a
+  split, so a model is tested on accounts (photographers, shops) it never saw.
 - The manifest (image keys, labels, splits, taxonomy version, counts) is stored in the models
   bucket under its content hash and recorded in `catalogue.dataset_snapshots`; the same labels
   give the same snapshot.
@@ -27,6 +29,7 @@ from pipeline.labels.taxonomy import taxonomy_from_database
 from pipeline.storage import ObjectStore
 
 SPLITS = ("train", "validation", "test")
+GROUPINGS = ("post", "account")  # what keeps its pictures in one split
 
 
 class SnapshotError(ValueError):
@@ -41,6 +44,11 @@ class SnapshotOptions:
     test_share: float = 0.1
     levels: dict[str, str] = field(default_factory=dict)  # attribute -> level (default train_at)
     only_classes: dict[str, list[str]] = field(default_factory=dict)  # e.g. the 8 article types
+    group_by: str = "post"  # one of GROUPINGS
+
+    def __post_init__(self) -> None:
+        if self.group_by not in GROUPINGS:
+            raise SnapshotError(f"group_by '{self.group_by}' is not one of {', '.join(GROUPINGS)}")
 
 
 @dataclass(frozen=True)
@@ -59,9 +67,10 @@ class Snapshot:
         return [item for item in self.manifest["images"] if item["split"] == split]
 
 
-def split_of(post_media_id: int, *, validation_share: float, test_share: float) -> str:
-    """The split of a post, from a hash of its media id: the same post, the same split, always."""
-    digest = hashlib.sha256(f"catalogue-split:{post_media_id}".encode()).digest()
+def split_of(group: int | str, *, validation_share: float, test_share: float) -> str:
+    """The split of a group, from a hash of its key (a post's media id, or `account:<id>`): the
+    same group, the same split, always."""
+    digest = hashlib.sha256(f"catalogue-split:{group}".encode()).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     if position < test_share:
         return "test"
@@ -82,10 +91,12 @@ def snapshot_dataset(
             text(
                 """
                 SELECT i.id AS image_id, i.object_key, i.sha256, p.media_id AS post_media_id,
+                       'account:' || COALESCE(a.instagram_id::text, 'row' || a.id) AS account,
                        l.attribute, l.value, l.label_id
                 FROM catalogue.current_labels l
                 JOIN raw.images i ON i.id = l.image_id
                 JOIN raw.posts p ON p.id = i.post_id
+                JOIN raw.accounts a ON a.id = p.account_id
                 WHERE i.removed_at IS NULL AND p.unavailable_since IS NULL
                   AND l.attribute = ANY(:attributes)
                 ORDER BY i.id, l.attribute
@@ -99,11 +110,16 @@ def snapshot_dataset(
             "(`catalogue labels import FILE`)"
         )
 
-    # each picture's split: the first post (smallest media id) that showed the same bytes
+    # each picture's split: the first post (smallest media id) that showed the same bytes, or
+    # that post's account
     first_post: dict[str, int] = {}
     for row in rows:
         first_post[row.sha256] = min(first_post.get(row.sha256, row.post_media_id),
                                      row.post_media_id)  # fmt: skip
+    group: dict[str, int | str] = dict(first_post)
+    if options.group_by == "account":
+        account_of = {row.post_media_id: row.account for row in rows}
+        group = {sha256: account_of[media_id] for sha256, media_id in first_post.items()}
     images: dict[int, dict[str, Any]] = {}
     for row in rows:
         attribute = taxonomy.attribute(row.attribute)
@@ -124,7 +140,7 @@ def snapshot_dataset(
                 "key": row.object_key,
                 "sha256": row.sha256,
                 "split": split_of(
-                    first_post[row.sha256],
+                    group[row.sha256],
                     validation_share=options.validation_share,
                     test_share=options.test_share,
                 ),
@@ -183,6 +199,8 @@ def snapshot_dataset(
         "options": {
             "validation_share": options.validation_share,
             "test_share": options.test_share,
+            # only when not the default, so earlier snapshots keep their checksums
+            **({"group_by": options.group_by} if options.group_by != "post" else {}),
         },
         "images": kept_images,
     }
