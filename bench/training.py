@@ -8,16 +8,21 @@
     KERAS_BACKEND=jax python3 bench/training.py --from-export .gpu/category_8.npz \
         --out $OUT/training-gpu.json                                   # on the GPU machine
 
-The data path is the product's: the sample accounts (all 15,000 photos) imported as an instaloader
-archive, the data set's labels imported as a label CSV, a dataset snapshot per protocol, then
-`pipeline.train.fit.train` on the snapshot's train split and its measures on the test split.
+The data path is the product's: the sample accounts (all 26,550 product photos, or the 3,755 real
+clothing photos) imported as an instaloader archive, the data set's labels imported as a label
+CSV, a dataset snapshot per protocol, then `pipeline.train.fit.train` on the snapshot's train
+split and its measures (accuracy, and coverage at the target precision) on the test split.
 
-Protocols (the seed studies'):
+Protocols:
 - `category_8`: the 8 article types of the compact-CNN study (seed result 0.913);
 - `category_all50`: every article type with 50+ training examples;
-- `colour_exact`: the exact `baseColour`; `colour_family`: the taxonomy's colour families.
-Networks: the default `catalogue_net` against the seed baselines trained by the same code on the
-same snapshot (`compact_80x60`, and the 150x150 `category_cnn10` / `colour_cnn11`).
+- `colour_exact`: the exact `baseColour`; `colour_family`: the taxonomy's colour families;
+- `shared`: what `catalogue train` does by default: every label, one network with a category
+  (article types with 20+ examples) and a colour-family head;
+- `clothing_10`: real photos, the 10 most frequent garments of clothing-photos, split by person.
+Networks: the default against the old default `catalogue_net` and the seed baselines trained by
+the same code on the same snapshot (`compact_80x60`, and the 150x150 `category_cnn10` /
+`colour_cnn11`).
 
 Each finished (protocol, network) is written to `bench/results/training.json` at once, so an
 interrupted run (or a later session) continues where it stopped; `--force` redoes them.
@@ -49,19 +54,27 @@ from bench.header import result_header  # noqa: E402
 
 EIGHT_TYPES = ["Sports Shoes", "Kurtas", "Tops", "Handbags", "Watches", "Shirts", "Tshirts",
                "Casual Shoes"]  # fmt: skip
+# the 10 most frequent garments of clothing-photos, as the taxonomy names them (T-Shirt and Polo
+# are Tshirts, Pants are Trousers, Outwear is Jackets)
+CLOTHING_TEN = ["Tshirts", "Trousers", "Longsleeves", "Shoes", "Jackets", "Shorts", "Shirts",
+                "Dresses", "Hat", "Skirts"]  # fmt: skip
 PROTOCOLS = {
     "category_8": {"attribute": "category", "level": "article", "only": EIGHT_TYPES, "min": 20,
                    "seed": 0.913, "target": 0.95},
     "category_all50": {"attribute": "category", "level": "article", "min": 50, "target": 0.85},
     "colour_exact": {"attribute": "colour", "level": "colour", "min": 20},
     "colour_family": {"attribute": "colour", "level": "family", "min": 20, "target": 0.75},
-    # one backbone, a head per attribute, on every labelled picture: a start for the others
+    # one backbone, a head per attribute, on every labelled picture: what `catalogue train` does
     "shared": {"levels": {"category": "article", "colour": "family"}, "min": 20},
+    # real photos (clothing-photos): the 10 most frequent garments, split by person
+    "clothing_10": {"source": "clothing", "attribute": "category", "level": "article",
+                    "only": CLOTHING_TEN, "min": 20, "group_by": "account", "target": 0.90},
 }  # fmt: skip
 NETWORKS = {
     "category": ["catalogue_net", "compact_80x60", "category_cnn10"],
     "colour": ["catalogue_net", "compact_80x60", "colour_cnn11"],
     "shared": ["catalogue_net"],
+    "clothing_10": ["mobilenet_v2_050", "catalogue_net", "compact_80x60"],
 }
 EPOCHS = {
     "catalogue_net": 12,
@@ -73,6 +86,7 @@ EPOCHS = {
     "mobilenet_v2_100": 6,
 }
 DATABASE = "catalogue_bench_training"
+DATABASES = {"products": DATABASE, "clothing": "catalogue_bench_clothing"}
 SPLITS = "splits.json"  # beside each artefact: picture key -> split, for --warm-from's check
 
 
@@ -97,8 +111,9 @@ def artefact_folder(work: Path, key: str) -> Path:
     return work / "artefacts" / key.replace("/", "-")
 
 
-def prepare(settings, work: Path):
-    """The bench database with all 15,000 photos and their labels (kept between runs)."""
+def prepare(settings, work: Path, source: str = "products"):
+    """The bench database with all the photos of `source` (the product photos, or the real
+    clothing photos) and their labels, kept between runs."""
     from sqlalchemy import create_engine, text
 
     from pipeline.collect.archive import import_archive
@@ -106,24 +121,28 @@ def prepare(settings, work: Path):
     from pipeline.db.migrate import upgrade
     from pipeline.labels.history import Who
     from pipeline.labels.label_csv import import_labels
-    from pipeline.samples import generate_sample_accounts
+    from pipeline.samples import generate_clothing_accounts, generate_sample_accounts
     from pipeline.storage import ObjectStore
 
     admin = create_engine(settings.database_url.set(database="postgres"),
                           isolation_level="AUTOCOMMIT")  # fmt: skip
+    database = DATABASES[source]
     with admin.connect() as connection:
         if not connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"),
-                                  {"d": DATABASE}).scalar():  # fmt: skip
-            connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    engine = get_engine(settings.database_url.set(database=DATABASE))
+                                  {"d": database}).scalar():  # fmt: skip
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+    engine = get_engine(settings.database_url.set(database=database))
     upgrade(engine, role_names=settings.role_names)
-    archive = work / "archive"
+    archive = work / ("archive" if source == "products" else f"archive-{source}")
     if not (archive / "labels.csv").exists():
-        generate_sample_accounts(settings.dataset_dir, archive, seed=7)
+        if source == "products":
+            generate_sample_accounts(settings.dataset_dir, archive, seed=7)
+        else:
+            generate_clothing_accounts(settings.clothing_photos_dir, archive, seed=7)
     with engine.connect() as connection:
         images = connection.execute(text("SELECT count(*) FROM raw.images")).scalar()
         labels = connection.execute(text("SELECT count(*) FROM catalogue.labels")).scalar()
-    if images < 15_000:
+    if images < (15_000 if source == "products" else 3_000):
         started = time.perf_counter()
         import_archive(archive, engine=engine, store=ObjectStore.for_images(settings))
         print(f"imported the archive in {time.perf_counter() - started:.0f}s", flush=True)
@@ -232,7 +251,7 @@ def bench_network(
     `warm_from` names a protocol whose artefact of the same network (in `work`) the training
     starts from; it is refused when that artefact trained or validated on this test split."""
     from pipeline.train.fit import TrainOptions, train
-    from pipeline.train.models import architecture
+    from pipeline.train.models import DEFAULT_ARCHITECTURE, architecture
     from pipeline.train.progress import progress_line
 
     protocol = PROTOCOLS[protocol_name]
@@ -272,6 +291,8 @@ def bench_network(
             "pictures": {split: sum(c.values()) for split, c in manifest["counts"][a].items()},
             **{m: trained.metrics[a][m] for m in ("accuracy", "macro_f1", "top2_accuracy",
                                                   "majority_accuracy", "random_accuracy")},
+            # the share of test pictures answered without a moderator at the target precision
+            "automation": {k: v for k, v in trained.metrics[a]["automation"].items()},
         }
         for a in attributes
     }  # fmt: skip
@@ -290,7 +311,7 @@ def bench_network(
         "backend": trained.backend,
         "device": device_name(),
         "seed_result": protocol.get("seed"),
-        "target": protocol.get("target") if network == "catalogue_net" else None,
+        "target": protocol.get("target") if network == DEFAULT_ARCHITECTURE else None,
         "train_seconds": round(trained.seconds, 1),
         "train_images_per_s": round(trained.images_per_s, 1),
         "steady_images_per_s": round(steady, 1),
@@ -305,7 +326,9 @@ def bench_network(
     results.update(result_header("training"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    figures = "; ".join(f"{a} accuracy {s['accuracy']:.3f}, macro-F1 {s['macro_f1']:.3f}"
+    figures = "; ".join(f"{a} accuracy {s['accuracy']:.3f}, macro-F1 {s['macro_f1']:.3f}, "
+                        f"coverage {s['automation']['coverage']:.3f} at precision "
+                        f"{s['automation']['precision'] or 0:.3f}"
                         for a, s in scores.items())  # fmt: skip
     print(f"{key}: {figures} ({trained.seconds:.0f}s; steady {steady:.0f} img/s, "
           f"bound {bound:.0f} img/s)", flush=True)  # fmt: skip
@@ -381,16 +404,20 @@ def main() -> None:
 
     settings = load_settings()
     args.work.mkdir(parents=True, exist_ok=True)
-    engine = prepare(settings, args.work)
     cache = PictureCache(ObjectStore.for_images(settings), args.work / "pictures")
+    engines = {}
     for name in args.only or list(PROTOCOLS):
         protocol = PROTOCOLS[name]
+        source = protocol.get("source", "products")
+        if source not in engines:
+            engines[source] = prepare(settings, args.work, source)
         snapshot = snapshot_dataset(
-            engine=engine, store=ObjectStore.for_models(settings),
+            engine=engines[source], store=ObjectStore.for_models(settings),
             options=SnapshotOptions(
                 attributes=tuple(levels(protocol)), min_examples=protocol["min"],
                 levels=levels(protocol),
                 only_classes={protocol["attribute"]: protocol["only"]} if "only" in protocol else {},
+                group_by=protocol.get("group_by", "post"),
             ),
         )  # fmt: skip
         if args.export:
