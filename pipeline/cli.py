@@ -1240,7 +1240,9 @@ def build_parser() -> argparse.ArgumentParser:
         if train:
             sub.add_argument(
                 "--network",
-                help="catalogue_net (default), compact_80x60, colour_cnn11, category_cnn10",
+                help="the network (default: CATALOGUE_TRAIN_NETWORK, mobilenet_v2_050 unless "
+                "configured): mobilenet_v2_035/_050/_100, efficientnet_lite0, catalogue_net, "
+                "compact_80x60, colour_cnn11, category_cnn10",
             )
             sub.add_argument("--epochs", type=int, help="epochs (CATALOGUE_TRAIN_EPOCHS)")
             sub.add_argument("--batch-size", type=int, default=64)
@@ -1322,7 +1324,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--labelled-share", type=float, default=0.7,
                       help="share of the posts the moderators label (default 0.7)")  # fmt: skip
     demo.add_argument("--network", help="the network to train (default: CATALOGUE_TRAIN_NETWORK, "
-                      "catalogue_net unless configured)")  # fmt: skip
+                      "mobilenet_v2_050 unless configured)")  # fmt: skip
     demo.add_argument("--epochs", type=int, default=24, help="training epochs (default 24)")
     add("report", cmd_report, "What the catalogue holds: counts, the labelled share, where each "
         "shown value comes from, pictures that need review, the champions' test metrics next to "
