@@ -17,6 +17,9 @@ from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.terminal import PrintableFormatter, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+# product photos the demo turns into shops: enough for the default network to learn most article
+# types (each needs CATALOGUE_TRAIN_MIN_EXAMPLES training pictures)
+DEMO_SIZE = 10_000
 
 
 class UsageError(ValueError):
@@ -1320,12 +1323,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(with the accuracy on the pictures whose labels were kept aside).",
     )
     demo.add_argument("--no-airflow", action="store_true", help="skip Airflow")
-    demo.add_argument("--size", type=int, default=2000, help="product photos to use (default 2000)")
+    demo.add_argument("--size", type=int, default=DEMO_SIZE,
+                      help=f"product photos to use (default {DEMO_SIZE:,})")  # fmt: skip
     demo.add_argument("--labelled-share", type=float, default=0.7,
                       help="share of the posts the moderators label (default 0.7)")  # fmt: skip
     demo.add_argument("--network", help="the network to train (default: CATALOGUE_TRAIN_NETWORK, "
                       "mobilenet_v2_050 unless configured)")  # fmt: skip
-    demo.add_argument("--epochs", type=int, default=24, help="training epochs (default 24)")
+    demo.add_argument("--epochs", type=int,
+                      help="training epochs (default: CATALOGUE_TRAIN_EPOCHS, 12)")  # fmt: skip
     add("report", cmd_report, "What the catalogue holds: counts, the labelled share, where each "
         "shown value comes from, pictures that need review, the champions' test metrics next to "
         "the seed baselines.")  # fmt: skip
