@@ -1330,7 +1330,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--network", help="the network to train (default: CATALOGUE_TRAIN_NETWORK, "
                       "mobilenet_v2_050 unless configured)")  # fmt: skip
     demo.add_argument("--epochs", type=int,
-                      help="training epochs (default: CATALOGUE_TRAIN_EPOCHS, 12)")  # fmt: skip
+                      help="training epochs (default: CATALOGUE_TRAIN_EPOCHS, 10)")  # fmt: skip
     add("report", cmd_report, "What the catalogue holds: counts, the labelled share, where each "
         "shown value comes from, pictures that need review, the champions' test metrics next to "
         "the seed baselines.")  # fmt: skip

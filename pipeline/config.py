@@ -71,7 +71,7 @@ class Settings:
     instagram_pauses: bool = True
     # training and promotion
     train_network: str = "mobilenet_v2_050"
-    train_epochs: int = 12
+    train_epochs: int = 10
     train_min_examples: int = 20  # training examples a class needs to be learnt
     train_initial_weights: Path | None = None  # a local .weights.h5/.keras file to start from
     # pretrained backbones' published weights: this folder (default: ../shared/weights, then

@@ -31,7 +31,7 @@ METADATA = "metadata.json"
 @dataclass(frozen=True)
 class TrainOptions:
     architecture: str = "mobilenet_v2_050"
-    epochs: int = 12  # as Settings.train_epochs
+    epochs: int = 10  # as Settings.train_epochs
     batch_size: int = 64
     seed: int = 7
     image_size: tuple[int, int] | None = None  # default: the network's own

@@ -41,6 +41,54 @@ class Architecture:
     fine_tune_from: str | None = None
 
 
+@keras.saving.register_keras_serializable(package="catalogue")
+class ColourHistogram(layers.Layer):
+    """What colour the garment is, read apart from the studio background: a 4x4x4 RGB histogram
+    (64 shares) and the mean colour of the pictures' foreground, the pixels not near white. Takes
+    pixels in [-1, 1]; nothing in it learns, and no gradient flows through the binning.
+
+    ImageNet features are trained to ignore colour shifts, and a whole picture's mean colour is
+    mostly its white background: on the product photos, these features alone reach 0.65 on the 17
+    colour families against 0.55 for the mean colours (a dense head on 9,600 photos, a
+    hash split; /tmp probe, not the product path)."""
+
+    def __init__(self, bins: int = 4, white: float = 0.8, pool: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.bins, self.white, self.pool = bins, white, pool
+
+    def call(self, pixels):
+        from keras import ops
+
+        x = ops.average_pool(pixels, self.pool, strides=self.pool, padding="valid")
+        x = ops.reshape(x, (ops.shape(x)[0], -1, 3))
+        # 1 for a coloured pixel, 0 for white (all channels above `white`), soft in between
+        weight = ops.sigmoid((self.white - ops.min(x, axis=-1)) * 20.0)
+        total = ops.sum(weight, axis=1, keepdims=True) + 1e-3
+        level = ops.clip(ops.floor((x + 1.0) / 2.0 * self.bins), 0, self.bins - 1)
+        index = ops.cast(
+            level[..., 0] * self.bins * self.bins + level[..., 1] * self.bins + level[..., 2],
+            "int32",
+        )
+        histogram = ops.sum(ops.one_hot(index, self.bins**3) * weight[..., None], axis=1) / total
+        mean = ops.sum(x * weight[..., None], axis=1) / total
+        share = total / ops.cast(ops.shape(x)[1], total.dtype)
+        return ops.stop_gradient(ops.concatenate([histogram, mean, share], axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bins**3 + 4)
+
+    def get_config(self):
+        return {**super().get_config(), "bins": self.bins, "white": self.white, "pool": self.pool}
+
+
+def _colour_features(pixels):
+    """The foreground's colours, through a small learnt layer (a linear head reads a histogram
+    poorly: colour families are regions of it)."""
+    return layers.Dense(128, activation="relu", name="colour_features")(
+        ColourHistogram(name="colours")(pixels)
+    )
+
+
 def _heads(x, heads: Heads) -> dict[str, keras.KerasTensor]:
     # float32 outputs even under a mixed-precision policy: softmax and the loss stay exact
     return {
@@ -137,12 +185,12 @@ BACKBONE = "backbone"  # the pretrained part of a network, by layer name
 
 def _mobilenet_v2(alpha: float) -> Callable[[tuple[int, int, int], Heads], keras.Model]:
     def build(input_shape: tuple[int, int, int], heads: Heads) -> keras.Model:
-        """MobileNetV2 (Keras's, no top) with global pooling, the picture's mean colour beside
-        its features, and a head per attribute. The weights are loaded apart
+        """MobileNetV2 (Keras's, no top) with global pooling, the foreground's colours
+        (`ColourHistogram`) beside its features, and a head per attribute. The weights are loaded apart
         (`fit.load_pretrained`): the builder stays pure and never touches a file."""
         inputs = keras.Input(input_shape, name="image")
         x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)  # MobileNetV2's own input: [-1, 1]
-        colours = layers.GlobalAveragePooling2D()(x)
+        colours = _colour_features(x)
         backbone = keras.applications.MobileNetV2(
             input_shape=input_shape, alpha=alpha, include_top=False, weights=None,
             pooling="avg", name=BACKBONE,
@@ -163,7 +211,7 @@ def _efficientnet_lite(variant: str) -> Callable[[tuple[int, int, int], Heads], 
 
         inputs = keras.Input(input_shape, name="image")
         x = efficientnet_lite.preprocessing()(inputs)  # (x - 127) / 128, as it was trained
-        colours = layers.GlobalAveragePooling2D()(x)
+        colours = _colour_features(x)
         backbone = efficientnet_lite.efficientnet_lite(variant, input_shape, name=BACKBONE)
         features = layers.Concatenate()([backbone(x), colours])
         features = layers.Dropout(0.2)(features)

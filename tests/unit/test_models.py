@@ -68,3 +68,29 @@ def test_batch_norm_statistics_are_recomputed_at_the_final_weights():
     np.testing.assert_allclose(np.asarray(norm.moving_variance), expected_var, rtol=1e-3)
     assert norm.momentum == 0.99  # training later goes on as before
     assert recalibrate_batch_norm(build_model("compact_80x60", {"colour": 2}), batches) == 0
+
+
+def test_the_colour_features_see_the_garment_not_the_white_background(tmp_path):
+    import keras
+
+    from pipeline.train.models import ColourHistogram
+
+    white = np.ones((3, 128, 96, 3), np.float32)  # pixels in [-1, 1]
+    pictures = white.copy()
+    pictures[0, 32:96, 24:72] = [-1, -1, 0.9]  # a blue garment on white, a quarter of the picture
+    pictures[1, 32:96, 24:72] = [0.9, -1, -1]  # the same garment in red
+    features = np.asarray(ColourHistogram()(pictures))
+    histogram, mean, share = features[:, :64], features[:, 64:67], features[:, 67]
+    blue, red, white_bin = 0 * 16 + 0 * 4 + 3, 3 * 16 + 0 * 4 + 0, 63
+    assert histogram[0].argmax() == blue and histogram[1].argmax() == red
+    assert histogram[0, blue] > 0.8  # the background hardly counts
+    np.testing.assert_allclose(mean[0], [-1, -1, 0.9], atol=0.2)
+    assert histogram[2].argmax() == white_bin  # a white garment is white, not nothing
+    assert 0.15 < share[0] < 0.4 and share[2] < 0.05
+
+    # saved and loaded as part of a network (what predict does)
+    inputs = keras.Input((128, 96, 3))
+    model = keras.Model(inputs, ColourHistogram(name="colours")(inputs))
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(again(pictures)), features, atol=1e-6)
