@@ -2,7 +2,8 @@
 
 On a machine without a GPU, importing TensorFlow writes straight to the process's stderr (below
 Python, before its logging is set up) that oneDNN is on, that no CUDA driver was found, that
-`cuInit` failed, and which CPU instructions it was not built for. `start_quietly` imports it with
+`cuInit` failed, and which CPU instructions it was not built for; later, INFO lines such as
+"Memory patch applied" (dropped with TF_CPP_MIN_LOG_LEVEL=1). `start_quietly` imports it with
 file descriptor 2 held, then writes back every line that is not one of those notices: a real
 error still shows. On a machine with an NVIDIA device, CUDA's lines are kept (there they mean
 something).
@@ -46,6 +47,9 @@ def start_quietly() -> None:
     """Import TensorFlow (when Keras runs on it) with its start-up notices left out."""
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
         return
+    # its C++ INFO lines come later too ("Memory patch applied" when a training starts): warnings
+    # and errors still show; an operator's own setting wins
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     sys.stderr.flush()
     read_end, write_end = os.pipe()
     saved = os.dup(2)

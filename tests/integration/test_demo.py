@@ -19,6 +19,8 @@ def test_the_demo_runs_end_to_end_and_reports(services, dataset, fresh_database,
                        timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
+    # no TensorFlow C++ INFO line for a newcomer to read as an error, at start or in training
+    assert not re.search(r"^I\d{4} ", result.stderr, re.M), result.stderr[-3000:]
     for step in range(1, 8):
         assert f"== {step}/7" in out
     assert re.search(r"catalogue: \d+ accounts, \d+ posts, 300 pictures; \d+ labelled", out)
