@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 @dataclass(frozen=True)
 class TrainingProgress:
-    phase: str  # what this phase trains: "head", "whole network" or "network"
+    phase: str  # what it trains: "head", "fine-tune", "whole network" or "network"
     phase_number: int  # 1-based
     phases: int
     epoch: int  # 1-based over the whole run
