@@ -215,6 +215,25 @@ def dataset_dir() -> Path:
     )
 
 
+def clothing_photos_dir() -> Path:
+    """The shared real clothing photos (or CATALOGUE_CLOTHING_PHOTOS_DIR)."""
+    configured = os.environ.get("CATALOGUE_CLOTHING_PHOTOS_DIR")
+    return (
+        Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / "clothing-photos"
+    )
+
+
+@pytest.fixture(scope="session")
+def clothing_photos() -> Path:
+    path = clothing_photos_dir()
+    if not (path / "images.csv").is_file() or not (path / "images").is_dir():
+        pytest.skip(
+            f"the clothing photos are not at {path} (images.csv + images/): "
+            "set CATALOGUE_CLOTHING_PHOTOS_DIR to run these tests"
+        )
+    return path
+
+
 @pytest.fixture(scope="session")
 def dataset() -> Path:
     path = dataset_dir()

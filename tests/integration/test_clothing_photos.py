@@ -22,7 +22,7 @@ from pipeline.storage import ObjectStore
 from pipeline.train.snapshot import SnapshotError, SnapshotOptions, snapshot_dataset, split_of
 from tests.catalogue_rows import reset_catalogue
 from tests.cli import catalogue
-from tests.unit.test_samples_clothing import MAPPING, PHOTOS, SLICE
+from tests.unit.test_samples_clothing import MAPPING, SLICE
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,6 @@ class Imported:
 
     def sender(self, shortcode: str) -> str:
         return next(row["sender_id"] for row in self.manifest if row["shortcode"] == shortcode)
-
-
-@pytest.fixture(scope="module")
-def clothing_photos() -> Path:
-    if not (PHOTOS / "images.csv").is_file() or not (PHOTOS / "images").is_dir():
-        pytest.skip(
-            f"the clothing photos are not at {PHOTOS} (images.csv + images/): "
-            "set CATALOGUE_CLOTHING_PHOTOS_DIR to run these tests"
-        )
-    return PHOTOS
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import pytest
 from instaloader.structures import load_structure_from_file
 from PIL import Image
 
-from pipeline.config import Settings
 from pipeline.labels.taxonomy import UnknownValue, load_taxonomy, parse_taxonomy
 from pipeline.samples import (
     CLOTHING_COLUMNS,
@@ -29,7 +28,6 @@ from pipeline.samples import (
 )
 from tests.cli import catalogue
 
-PHOTOS = Path(os.environ.get("CATALOGUE_CLOTHING_PHOTOS_DIR") or Settings.clothing_photos_dir)
 # 60 photos of 8 people: this seed's slice holds Not sure, Other and Skip, and new values and
 # aliases (Body, Longsleeve, Polo, Undershirt, Outwear...).
 SLICE = {"people": 8, "size": 60, "seed": 1961}
@@ -57,18 +55,10 @@ MAPPING = {
 
 
 @pytest.fixture(scope="module")
-def photos() -> Path:
-    if not (PHOTOS / "images.csv").is_file() or not (PHOTOS / "images").is_dir():
-        pytest.skip(
-            f"the clothing photos are not at {PHOTOS} (images.csv + images/): "
-            "set CATALOGUE_CLOTHING_PHOTOS_DIR to run these tests"
-        )
-    return PHOTOS
-
-
-@pytest.fixture(scope="module")
-def sample(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> SampleSummary:
-    return generate_clothing_accounts(photos, tmp_path_factory.mktemp("clothing") / "out", **SLICE)
+def sample(clothing_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> SampleSummary:
+    return generate_clothing_accounts(
+        clothing_photos, tmp_path_factory.mktemp("clothing") / "out", **SLICE
+    )
 
 
 def _rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
@@ -117,9 +107,12 @@ def test_each_person_is_one_business_account_and_each_photo_a_post(sample):
             assert post.mediaid == int(row["media_id"])
 
 
-def test_pictures_keep_their_own_bytes_size_and_aspect(sample, photos):
+def test_pictures_keep_their_own_bytes_size_and_aspect(sample, clothing_photos):
     for row in _rows(sample.out_dir / MANIFEST, CLOTHING_MANIFEST_COLUMNS):
-        written, source = sample.out_dir / row["file"], photos / "images" / f"{row['image']}.jpg"
+        written, source = (
+            sample.out_dir / row["file"],
+            clothing_photos / "images" / f"{row['image']}.jpg",
+        )
         assert written.read_bytes() == source.read_bytes()
         with Image.open(written) as image:
             assert image.size != (60, 80)
@@ -149,7 +142,7 @@ def test_labels_give_each_garment_its_category_and_the_non_answers_none(sample):
     assert sample.values_left_out == 0
 
 
-def test_same_arguments_give_the_same_files(photos, tmp_path):
+def test_same_arguments_give_the_same_files(clothing_photos, tmp_path):
     def digest(folder: Path) -> dict[str, str]:
         return {
             p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -158,8 +151,8 @@ def test_same_arguments_give_the_same_files(photos, tmp_path):
         }
 
     arguments = {"people": 3, "size": 12, "seed": 4}
-    first = generate_clothing_accounts(photos, tmp_path / "a", **arguments)
-    second = generate_clothing_accounts(photos, tmp_path / "b", **arguments)
+    first = generate_clothing_accounts(clothing_photos, tmp_path / "a", **arguments)
+    second = generate_clothing_accounts(clothing_photos, tmp_path / "b", **arguments)
     assert first.images == second.images > 0
     assert digest(first.out_dir) == digest(second.out_dir)
 
@@ -225,15 +218,15 @@ def test_a_missing_folder_or_foreign_file_says_what_to_do(tmp_path):
         generate_clothing_accounts(folder, tmp_path / "out")
 
 
-def test_command_lines_write_the_clothing_photos(photos, tmp_path, capsys):
+def test_command_lines_write_the_clothing_photos(clothing_photos, tmp_path, capsys):
     assert main([str(tmp_path / "module"), "--source", "clothing-photos", "--dataset",
-                 str(photos), "--people", "2", "--size", "5"]) == 0  # fmt: skip
+                 str(clothing_photos), "--people", "2", "--size", "5"]) == 0  # fmt: skip
     assert "2 accounts, 5 posts" in capsys.readouterr().out
     assert main([str(tmp_path / "big"), "--source", "clothing-photos", "--image-size",
                  "1080x1350"]) == 2  # fmt: skip
     assert "own size" in capsys.readouterr().err
 
-    env = {**os.environ, "CATALOGUE_CLOTHING_PHOTOS_DIR": str(photos)}
+    env = {**os.environ, "CATALOGUE_CLOTHING_PHOTOS_DIR": str(clothing_photos)}
     done = catalogue(env, "samples", str(tmp_path / "cli"), "--source", "clothing-photos",
                      "--people", "3", "--size", "9")  # fmt: skip
     assert done.returncode == 0, done.stderr
