@@ -285,19 +285,25 @@ def _require_empty(out_dir: Path) -> None:
         )
 
 
+def _listing(fp, path: Path, columns: tuple[str, ...]):
+    """A CSV reader past the data set's header, refused when the header is not `columns`."""
+    reader = csv.reader(fp)
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != columns:
+        raise ValueError(
+            f"{path} does not start with the header {','.join(columns)}: "
+            f"replace it with the data set's own {path.name}"
+        )
+    return reader
+
+
 def _read_catalogue(styles: Path, images_dir: Path) -> _Catalogue:
     available = {name for name in os.listdir(images_dir) if name.endswith(".jpg")}
     products: list[Product] = []
     seen: set[int] = set()
     skipped = missing = 0
     with styles.open(newline="", encoding="utf-8") as fp:
-        reader = csv.reader(fp)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != STYLES_COLUMNS:
-            raise ValueError(
-                f"{styles} does not start with the header {','.join(STYLES_COLUMNS)}: "
-                "replace it with the data set's own styles.csv"
-            )
+        reader = _listing(fp, styles, STYLES_COLUMNS)
         while True:
             try:
                 row = next(reader)
@@ -482,13 +488,7 @@ def _read_clothing_photos(listing: Path, images_dir: Path) -> tuple[list[Clothin
     usernames: dict[str, str] = {}
     skipped = missing = 0
     with listing.open(newline="", encoding="utf-8") as fp:
-        reader = csv.reader(fp)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != CLOTHING_COLUMNS:
-            raise ValueError(
-                f"{listing} does not start with the header {','.join(CLOTHING_COLUMNS)}: "
-                "replace it with the data set's own images.csv"
-            )
+        reader = _listing(fp, listing, CLOTHING_COLUMNS)
         seen: set[str] = set()
         for row in reader:
             if not row:
