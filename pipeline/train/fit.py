@@ -174,13 +174,12 @@ def train(
             for key, values in fitted.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
     except KeyboardInterrupt:
-        train_data.close()  # no batch thread may keep the process alive
         raise TrainingInterrupted(
             f"training interrupted after {time.perf_counter() - started:.0f}s: nothing was "
             "registered; run it again to start over"
         ) from None
     finally:
-        train_data.close()
+        train_data.close()  # no batch thread may keep the process alive (Ctrl-C included)
     seconds = time.perf_counter() - started
     trained_images = min(len(train_items), steps * options.batch_size) * options.epochs
     recalibrate_batch_norm(
