@@ -22,8 +22,6 @@ class TrainingProgress:
     phases: int
     epoch: int  # 1-based over the whole run
     epochs: int
-    phase_epoch: int  # 1-based within the phase
-    phase_epochs: int
     step: int  # steps done in this epoch
     steps: int  # steps per epoch
     seconds: float  # since training began
@@ -140,12 +138,9 @@ class ProgressCallback:
                 seconds = time.perf_counter() - self.started
                 done = self.epoch * steps + step
                 remaining = seconds / done * (epochs * steps - done) if done else None
-                phase = self.phase
                 return TrainingProgress(
-                    phase=phase.name, phase_number=self.number, phases=len(phases),
+                    phase=self.phase.name, phase_number=self.number, phases=len(phases),
                     epoch=self.epoch + 1, epochs=epochs,
-                    phase_epoch=self.epoch - phase.first_epoch + 1,
-                    phase_epochs=phase.last_epoch - phase.first_epoch,
                     step=step, steps=steps, seconds=seconds, remaining_s=remaining, logs=logs,
                 )  # fmt: skip
 
