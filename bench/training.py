@@ -70,19 +70,18 @@ PROTOCOLS = {
     "clothing_10": {"source": "clothing", "attribute": "category", "level": "article",
                     "only": CLOTHING_TEN, "min": 20, "group_by": "account", "target": 0.90},
 }  # fmt: skip
-NETWORKS = {
+NETWORKS = {  # the old default and the seed baselines, run after the product's default network
     "category": ["catalogue_net", "compact_80x60", "category_cnn10"],
     "colour": ["catalogue_net", "compact_80x60", "colour_cnn11"],
     "shared": ["catalogue_net"],
-    "clothing_10": ["mobilenet_v2_050", "catalogue_net", "compact_80x60"],
+    "clothing_10": ["catalogue_net", "compact_80x60"],
 }
-EPOCHS = {
+EPOCHS = {  # the seed baselines' own; the product's default network trains what a user's run does
     "catalogue_net": 12,
     "compact_80x60": 12,
     "category_cnn10": 8,
     "colour_cnn11": 8,
     "mobilenet_v2_035": 6,
-    "mobilenet_v2_050": 6,
     "mobilenet_v2_100": 6,
 }
 DATABASE = "catalogue_bench_training"
@@ -376,14 +375,18 @@ def main() -> None:
 
     def todo(protocol_name):
         protocol = PROTOCOLS[protocol_name]
-        for network in (
-            args.networks or NETWORKS.get(protocol_name) or NETWORKS[protocol["attribute"]]
-        ):
+        from pipeline.train.fit import TrainOptions
+
+        default = TrainOptions()
+        for network in args.networks or [
+            default.architecture,
+            *(NETWORKS.get(protocol_name) or NETWORKS[protocol["attribute"]]),
+        ]:
             done = entry_key(protocol_name, network, size, args.warm_from) in results["entries"]
             if done and not args.force:
                 print(f"{protocol_name}/{network}: done before, skipped", flush=True)
                 continue
-            yield network, args.epochs or EPOCHS[network]
+            yield network, args.epochs or EPOCHS.get(network) or default.epochs
 
     if args.from_export:
         from pipeline.train.export import load_export

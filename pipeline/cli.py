@@ -1399,7 +1399,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _complain(exc)
         return EXIT_FAILED
     except KeyboardInterrupt as exc:  # a TrainingInterrupted says what was kept
+        from pipeline.train.errors import TrainingInterrupted
+
         _complain(str(exc) or "interrupted")
+        if isinstance(exc, TrainingInterrupted):
+            # Keras's batch threads and TensorFlow's generator threads are still running: tearing
+            # the interpreter down under them can crash (a segfault instead of exit code 130),
+            # and nothing is left to save
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except BrokenPipeError:  # `catalogue accounts list | head`: the reader has enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -309,7 +309,6 @@ def test_train_shows_its_progress_and_ctrl_c_stops_it_with_nothing_registered(la
     import signal
     import subprocess
     import sys
-    import time
 
     with labelled.connect() as connection:
         versions_before = connection.execute(
@@ -322,9 +321,8 @@ def test_train_shows_its_progress_and_ctrl_c_stops_it_with_nothing_registered(la
     )  # fmt: skip
     first_epoch = process.stdout.readline()  # not a terminal: one line per epoch
     process.send_signal(signal.SIGINT)
-    pressed = time.monotonic()
     try:
-        _, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=60)  # stopped, not left to run out its 500 epochs
     finally:
         process.kill()
     assert re.match(
@@ -332,7 +330,6 @@ def test_train_shows_its_progress_and_ctrl_c_stops_it_with_nothing_registered(la
         r"left  .*category_accuracy", first_epoch,
     ), first_epoch + err[-2000:]  # fmt: skip
     assert process.returncode == 130, err[-2000:]
-    assert time.monotonic() - pressed < 30  # stopped, not left to run out its epochs
     assert re.search(r"training interrupted after \d+s: nothing was registered", err), err
     assert "Traceback" not in err
     with labelled.connect() as connection:
