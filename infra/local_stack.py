@@ -37,6 +37,7 @@ from sqlalchemy.engine import URL, make_url
 from pipeline.config import REPO_ROOT, STACK_RECORD, ConfigError, Settings, describe_url
 from pipeline.db import DatabaseError, get_engine
 from pipeline.db.migrate import upgrade
+from pipeline.errors import CatalogueError
 from pipeline.storage import ObjectStore, ObjectStoreError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ START_TIMEOUT_S = {"s3": 60, "airflow": 240}
 Progress = Callable[[str], None]
 
 
-class StackError(RuntimeError):
+class StackError(CatalogueError, RuntimeError):
     """A local service could not be started or reached; the message says what to do."""
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine, text
 
 from pipeline.collect.posts import upsert_account
+from pipeline.errors import CatalogueError
 
 _USERNAME = re.compile(r"^(?!.*\.\.)(?!\.)[a-z0-9._]{1,30}(?<!\.)$")
 # The first part of an instagram.com path that is not a profile: a post, reel or video names no
@@ -18,7 +19,7 @@ _POST_PATHS = {"p", "reel", "reels", "tv"}
 _NOT_PROFILE_PATHS = {"explore", "accounts", "direct", "about", "legal", "developer", "web"}
 
 
-class AccountError(ValueError):
+class AccountError(CatalogueError, ValueError):
     """A user's request about an account cannot be done; the message says why and what to do."""
 
 

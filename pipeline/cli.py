@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.errors import CatalogueError
 from pipeline.terminal import PrintableFormatter, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -22,7 +23,7 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 DEMO_SIZE = 10_000
 
 
-class UsageError(ValueError):
+class UsageError(CatalogueError, ValueError):
     """A command was given something it cannot use; the message says what to write."""
 
 
@@ -1339,41 +1340,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_REPORTED = (  # (module, error): a user's mistake or a service down, said in one line
-    ("infra.local_stack", "StackError"),
-    ("pipeline.accounts", "AccountError"),
-    ("pipeline.collect.archive", "ArchiveError"),
-    ("pipeline.db", "DatabaseError"),
-    ("pipeline.labels.history", "LabelsBusy"),
-    ("pipeline.labels.jobs", "JobError"),
-    ("pipeline.labels.label_csv", "LabelFileError"),
-    ("pipeline.labels.taxonomy", "TaxonomyError"),
-    ("pipeline.labels.taxonomy", "UnknownValue"),
-    ("pipeline.predict.errors", "PredictError"),
-    ("pipeline.storage", "ObjectStoreError"),
-    ("pipeline.train.errors", "ExportError"),
-    ("pipeline.train.errors", "RegistryError"),
-    ("pipeline.train.errors", "UnknownArchitecture"),
-    ("pipeline.train.errors", "WeightsFileError"),
-    ("pipeline.train.snapshot", "SnapshotError"),
-)
-
-
-def _reported_errors() -> tuple[type[Exception], ...]:
-    """The errors reported in one line. A module whose packages are not installed is passed
-    over: the GPU machine carries only what `train --from-export` needs (no alembic, no
-    instaloader, no database driver), and those modules cannot raise there."""
-    import importlib
-
-    found: list[type[Exception]] = [UsageError]
-    for module, name in _REPORTED:
-        try:
-            found.append(getattr(importlib.import_module(module), name))
-        except ImportError:
-            continue
-    return tuple(found)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler()
@@ -1392,7 +1358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _complain(f"configuration error: {exc}")
         return EXIT_CONFIG
-    except _reported_errors() as exc:
+    except CatalogueError as exc:  # a user's mistake or a service down, said in one line
         _complain(exc)
         return EXIT_FAILED
     except (FileNotFoundError, FileExistsError) as exc:

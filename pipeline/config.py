@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from pipeline.errors import CatalogueError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_RECORD = "stack.json"
 
@@ -33,7 +35,7 @@ _ROLE_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _ENVIRONMENTS = ("development", "production")
 
 
-class ConfigError(ValueError):
+class ConfigError(CatalogueError, ValueError):
     """A setting is missing or malformed; the message names the variable and what to do."""
 
     def __init__(self, variable: str, problem: str, fix: str) -> None:

@@ -29,6 +29,7 @@ from minio.error import S3Error
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from pipeline.config import Settings
+from pipeline.errors import CatalogueError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenie
 _TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"}
 
 
-class ObjectStoreError(RuntimeError):
+class ObjectStoreError(CatalogueError, RuntimeError):
     """The object store cannot be used with the configured settings."""
 
 

@@ -58,6 +58,7 @@ from pipeline.collect.posts import (
     upsert_account,
     write_post,
 )
+from pipeline.errors import CatalogueError
 from pipeline.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -85,11 +86,11 @@ _UNREADABLE = (
 )  # fmt: skip
 
 
-class PostFileTooBig(ValueError):
+class PostFileTooBig(CatalogueError, ValueError):
     """A post or profile file expands beyond MAX_POST_FILE_BYTES."""
 
 
-class ArchiveError(ValueError):
+class ArchiveError(CatalogueError, ValueError):
     """The archive folder cannot be imported at all; the message says why."""
 
 

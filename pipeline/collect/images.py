@@ -24,12 +24,14 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.errors import CatalogueError
+
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MAX_PIXELS = 50_000_000  # Instagram serves at most 1440 x 1800; far above that is a bomb
 MAX_BYTES = 30 * 1024 * 1024
 
 
-class ImageRefused(ValueError):
+class ImageRefused(CatalogueError, ValueError):
     """The bytes are not a picture the catalogue accepts; `reason` says why."""
 
     def __init__(self, reason: str) -> None:

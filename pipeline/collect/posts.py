@@ -37,6 +37,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from pipeline.collect.images import CheckedImage, ImageRefused, check_image
 from pipeline.db.session import collided
+from pipeline.errors import CatalogueError
 from pipeline.storage import ObjectStore, content_key, sha256_of
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def for_postgres(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
-class AccountConflict(ValueError):
+class AccountConflict(CatalogueError, ValueError):
     """An account cannot be registered as asked (a username held by another Instagram id);
     `reason` says what to do."""
 
@@ -86,7 +87,7 @@ class AccountConflict(ValueError):
         super().__init__(reason)
 
 
-class ImageDownloadFailed(RuntimeError):
+class ImageDownloadFailed(CatalogueError, RuntimeError):
     """A picture could not be fetched (a transient failure, not bad content): its post is not
     stored, so the next run fetches it again."""
 

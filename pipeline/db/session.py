@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import describe_url
+from pipeline.errors import CatalogueError
 
 CONNECT_TIMEOUT_S = 5
 
@@ -26,7 +27,7 @@ def collided(exc: BaseException) -> bool:
     return getattr(getattr(exc, "orig", None), "pgcode", None) in COLLIDED_SQLSTATES
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(CatalogueError, RuntimeError):
     """Postgres cannot be used with the configured settings; the message says what to fix."""
 
 

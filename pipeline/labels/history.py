@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.db.session import collided
+from pipeline.errors import CatalogueError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,7 +41,7 @@ ATTEMPTS = 5
 JOB_KINDS = ("label", "import", "rename", "move", "clear", "apply_csv", "undo")
 
 
-class LabelsBusy(RuntimeError):
+class LabelsBusy(CatalogueError, RuntimeError):
     """A label write kept colliding with other writers; nothing of it was written."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from pipeline.errors import CatalogueError
 from pipeline.labels.history import (
     Who,
     analyse_staging,
@@ -33,7 +34,7 @@ from pipeline.labels.taxonomy import taxonomy_from_database
 SAMPLE_SIZE = 10
 
 
-class JobError(ValueError):
+class JobError(CatalogueError, ValueError):
     """A job cannot run as asked; the message says what to change."""
 
 

@@ -24,6 +24,7 @@ from typing import IO
 
 from sqlalchemy import Connection, Engine, text
 
+from pipeline.errors import CatalogueError
 from pipeline.labels.history import (
     WantedLabel,
     Who,
@@ -48,7 +49,7 @@ _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,63}$")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-class LabelFileError(ValueError):
+class LabelFileError(CatalogueError, ValueError):
     """The file as a whole cannot be imported (encoding, header); the message says why."""
 
 

@@ -19,17 +19,19 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from pipeline.errors import CatalogueError
+
 DEFAULT_TAXONOMY = Path(__file__).with_name("default_taxonomy.yaml")
 _ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # CSV columns that are not attributes
 RESERVED = {"shortcode", "position", "moderator", "note", "label_ids"}
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(CatalogueError, ValueError):
     """The taxonomy file is not usable; the message names the file and the entry."""
 
 
-class UnknownValue(ValueError):
+class UnknownValue(CatalogueError, ValueError):
     """A value (or spelling) that no attribute value or alias matches."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pipeline.errors import CatalogueError
 
-class PredictError(RuntimeError):
+
+class PredictError(CatalogueError, RuntimeError):
     """A prediction run cannot go on; the message says why and what to do."""
 
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from pipeline.errors import CatalogueError
 
-class UnknownArchitecture(ValueError):
+
+class UnknownArchitecture(CatalogueError, ValueError):
     """No network of that name."""
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(CatalogueError, ValueError):
     """The initial weights file cannot be used; the message names it."""
 
 
-class RegistryError(ValueError):
+class RegistryError(CatalogueError, ValueError):
     """A registry action cannot be done; the message says why and what to do."""
 
 
-class ExportError(ValueError):
+class ExportError(CatalogueError, ValueError):
     """A file that is not a training export this version can read; the message names it."""
 
 

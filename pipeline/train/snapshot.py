@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from pipeline.errors import CatalogueError
 from pipeline.labels.taxonomy import taxonomy_from_database
 from pipeline.storage import ObjectStore
 
@@ -32,7 +33,7 @@ SPLITS = ("train", "validation", "test")
 GROUPINGS = ("post", "account")  # what keeps its pictures in one split
 
 
-class SnapshotError(ValueError):
+class SnapshotError(CatalogueError, ValueError):
     """No usable training set; the message says what is missing."""
 
 

@@ -102,3 +102,27 @@ def test_locked_versions_satisfy_the_declared_ranges():
         if not r.specifier.contains(locked[r.name.lower()], prereleases=True)
     ]
     assert outside == []
+
+
+def test_every_error_a_user_can_meet_derives_from_catalogue_error():
+    """One base, so the command line reports every one of them in one line and a caller can
+    catch them all; interruptions (Ctrl-C) and private control flow (`_Name`) are not errors."""
+    import importlib
+
+    from pipeline.errors import CatalogueError
+
+    offenders = []
+    for source in [*(REPO / "pipeline").rglob("*.py"), *(REPO / "infra").rglob("*.py")]:
+        module = ".".join(source.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.parse(source.read_text()).body:
+            if not isinstance(node, ast.ClassDef) or node.name.startswith("_") or not node.bases:
+                continue
+            bases = {ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases}
+            if not any(
+                re.search(r"(Error|Exception|Interrupt\w*|Refused|Busy)$", b) for b in bases
+            ):
+                continue
+            found = getattr(importlib.import_module(module), node.name)
+            if not issubclass(found, (CatalogueError, KeyboardInterrupt)):
+                offenders.append(f"{module}.{node.name}")
+    assert offenders == []
