@@ -40,11 +40,17 @@ from instaloader.exceptions import InstaloaderException
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DataError, DBAPIError
 
-from pipeline.accounts import AccountError, normalise_username
+from pipeline.accounts import (
+    AccountConflict,
+    AccountError,
+    disable_personal,
+    normalise_username,
+    record_import,
+    upsert_account,
+)
 from pipeline.collect.images import MAX_BYTES, ImageRefused
 from pipeline.collect.posts import (
     MAX_MEDIA_ID,
-    AccountConflict,
     CollectedImage,
     CollectedPost,
     PreparedPost,
@@ -55,7 +61,6 @@ from pipeline.collect.posts import (
     prepare_post,
     quarantine,
     upload_pictures,
-    upsert_account,
     write_post,
 )
 from pipeline.errors import CatalogueError
@@ -431,13 +436,7 @@ def _register_account(
                 "personal (non-business) account: not collected; "
                 f"`catalogue accounts add {username} --allow-personal` allows it"
             )
-            connection.execute(
-                text(
-                    "UPDATE raw.accounts SET status = 'personal', enabled = false, "
-                    "status_reason = :reason WHERE id = :id"
-                ),
-                {"id": account_id, "reason": reason},
-            )
+            disable_personal(connection=connection, account_id=account_id, reason=reason)
             summary.skipped_accounts[username] = reason
             return None
     return username, account_id, facts.get("instagram_id")
@@ -671,17 +670,4 @@ def _record_success(engine: Engine, accounts: list[str]) -> None:
     if not accounts:
         return
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                """
-                UPDATE raw.accounts a SET last_success_at = now(), updated_at = now(),
-                    newest_post_taken_at = newest.taken_at, newest_shortcode = newest.shortcode
-                FROM (
-                    SELECT DISTINCT ON (account_id) account_id, taken_at, shortcode
-                    FROM raw.posts ORDER BY account_id, taken_at DESC
-                ) AS newest
-                WHERE newest.account_id = a.id AND a.username = ANY(:accounts)
-                """
-            ),
-            {"accounts": accounts},
-        )
+        record_import(connection=connection, usernames=accounts)

@@ -30,18 +30,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Engine, text
 
-from pipeline.accounts import UnknownAccount, normalise_username
-from pipeline.collect.posts import (
+from pipeline.accounts import (
     AccountConflict,
+    UnknownAccount,
+    disable_personal,
+    normalise_username,
+    record_attempt,
+    record_failure,
+    record_success,
+    save_resume_cursor,
+    upsert_account,
+)
+from pipeline.collect.posts import (
     CollectedImage,
     ImageDownloadFailed,
     child_media_ids,
     from_instaloader,
     store_post,
-    upsert_account,
 )
 from pipeline.storage import ObjectStore
 
@@ -233,13 +240,8 @@ def _record_profile(engine: Engine, account: dict, profile: Any, run: AccountRun
         )
         run.status, run.reason = "personal", reason
         with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "UPDATE raw.accounts SET status = 'personal', enabled = false, "
-                    "status_reason = :reason, last_failure_at = now(), last_failure_reason = :reason "
-                    "WHERE id = :id"
-                ),
-                {"id": account["id"], "reason": reason},
+            disable_personal(
+                connection=connection, account_id=account["id"], reason=reason, as_failure=True
             )
         return False
     return True
@@ -489,17 +491,9 @@ def _stored_shortcodes(engine: Engine, account_id: int) -> set[str]:
         )
 
 
-_SAVE_SEGMENTS = text(
-    "UPDATE raw.accounts SET resume_cursor = :cursor, backfill_until = :until WHERE id = :id"
-).bindparams(bindparam("cursor", type_=JSONB))
-
-
 def _save_segments(engine: Engine, account_id: int, segments: list[dict]) -> None:
-    """The account's resume cursor: the iterations a later run continues, in order."""
-    cursor = {"segments": segments} if segments else None
-    until = segments[-1]["until"] if segments else None
     with engine.begin() as connection:
-        connection.execute(_SAVE_SEGMENTS, {"cursor": cursor, "until": until, "id": account_id})
+        save_resume_cursor(connection=connection, account_id=account_id, segments=segments)
 
 
 def _mark_unavailable(
@@ -519,43 +513,20 @@ def _mark_unavailable(
 
 def _mark_attempt(engine: Engine, account_id: int, now: datetime) -> None:
     with engine.begin() as connection:
-        connection.execute(
-            text("UPDATE raw.accounts SET last_attempt_at = :now WHERE id = :id"),
-            {"now": now, "id": account_id},
-        )
+        record_attempt(connection=connection, account_id=account_id, at=now)
 
 
 def _record_success(engine: Engine, account_id: int, run: AccountRun, now: datetime) -> None:
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                """
-                UPDATE raw.accounts a SET last_success_at = :now, status = 'active',
-                    status_reason = NULL, updated_at = now(),
-                    newest_post_taken_at = newest.taken_at, newest_shortcode = newest.shortcode
-                FROM (SELECT taken_at, shortcode FROM raw.posts WHERE account_id = :id
-                      ORDER BY taken_at DESC LIMIT 1) AS newest
-                WHERE a.id = :id
-                """
-            ),
-            {"now": now, "id": account_id},
-        )
+        record_success(connection=connection, account_id=account_id, at=now)
 
 
 def _record_failure(
     engine: Engine, account_id: int, status: str, reason: str, now: datetime
 ) -> None:
-    # A lasting state (private, deleted, renamed, blocked) disables the account: an operator
-    # enables it again once the reason is fixed. "failing" is retried by the next run.
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                "UPDATE raw.accounts SET status = :status, status_reason = :reason, "
-                "last_failure_at = :now, last_failure_reason = :reason, updated_at = now(), "
-                "enabled = CASE WHEN :status = 'failing' THEN enabled ELSE false END "
-                "WHERE id = :id"
-            ),
-            {"status": status, "reason": reason, "now": now, "id": account_id},
+        record_failure(
+            connection=connection, account_id=account_id, status=status, reason=reason, at=now
         )
 
 

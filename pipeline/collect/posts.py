@@ -15,9 +15,8 @@ cleaned fields recorded (`for_postgres`); a post whose ids are not Instagram's, 
 is stored under another media id, is refused into the quarantine table with its reason; a
 picture id another post holds stays with that post and the slide is quarantined. Slides are
 matched by their own media id; positions and fields follow the newest listing (`listed_at`), and
-an older listing imported later only adds the slides it has as removed ones. Accounts are keyed
-on their Instagram id: the same id under a new username renames the account and keeps the old
-name in `raw.account_names` (`upsert_account`).
+an older listing imported later only adds the slides it has as removed ones. Accounts are
+registered (and renamed) by `pipeline.accounts.upsert_account` before their posts are stored.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from pipeline.collect.images import CheckedImage, ImageRefused, check_image
+from pipeline.db.postgres_text import for_postgres
 from pipeline.db.session import collided
 from pipeline.errors import CatalogueError
 from pipeline.storage import ObjectStore, content_key, sha256_of
@@ -43,48 +43,11 @@ from pipeline.storage import ObjectStore, content_key, sha256_of
 log = logging.getLogger(__name__)
 
 
-# What Postgres refuses in text and JSON strings (NUL), and what psycopg2 cannot encode (a lone
-# surrogate, which JSON's "\\ud800" escapes decode to).
-_REFUSED_TEXT = re.compile("[\x00\ud800-\udfff]")
 SHORTCODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_MEDIA_ID = 2**63 - 1  # a bigint column
 MAX_SLIDES = 1000  # positions are set aside by ASIDE while slides move; far above Instagram's 20
 _ASIDE = 16384
 WRITE_ATTEMPTS = 5  # a post's write that collided with another writer runs again
-
-
-def _clean_text(match: re.Match[str]) -> str:
-    return "" if match.group() == "\x00" else "\ufffd"
-
-
-def for_postgres(value: Any) -> tuple[Any, bool]:
-    """`value` (text, or lists and dicts of it, keys included) with what Postgres refuses in text
-    taken out: NUL removed, a lone surrogate replaced by U+FFFD; and whether anything was. The
-    value itself comes back when nothing was (no copy)."""
-    if isinstance(value, str):
-        if _REFUSED_TEXT.search(value) is None:
-            return value, False
-        return _REFUSED_TEXT.sub(_clean_text, value), True
-    if isinstance(value, list):
-        items = [for_postgres(item) for item in value]
-        if not any(changed for _, changed in items):
-            return value, False
-        return [item for item, _ in items], True
-    if isinstance(value, dict):
-        pairs = [(for_postgres(k), for_postgres(v)) for k, v in value.items()]
-        if not any(kc or vc for (_, kc), (_, vc) in pairs):
-            return value, False
-        return {k: v for (k, _), (v, _) in pairs}, True
-    return value, False
-
-
-class AccountConflict(CatalogueError, ValueError):
-    """An account cannot be registered as asked (a username held by another Instagram id);
-    `reason` says what to do."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 class ImageDownloadFailed(CatalogueError, RuntimeError):
@@ -156,165 +119,6 @@ class _ReadyImage:
     key: str
     sha256: str
     checked: CheckedImage
-
-
-@dataclass(frozen=True)
-class AccountKey:
-    id: int
-    allow_personal: bool
-    created: bool
-    username: str = ""  # the account's name now (after a rename, not the one asked for)
-
-
-_ACCOUNT_UPSERT = text(
-    """
-    INSERT INTO raw.accounts (username, instagram_id, full_name, is_business,
-                              follower_count, enabled, allow_personal, cleaned)
-    VALUES (:username, :instagram_id, :full_name, :is_business, :follower_count, :enabled,
-            :allow_personal, :cleaned)
-    ON CONFLICT (username) DO UPDATE SET
-        instagram_id = COALESCE(EXCLUDED.instagram_id, raw.accounts.instagram_id),
-        full_name = COALESCE(EXCLUDED.full_name, raw.accounts.full_name),
-        is_business = COALESCE(EXCLUDED.is_business, raw.accounts.is_business),
-        follower_count = COALESCE(EXCLUDED.follower_count, raw.accounts.follower_count),
-        allow_personal = raw.accounts.allow_personal OR EXCLUDED.allow_personal,
-        cleaned = CASE WHEN EXCLUDED.full_name IS NULL THEN raw.accounts.cleaned
-                       ELSE EXCLUDED.cleaned END,
-        updated_at = now()
-    RETURNING id, allow_personal, (xmax = 0) AS created
-    """
-)
-_ACCOUNT_NAME_SEEN = text(
-    """
-    INSERT INTO raw.account_names AS n (account_id, username, seen_from, seen_until)
-    VALUES (:account_id, :username, :seen_at, :seen_at)
-    ON CONFLICT (account_id, username) DO UPDATE SET
-        seen_from = LEAST(n.seen_from, EXCLUDED.seen_from),
-        seen_until = GREATEST(n.seen_until, EXCLUDED.seen_until)
-    WHERE (n.seen_from, n.seen_until) IS DISTINCT FROM
-          (LEAST(n.seen_from, EXCLUDED.seen_from), GREATEST(n.seen_until, EXCLUDED.seen_until))
-    """
-)
-
-
-def upsert_account(
-    *,
-    connection: Connection,
-    username: str,
-    instagram_id: int | None = None,
-    full_name: str | None = None,
-    is_business: bool | None = None,
-    follower_count: int | None = None,
-    enabled: bool = True,
-    allow_personal: bool = False,
-    seen_at: datetime | None = None,
-) -> AccountKey:
-    """Register or refresh an account: profile facts are refreshed, the operator's choices kept
-    (`enabled` only applies to a new account; `allow_personal` is only ever granted here).
-
-    The Instagram id, when given, is the account's identity: the same id under another username
-    is a rename. The account takes the name seen last (`seen_at`, when the profile was seen:
-    now for live collection, the download for an archive), every name stays in
-    `raw.account_names`, and a row the operator added for the new name before its id was known
-    is merged into it (its posts moved, enabled or allow_personal kept). A username stored for
-    another Instagram id raises `AccountConflict`: the name changed hands, a person decides.
-    """
-    full_name, cleaned = for_postgres(full_name)
-    seen_at = seen_at or datetime.now(UTC)
-    name = username
-    if instagram_id is not None:
-        # registrations of one Instagram id (two folders of a renamed shop) one at a time
-        connection.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"raw.accounts.instagram_id:{instagram_id}"},
-        )
-        rows = connection.execute(
-            text(
-                "SELECT id, username, instagram_id, enabled, allow_personal FROM raw.accounts "
-                "WHERE instagram_id = :iid OR username = :username ORDER BY id FOR UPDATE"
-            ),
-            {"iid": instagram_id, "username": username},
-        ).all()
-        owner = next((r for r in rows if r.instagram_id == instagram_id), None)
-        named = next((r for r in rows if r.username == username), None)
-        if named is not None and named.instagram_id not in (None, instagram_id):
-            raise AccountConflict(
-                f"@{username} is stored for Instagram id {named.instagram_id}, and this profile "
-                f"has id {instagram_id}: the name changed hands on Instagram; rename or purge "
-                f"the stored @{username} first"
-            )
-        if owner is not None and owner.username != username:
-            name = _rename(connection, owner=owner, named=named, username=username, seen_at=seen_at)
-    row = connection.execute(
-        _ACCOUNT_UPSERT,
-        {
-            "username": name,
-            "instagram_id": instagram_id,
-            "full_name": full_name,
-            "is_business": is_business,
-            "follower_count": follower_count,
-            "enabled": enabled,
-            "allow_personal": allow_personal,
-            "cleaned": ["full_name"] if cleaned else None,
-        },
-    ).one()
-    if cleaned:
-        log.warning("@%s: full_name held text Postgres refuses; stored cleaned", name)
-    connection.execute(
-        _ACCOUNT_NAME_SEEN, {"account_id": row.id, "username": username, "seen_at": seen_at}
-    )
-    return AccountKey(row.id, row.allow_personal, row.created, name)
-
-
-def _rename(
-    connection: Connection, *, owner: Any, named: Any, username: str, seen_at: datetime
-) -> str:
-    """The account `owner` seen as `username`: merge the id-less row of that name into it, and
-    take the name if it was seen after the current one. Returns the account's name now."""
-    if named is not None:
-        connection.execute(
-            text(
-                """
-                UPDATE raw.posts SET account_id = :owner WHERE account_id = :named;
-                INSERT INTO raw.account_names AS n (account_id, username, seen_from, seen_until)
-                SELECT :owner, username, seen_from, seen_until FROM raw.account_names
-                WHERE account_id = :named
-                ON CONFLICT (account_id, username) DO UPDATE SET
-                    seen_from = LEAST(n.seen_from, EXCLUDED.seen_from),
-                    seen_until = GREATEST(n.seen_until, EXCLUDED.seen_until);
-                DELETE FROM raw.accounts WHERE id = :named;
-                UPDATE raw.accounts SET enabled = enabled OR :enabled,
-                    allow_personal = allow_personal OR :allow_personal
-                WHERE id = :owner;
-                """
-            ),
-            {
-                "owner": owner.id,
-                "named": named.id,
-                "enabled": named.enabled,
-                "allow_personal": named.allow_personal,
-            },
-        )
-        log.info("@%s merged into the account of the same Instagram id", username)
-    current = connection.execute(
-        text("SELECT seen_until FROM raw.account_names WHERE account_id = :id AND username = :u"),
-        {"id": owner.id, "u": owner.username},
-    ).scalar_one_or_none()
-    if current is not None and seen_at < current:
-        return owner.username  # an older name of the account: kept in the history only
-    connection.execute(
-        text(
-            """
-            UPDATE raw.accounts SET username = :username, updated_at = now(),
-                status = CASE WHEN status = 'renamed' THEN 'active' ELSE status END,
-                status_reason = CASE WHEN status = 'renamed' THEN NULL ELSE status_reason END
-            WHERE id = :id
-            """
-        ),
-        {"id": owner.id, "username": username},
-    )
-    log.info("@%s renamed to @%s on Instagram (id kept)", owner.username, username)
-    return username
 
 
 def quarantine(

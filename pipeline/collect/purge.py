@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from pipeline.accounts import UnknownAccount, normalise_username
+from pipeline.accounts import UnknownAccount, delete_purged_account, normalise_username
 from pipeline.storage import ObjectStore
 
 
@@ -49,8 +49,7 @@ def purge(
             {"value": value},
         ).rowcount
         if kind == "account":
-            connection.execute(text("DELETE FROM raw.accounts WHERE username = :value"),
-                               {"value": value})  # fmt: skip
+            delete_purged_account(connection=connection, username=value)
         orphaned = (
             connection.execute(
                 text(

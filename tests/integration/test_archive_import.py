@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from pipeline.accounts import upsert_account
 from pipeline.collect.archive import import_archive
-from pipeline.collect.posts import CollectedImage, CollectedPost, store_post, upsert_account
+from pipeline.collect.posts import CollectedImage, CollectedPost, store_post
 from pipeline.samples import generate_sample_accounts
 from pipeline.storage import ObjectStore
 from tests.cli import catalogue

@@ -126,3 +126,41 @@ def test_every_error_a_user_can_meet_derives_from_catalogue_error():
             if not issubclass(found, (CatalogueError, KeyboardInterrupt)):
                 offenders.append(f"{module}.{node.name}")
     assert offenders == []
+
+
+def _string_constants(source: Path) -> list[str]:
+    return [
+        node.value
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    ]
+
+
+def test_only_the_accounts_module_writes_accounts():
+    """One owner for `raw.accounts` writes: the operator's commands, collection and archive
+    import all register and update accounts through `pipeline/accounts.py`."""
+    write = re.compile(r"\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+raw\.accounts\b", re.IGNORECASE)
+    writers = sorted(
+        str(source.relative_to(REPO))
+        for source in (REPO / "pipeline").rglob("*.py")
+        if any(write.search(constant) for constant in _string_constants(source))
+    )
+    assert writers == ["pipeline/accounts.py"]
+
+
+def test_accounts_module_imports_nothing_from_collect():
+    """Collection uses accounts, never the other way round: no import cycle."""
+    tree = ast.parse((REPO / "pipeline" / "accounts.py").read_text())
+    imported = [
+        name
+        for node in ast.walk(tree)
+        for name in (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    ]
+    assert [name for name in imported if name.startswith("pipeline.collect")] == []
+
