@@ -27,8 +27,9 @@ def main() -> None:
     action.add_argument("--compare", type=Path, help="compare with answers saved elsewhere")
     args = parser.parse_args()
 
+    from pipeline.artefacts import load_artefact, predict_probabilities
     from pipeline.train.export import load_export
-    from pipeline.train.fit import backend_name, load_artefact, predict_probabilities
+    from pipeline.train.fit import backend_name
     from pipeline.train.inputs import decode_all
 
     manifest, pictures, _ = load_export(args.export)

@@ -25,8 +25,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
+from pipeline.artefacts import load_artefact, predict_probabilities  # noqa: E402
 from pipeline.train.export import load_export  # noqa: E402
-from pipeline.train.fit import load_artefact, predict_probabilities  # noqa: E402
 
 NEAR_IDENTICAL_RMS = 0.03
 

@@ -95,11 +95,11 @@ def predict_catalogue():
 
     @task(map_index_template="shard {{ shard }}")
     def score(shard: int, planned: dict) -> dict:
+        from pipeline.artefacts import artefact_cache
         from pipeline.config import load_settings
         from pipeline.db import get_engine
         from pipeline.predict.batch import PredictOptions, predict_catalogue
         from pipeline.storage import ObjectStore
-        from pipeline.train.retrain import artefact_cache
 
         settings = load_settings()
         run = predict_catalogue(

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, text
 
+from pipeline.artefacts import ARTEFACT, METADATA
 from pipeline.storage import ObjectStore
 from pipeline.train import registry
-from pipeline.train.fit import ARTEFACT, METADATA, TrainedModel
+from pipeline.train.fit import TrainedModel
 
 SIZE = (80, 60)  # height, width: the photos' native size
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, text
 
+from pipeline.artefacts import fetch_artefact, head_probabilities, load_artefact
 from pipeline.predict.errors import NoChampion, PredictError
 from pipeline.storage import ObjectStore
 
@@ -45,8 +46,6 @@ class ScoringModel:
 
     def probabilities(self, pictures: np.ndarray) -> dict[str, np.ndarray]:
         """Class probabilities per champion attribute for a uint8 batch (N, height, width, 3)."""
-        from pipeline.train.fit import head_probabilities
-
         outputs = self.network.predict_on_batch(pictures)  # the first layer rescales the uint8
         return head_probabilities(outputs, self.trained_attributes, self.champions)
 
@@ -100,9 +99,6 @@ def load_scoring_models(
     champions: list[Champion], *, store: ObjectStore, cache_dir: Path
 ) -> list[ScoringModel]:
     """Each artefact fetched once (cached by run) and loaded once, whatever the backend."""
-    from pipeline.train.fit import load_artefact
-    from pipeline.train.registry import fetch_artefact
-
     models: dict[str, ScoringModel] = {}
     for champion in champions:
         if champion.artefact_key not in models:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import Engine, text
 
+from pipeline.artefacts import decode
 from pipeline.storage import ObjectMissing, ObjectStore
 
 
@@ -90,8 +91,6 @@ def count_wanted(
 def load_picture(store: ObjectStore, wanted: Wanted, sizes: Iterable[tuple[int, int]]) -> Picture:
     """Fetch and decode one picture at every size a model needs; a problem is reported, not
     raised (an unreachable object store still raises: the whole run cannot go on)."""
-    from pipeline.train.inputs import decode
-
     picture = Picture(wanted)
     try:
         data = store.get(wanted.key)

@@ -18,14 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.artefacts import ARTEFACT, METADATA, predict_probabilities
 from pipeline.train import evaluate
 from pipeline.train.errors import TrainingInterrupted, WeightsFileError
 from pipeline.train.inputs import LabelledPictures, PictureCache, decode_all
 from pipeline.train.models import architecture as architecture_spec
 from pipeline.train.models import build_model
-
-ARTEFACT = "model.keras"
-METADATA = "metadata.json"
 
 
 @dataclass(frozen=True)
@@ -400,20 +398,6 @@ def _optimizer(spec, *, total_steps: int, learning_rate: float | None, warmup_st
     return keras.optimizers.Adam(rate)
 
 
-def head_probabilities(outputs, heads: list[str], wanted) -> dict[str, np.ndarray]:
-    """A network's answer as float32 probabilities per attribute; `heads` are the network's
-    attributes in its metadata's order (a one-head network answers with a bare array)."""
-    if not isinstance(outputs, dict):
-        outputs = {heads[0]: outputs}
-    return {a: np.asarray(outputs[a], dtype=np.float32) for a in wanted}
-
-
-def predict_probabilities(model, pictures: np.ndarray, attributes: list[str], *, batch_size=256):
-    # uint8 pictures go in as they are: the network's first layer rescales them
-    outputs = model.predict(pictures, batch_size=batch_size, verbose=0)
-    return head_probabilities(outputs, attributes, attributes)
-
-
 def measure(
     model, manifest: dict[str, Any], attributes: list[str], classes: dict[str, list[str]],
     *, cache: PictureCache, image_size: tuple[int, int], target_precision: float = 0.97,
@@ -460,12 +444,3 @@ def _scored(
         p = probabilities[attribute][chosen] if items else np.zeros((0, len(names)), np.float32)
         scored[attribute] = (p, truth)
     return scored
-
-
-def load_artefact(folder: Path):
-    """The model and its metadata from an artefact folder (either backend)."""
-    import keras
-
-    metadata = json.loads((Path(folder) / METADATA).read_text())
-    model = keras.models.load_model(Path(folder) / ARTEFACT, compile=False)
-    return model, metadata

@@ -2,8 +2,9 @@
 
 - `PictureCache` fetches each picture's bytes once from the object store into a local folder
   (content-addressed, so a cache is shared by snapshots and safe to delete).
-- `decode` uses libjpeg's DCT scaling (Pillow's `draft`) to decode a big JPEG at the smallest
-  scale still larger than the target, then resizes: a 1080x1350 photo decodes at 1/8 cost.
+- `decode` (in `pipeline.artefacts`: prediction decodes the same way) uses libjpeg's DCT scaling
+  (Pillow's `draft`) to decode a big JPEG at the smallest scale still larger than the target, then
+  resizes: a 1080x1350 photo decodes at 1/8 cost.
 - `LabelledPictures` is a `keras.utils.PyDataset`: batches are built in worker threads (Pillow
   releases the GIL while decoding), prefetched by Keras, and fed to any backend as NumPy arrays.
 - Augmentation keeps the attribute true: mirror, small shifts and zooms (random crops); never a
@@ -13,7 +14,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import threading
@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 from PIL import Image
+
+from pipeline.artefacts import decode
 
 if TYPE_CHECKING:  # the GPU machine trains from an export, with no object store client
     from pipeline.storage import ObjectStore
@@ -87,17 +89,6 @@ def picture_array(cache, key: str, size: tuple[int, int]) -> np.ndarray:
     if isinstance(cache, ExportedPictures):
         return cache.array(key, size)
     return decode(cache.read(key), size)
-
-
-def decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
-    """An RGB uint8 array of `size` (height, width)."""
-    height, width = size
-    with Image.open(io.BytesIO(data)) as image:
-        image.draft("RGB", (width, height))  # JPEG: decode at the smallest DCT scale >= size
-        image = image.convert("RGB")
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(image, dtype=np.uint8)
 
 
 def augment_batch(pictures: np.ndarray, rng: np.random.Generator) -> np.ndarray:

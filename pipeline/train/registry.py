@@ -20,9 +20,16 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, text
 
+from pipeline.artefacts import (
+    ARTEFACT,
+    METADATA,
+    fetch_artefact,
+    load_artefact,
+    predict_probabilities,
+)
 from pipeline.storage import ObjectStore
 from pipeline.train.errors import RegistryError
-from pipeline.train.fit import ARTEFACT, METADATA, TrainedModel
+from pipeline.train.fit import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -172,25 +179,11 @@ def champion(engine: Engine, attribute: str):
         ).first()
 
 
-def fetch_artefact(store: ObjectStore, artefact_key: str, folder: Path) -> Path:
-    """Download an artefact and its metadata into `folder` (kept as a cache)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    prefix = artefact_key.rsplit("/", 1)[0]
-    for name in (ARTEFACT, METADATA):
-        target = folder / name
-        if not target.exists():
-            partial = folder / f"{name}.part"
-            store.download(f"{prefix}/{name}", partial)
-            partial.replace(target)
-    return folder
-
-
 def promote_if_better(
     *, engine: Engine, store: ObjectStore, version: str, cache_dir: Path, picture_cache,
     options: GateOptions = GateOptions(), decided_by: str | None = None,
 ) -> Decision:  # fmt: skip
     """Promote `version` when it beats the champion on its own snapshot's test split."""
-    from pipeline.train.fit import load_artefact, predict_probabilities
     from pipeline.train.inputs import decode_all
     from pipeline.train.snapshot import load_snapshot
 

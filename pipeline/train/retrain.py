@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from pipeline.artefacts import artefact_cache
 from pipeline.config import Settings
 from pipeline.storage import ObjectStore
 from pipeline.train import registry
@@ -32,10 +33,6 @@ class RetrainOutcome:
 
 def picture_cache(settings: Settings) -> PictureCache:
     return PictureCache(ObjectStore.for_images(settings), settings.state_dir / "cache" / "pictures")
-
-
-def artefact_cache(settings: Settings) -> Path:
-    return settings.state_dir / "cache" / "artefacts"
 
 
 def labels_changed_since_champions(*, engine: Engine, attributes: list[str]) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
+from pipeline.artefacts import decode
 from pipeline.collect.archive import import_archive
 from pipeline.collect.purge import purge
 from pipeline.labels.history import Who
@@ -24,7 +25,6 @@ from pipeline.predict.errors import NoChampion, PredictInterrupted
 from pipeline.samples import generate_sample_accounts
 from pipeline.storage import ObjectStore
 from pipeline.train import registry
-from pipeline.train.inputs import decode
 from tests.catalogue_rows import reset_catalogue
 from tests.cli import catalogue
 from tests.model_artefacts import colour_by_channel, constant, register_model

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
+from pipeline.artefacts import load_artefact, predict_probabilities
 from pipeline.collect.archive import import_archive
 from pipeline.labels.history import Who
 from pipeline.labels.label_csv import import_labels
@@ -16,7 +17,7 @@ from pipeline.samples import generate_sample_accounts
 from pipeline.storage import ObjectStore
 from pipeline.train import registry
 from pipeline.train.evaluate import confidence_threshold
-from pipeline.train.fit import TrainOptions, load_artefact, predict_probabilities, train
+from pipeline.train.fit import TrainOptions, train
 from pipeline.train.inputs import PictureCache, decode_all
 from pipeline.train.retrain import write_cards
 from pipeline.train.snapshot import SnapshotError, SnapshotOptions, snapshot_dataset
@@ -191,8 +192,8 @@ def test_retrain_dag_snapshots_trains_one_network_and_announces_a_champion(label
 
 _PREDICT = """
 import sys, numpy as np
+from pipeline.artefacts import load_artefact, predict_probabilities
 from pipeline.train.export import load_export
-from pipeline.train.fit import load_artefact, predict_probabilities
 manifest, pictures, header = load_export(sys.argv[1])
 model, metadata = load_artefact(sys.argv[2])
 keys = [i["key"] for i in manifest["images"] if i["split"] == "test"][:64]
@@ -214,7 +215,7 @@ def test_an_export_trains_on_jax_alone_and_answers_the_same_on_tensorflow(
     shard = tmp_path / "shard.npz"
     made = catalogue(env, "snapshot", "export", "--out", str(shard), "--network", "compact_80x60")
     assert made.returncode == 0, made.stderr
-    assert shard.stat().st_size < 60 * 2**20 and "pictures at 80x60" in made.stdout
+    assert shard.stat().st_size < 60 * 2**20 and "pictures at 60x80" in made.stdout
 
     # the GPU machine: no database, no object store (both point at closed ports)
     offline = {**env, "KERAS_BACKEND": "jax",

@@ -73,7 +73,7 @@ def test_batch_norm_statistics_are_recomputed_at_the_final_weights():
 def test_the_colour_features_see_the_garment_not_the_white_background(tmp_path):
     import keras
 
-    from pipeline.train.models import ColourHistogram
+    from pipeline.layers import ColourHistogram
 
     white = np.ones((3, 128, 96, 3), np.float32)  # pixels in [-1, 1]
     pictures = white.copy()
