@@ -48,15 +48,17 @@ from bench.scratch import (  # noqa: E402
     scratch_database,
 )
 from pipeline.config import load_settings  # noqa: E402
+from pipeline.predict.batch import PredictOptions  # noqa: E402
 
-BATCH = 128
-WORKERS = 8
+# what `catalogue predict` runs with when nothing is configured
+BATCH = PredictOptions().batch_size
+WORKERS = PredictOptions().workers
 
 
 def child(args: argparse.Namespace) -> None:
     """One end-to-end pass in a fresh process (for its peak memory)."""
     from pipeline.db import get_engine
-    from pipeline.predict.batch import PredictOptions, predict_catalogue
+    from pipeline.predict.batch import predict_catalogue
     from pipeline.storage import ObjectStore
 
     settings = load_settings()

@@ -92,10 +92,10 @@ def retrain_models():
             )
         try:
             made = snapshot_dataset(
-                engine=engine, store=ObjectStore.for_models(settings),
-                options=SnapshotOptions(attributes=tuple(attributes),
-                                        min_examples=settings.train_min_examples),
-            )  # fmt: skip
+                engine=engine,
+                store=ObjectStore.for_models(settings),
+                options=SnapshotOptions.from_settings(settings, attributes=tuple(attributes)),
+            )
         except SnapshotError as exc:  # not enough labels yet: nothing to train, not a failure
             raise AirflowSkipException(f"no training this time: {exc}") from None
         return {"snapshot_id": made.id, "attributes": attributes, "labels_changed": changed}

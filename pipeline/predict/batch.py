@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
-from pipeline.config import Settings
+from pipeline.config import Settings, configured, setting
 from pipeline.predict.champions import (
     Champion,
     ScoringModel,
@@ -43,24 +43,18 @@ class PredictOptions:
     shard: int = 0
     shards: int = 1
     limit: int | None = None  # score at most this many images
-    batch_size: int = 128
-    workers: int = 8
+    batch_size: int = setting("predict_batch_size")
+    workers: int = setting("predict_workers")
     prefetch: int = 2  # batches decoded ahead of the model
     # for a model without a calibrated threshold of its own (trained before models had one)
-    review_below_confidence: float = 0.5
-    review_below_margin: float = 0.1
+    review_below_confidence: float = setting("review_below_confidence")
+    review_below_margin: float = setting("review_below_margin")
 
     @classmethod
     def from_settings(cls, settings: Settings, **choices: Any) -> PredictOptions:
         """The configured batch size, threads and review thresholds, with this run's choices
         (a choice of None keeps the configured value)."""
-        configured = {
-            "batch_size": settings.predict_batch_size,
-            "workers": settings.predict_workers,
-            "review_below_confidence": settings.review_below_confidence,
-            "review_below_margin": settings.review_below_margin,
-        }
-        return cls(**configured | {k: v for k, v in choices.items() if v is not None})
+        return configured(cls, settings, choices)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.artefacts import ARTEFACT, METADATA, predict_probabilities
+from pipeline.config import Settings, configured, setting
 from pipeline.train import evaluate
 from pipeline.train.errors import TrainingInterrupted, WeightsFileError
 from pipeline.train.inputs import LabelledPictures, PictureCache, decode_all
@@ -28,8 +29,8 @@ from pipeline.train.models import build_model
 
 @dataclass(frozen=True)
 class TrainOptions:
-    architecture: str = "mobilenet_v2_050"
-    epochs: int = 10  # as Settings.train_epochs
+    architecture: str = setting("train_network")
+    epochs: int = setting("train_epochs")
     batch_size: int = 64
     seed: int = 7
     image_size: tuple[int, int] | None = None  # default: the network's own
@@ -37,29 +38,18 @@ class TrainOptions:
     steps_per_epoch: int | None = None  # cap (tests); None: the whole train split
     # a local weights file (.weights.h5 or .keras, e.g. an earlier champion, or a pretrained
     # backbone saved in Keras format): layers whose names and shapes match start from it
-    initial_weights: Path | None = None
+    initial_weights: Path | None = setting("train_initial_weights")
     # where a pretrained backbone's published weights are looked for (see `pretrained.folders`),
     # and whether Keras may fetch them when they are not there
-    weights_dir: Path | None = None
-    weights_download: bool = False
+    weights_dir: Path | None = setting("weights_dir")
+    weights_download: bool = setting("weights_download")
     # the precision the answers filled in without a moderator must reach (on validation)
-    target_precision: float = 0.97
+    target_precision: float = setting("target_precision")
 
     @classmethod
-    def from_settings(cls, settings, **choices: Any) -> TrainOptions:
+    def from_settings(cls, settings: Settings, **choices: Any) -> TrainOptions:
         """The configured training options, with this run's choices (None: the setting)."""
-        chosen = {k: v for k, v in choices.items() if v is not None}
-        return cls(
-            **{
-                "architecture": settings.train_network,
-                "epochs": settings.train_epochs,
-                "initial_weights": settings.train_initial_weights,
-                "weights_dir": settings.weights_dir,
-                "weights_download": settings.weights_download,
-                "target_precision": settings.target_precision,
-                **chosen,
-            }
-        )
+        return configured(cls, settings, choices)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from pipeline.artefacts import (
     load_artefact,
     predict_probabilities,
 )
+from pipeline.config import Settings, configured, setting
 from pipeline.storage import ObjectStore
 from pipeline.train.errors import RegistryError
 from pipeline.train.fit import TrainedModel
@@ -34,20 +35,17 @@ from pipeline.train.fit import TrainedModel
 
 @dataclass(frozen=True)
 class GateOptions:
-    margin: float = 0.005  # accuracy the candidate must gain on the classes both know
-    max_class_drop: float = 0.05  # recall a class with enough support may lose at most
+    margin: float = setting("promotion_margin")  # accuracy to gain on the classes both know
+    max_class_drop: float = setting("promotion_max_class_drop")  # recall a class may lose
     min_support: int = 20  # test pictures a class needs for its recall to count
     # a class's fall holds the candidate back only when a paired test on that class's pictures
     # says it is unlikely to be chance (one-sided exact McNemar p below this)
-    significance: float = 0.05
+    significance: float = setting("promotion_significance")
 
     @classmethod
-    def from_settings(cls, settings) -> GateOptions:
-        return cls(
-            margin=settings.promotion_margin,
-            max_class_drop=settings.promotion_max_class_drop,
-            significance=settings.promotion_significance,
-        )
+    def from_settings(cls, settings: Settings, **choices: Any) -> GateOptions:
+        """The configured promotion gate, with this run's choices (None: the setting)."""
+        return configured(cls, settings, choices)
 
 
 def paired_p_value(worse: int, better: int) -> float:

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from pipeline.config import Settings, configured, setting
 from pipeline.errors import CatalogueError
 from pipeline.labels.taxonomy import taxonomy_from_database
 from pipeline.storage import ObjectStore
@@ -40,7 +41,7 @@ class SnapshotError(CatalogueError, ValueError):
 @dataclass(frozen=True)
 class SnapshotOptions:
     attributes: tuple[str, ...] = ("colour", "category")
-    min_examples: int = 20  # training examples a class needs to be learnt
+    min_examples: int = setting("train_min_examples")  # training examples a class needs
     validation_share: float = 0.1
     test_share: float = 0.1
     levels: dict[str, str] = field(default_factory=dict)  # attribute -> level (default train_at)
@@ -50,6 +51,11 @@ class SnapshotOptions:
     def __post_init__(self) -> None:
         if self.group_by not in GROUPINGS:
             raise SnapshotError(f"group_by '{self.group_by}' is not one of {', '.join(GROUPINGS)}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **choices: Any) -> SnapshotOptions:
+        """The configured snapshot options, with this run's choices (None: the setting)."""
+        return configured(cls, settings, choices)
 
 
 @dataclass(frozen=True)

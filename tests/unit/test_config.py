@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.config import ConfigError, Settings, load_settings, variable
 
 PROD_DB = "postgresql://u:a-real-password@h/db"
 S3 = {
@@ -101,6 +103,18 @@ def test_database_url_is_normalised_to_psycopg2():
             id="role-prefix-injection",
         ),
         pytest.param({"CATALOGUE_ENV": "staging"}, "CATALOGUE_ENV", "not one of", id="env"),
+        pytest.param(
+            {"CATALOGUE_AIRFLOW_URL": "127.0.0.1:8080"},
+            "CATALOGUE_AIRFLOW_URL",
+            "has no http(s)://",
+            id="airflow-url-scheme",
+        ),
+        pytest.param(
+            {"CATALOGUE_INSTAGRAM_SESSION_FILE": "/no/such/session"},
+            "CATALOGUE_INSTAGRAM_SESSION_FILE",
+            "is not a file",
+            id="session-file",
+        ),
     ],
 )
 def test_malformed_settings_name_the_variable(env, variable, words):
@@ -109,6 +123,75 @@ def test_malformed_settings_name_the_variable(env, variable, words):
     assert caught.value.variable == variable
     assert str(caught.value).startswith(variable)
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        pytest.param("CATALOGUE_TRAIN_EPOCHS", "0",
+                     "'0' is not a whole number from 1. Use a whole number from 1.", id="low"),
+        pytest.param("CATALOGUE_TRAIN_EPOCHS", "ten",
+                     "'ten' is not a whole number from 1. Use a whole number from 1.", id="word"),
+        pytest.param("CATALOGUE_TRAIN_EPOCHS", "2.5",
+                     "'2.5' is not a whole number from 1. Use a whole number from 1.",
+                     id="fraction"),
+        pytest.param("CATALOGUE_PREDICT_BATCH_SIZE", "5000",
+                     "'5000' is not a whole number from 1 to 4096. Use a whole number from 1 to "
+                     "4096.", id="high"),
+        pytest.param("CATALOGUE_PROMOTION_MARGIN", "1.5",
+                     "'1.5' is not a number from 0 to 1. Use a number from 0 to 1.", id="share"),
+        pytest.param("CATALOGUE_TARGET_PRECISION", "0.4",
+                     "'0.4' is not a number from 0.5 to 1. Use a number from 0.5 to 1.",
+                     id="precision"),
+        pytest.param("CATALOGUE_S3_TIMEOUT_S", "nan",
+                     "'nan' is not a number from 0.1 to 600. Use a number from 0.1 to 600.",
+                     id="not-a-number"),
+        pytest.param("CATALOGUE_RETRAIN_MIN_CHANGED_LABELS", "-1",
+                     "'-1' is not a whole number from 0. Use a whole number from 0.",
+                     id="negative"),
+        pytest.param("CATALOGUE_S3_PORT", "0",
+                     "'0' is not a TCP port. Use a number from 1 to 65535.", id="port-zero"),
+        pytest.param("CATALOGUE_WEIGHTS_DOWNLOAD", "sometimes",
+                     "'sometimes' is not a boolean. Use true or false.", id="boolean"),
+    ],
+)  # fmt: skip
+def test_a_bad_value_is_one_line_saying_what_to_write(variable, value, message):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: value})
+    assert str(caught.value) == f"{variable}: {message}"
+    assert caught.value.variable == variable
+
+
+def test_values_are_stripped_and_blank_ones_are_unset():
+    settings = Settings.from_env(
+        {"CATALOGUE_TRAIN_EPOCHS": " 3 ", "CATALOGUE_ENV": "  ", "CATALOGUE_MODERATOR": ""}
+    )
+    assert settings.train_epochs == 3
+    assert settings.environment == "development" and settings.moderator is None
+
+
+def test_only_upper_case_variables_count():
+    assert Settings.from_env({"catalogue_train_epochs": "3"}).train_epochs == 10
+
+
+def test_airflow_defaults_follow_the_port_and_the_local_stack(tmp_path):
+    (tmp_path / "airflow").mkdir()
+    (tmp_path / "airflow" / "passwords.json").write_text(json.dumps({"admin": "generated-1"}))
+    settings = Settings.from_env(
+        {"CATALOGUE_STATE_DIR": str(tmp_path), "CATALOGUE_AIRFLOW_PORT": "9090"}
+    )
+    assert settings.airflow_url == "http://127.0.0.1:9090"
+    assert settings.airflow_password == "generated-1"
+    assert "generated-1" not in repr(settings)
+
+
+def test_settings_built_in_code_are_checked_the_same_way():
+    with pytest.raises(ConfigError) as caught:
+        Settings(train_epochs="0", airflow_password="pw")
+    assert caught.value.variable == "CATALOGUE_TRAIN_EPOCHS"
+    with pytest.raises(ConfigError) as caught:
+        Settings(s3_endpoint="http://h:1", airflow_password="pw")
+    assert caught.value.variable == "CATALOGUE_S3_ACCESS_KEY"
 
 
 @pytest.mark.parametrize(
@@ -271,16 +354,32 @@ def test_a_corrupt_stack_record_is_reported(tmp_path):
     assert "catalogue down" in str(caught.value)
 
 
-def test_env_example_documents_every_setting():
-    import re
-    from pathlib import Path
+def _env_example() -> dict[str, str]:
+    """Every CATALOGUE_ variable .env.example shows: its value, or None where commented out."""
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    return {
+        name: None if commented else value
+        for commented, name, value in re.findall(
+            r"^(#?)\s*(CATALOGUE_[A-Z0-9_]+)=(.*)$", text, re.M
+        )
+    }
 
-    repo = Path(__file__).resolve().parents[2]
-    read = set(re.findall(r'"(CATALOGUE_[A-Z0-9_]+)"', (repo / "pipeline/config.py").read_text()))
-    documented = set(
-        re.findall(r"^#?\s*(CATALOGUE_[A-Z0-9_]+)=", (repo / ".env.example").read_text(), re.M)
-    )
-    assert read - documented == set()
+
+def test_env_example_documents_every_setting_and_nothing_else():
+    read = {variable(name) for name in Settings.model_fields}
+    compose_only = {"CATALOGUE_DB_PASSWORD"}  # docker compose builds the database URL from it
+    assert read - set(_env_example()) == set()
+    assert set(_env_example()) - read == compose_only
+
+
+def test_env_example_values_are_the_defaults():
+    defaults = Settings.from_env({})
+    shown = {name: value for name, value in _env_example().items() if value is not None}
+    for name, value in shown.items():
+        if name == "CATALOGUE_DB_PASSWORD":
+            continue
+        field = next(f for f in Settings.model_fields if variable(f) == name)
+        assert getattr(Settings.from_env({name: value}), field) == getattr(defaults, field), name
 
 
 @pytest.mark.parametrize(
