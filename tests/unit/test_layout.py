@@ -164,3 +164,34 @@ def test_accounts_module_imports_nothing_from_collect():
     ]
     assert [name for name in imported if name.startswith("pipeline.collect")] == []
 
+
+def _imported_modules(source: Path) -> list[tuple[int, str]]:
+    """Every module a file imports, at any depth (inside functions too), relative ones resolved;
+    `from a import b` counts as importing `a` and `a.b`."""
+    package = source.relative_to(REPO).parent.parts
+    found = []
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found += [(node.lineno, module)]
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def test_prediction_imports_nothing_from_training():
+    """Scoring loads its models through `pipeline.artefacts`: a predict shard never drags in
+    training's input pipeline, and training can change without breaking prediction."""
+    sources = [
+        *(REPO / "pipeline" / "predict").rglob("*.py"),
+        REPO / "dags" / "predict_catalogue.py",
+    ]
+    offenders = [
+        f"{source.relative_to(REPO)}:{line}: {name}"
+        for source in sources
+        for line, name in _imported_modules(source)
+        if name == "pipeline.train" or name.startswith("pipeline.train.")
+    ]
+    assert offenders == [], "import what scoring needs from pipeline.artefacts or pipeline.layers"
