@@ -37,7 +37,6 @@ from assets import LABELS_CHANGED, LABELS_CHANGED_ALIAS
 log = logging.getLogger(__name__)
 
 JOBS = ("rename", "move", "clear", "apply_csv", "undo")
-FILTERS = ("account", "value", "predicted", "shortcodes", "since", "until")
 JOB_SECTION = "The job"
 FILTER_SECTION = "Filters (move, clear)"
 
@@ -154,9 +153,10 @@ def relabel():
             origin="airflow",
             airflow_run_id=dag_run.run_id,
         )
-        engine = get_engine(load_settings().database_url)
         try:
-            summary = _run_job(params, engine=engine, who=who)
+            job = _job(params)
+            engine = get_engine(load_settings().database_url)
+            summary = _run_job(job, engine=engine, who=who, dry_run=bool(params["dry_run"]))
         except (JobError, UnknownValue, LabelFileError) as exc:
             raise AirflowFailException(f"{params['job']}: {exc}") from None
 
@@ -185,57 +185,61 @@ def relabel():
     run_relabel_job()
 
 
-def _run_job(params: dict[str, Any], *, engine, who) -> dict[str, Any]:
-    """Run the job the Params ask for through pipeline.labels; a JSON-able summary."""
+def _job(params: dict[str, Any]) -> dict[str, Any]:
+    """The job the Params ask for, checked by the rules of `pipeline.labels` before any database
+    work: a mistake raises their error, which says what to fix."""
     from datetime import date
 
-    from pipeline.labels.jobs import JobError, Selection, run_job, undo_job
+    from pipeline.labels.jobs import JobError, Selection, validate_request, validate_undo
+    from pipeline.labels.label_csv import LabelFileError
 
-    kind, dry_run = params["job"], bool(params["dry_run"])
+    kind = params["job"]
     if kind == "apply_csv":
-        return _apply_csv(params, engine=engine, who=who, dry_run=dry_run)
+        if not params.get("csv_path"):
+            raise LabelFileError(
+                "apply_csv needs csv_path: a label CSV the Airflow worker can read"
+            )
+        return {"kind": kind, "csv_path": params["csv_path"]}
     if kind == "undo":
-        if not params.get("undo_job_id"):
-            raise JobError("undo needs undo_job_id: the number of the job to undo")
-        outcome = undo_job(engine=engine, job_id=params["undo_job_id"], who=who, dry_run=dry_run)
+        validate_undo(job_id=params.get("undo_job_id"))
+        return {"kind": kind, "job_id": params["undo_job_id"]}
+
+    def day(name: str) -> date | None:
+        try:
+            return date.fromisoformat(params[name]) if params.get(name) else None
+        except ValueError:
+            raise JobError(f"{name} '{params[name]}' is not a date: write YYYY-MM-DD") from None
+
+    request = {
+        "kind": kind,
+        "attribute": params.get("attribute"),
+        "to": params.get("to") or None,
+        "from_values": list(params.get("from_values") or []),
+        "selection": Selection(
+            account=params.get("account") or None,
+            value=list(params.get("value") or []),
+            predicted=list(params.get("predicted") or []),
+            shortcodes=list(params.get("shortcodes") or []),
+            since=day("since"),
+            until=day("until"),
+        ),
+    }
+    validate_request(**request)
+    return {**request, "note": params.get("note")}
+
+
+def _run_job(job: dict[str, Any], *, engine, who, dry_run: bool) -> dict[str, Any]:
+    """Run a checked job through pipeline.labels; a JSON-able summary."""
+    from pipeline.labels.jobs import run_job, undo_job
+
+    if job["kind"] == "apply_csv":
+        return _apply_csv(job["csv_path"], engine=engine, who=who, dry_run=dry_run)
+    if job["kind"] == "undo":
+        outcome = undo_job(engine=engine, job_id=job["job_id"], who=who, dry_run=dry_run)
     else:
-        given = [name for name in FILTERS if params.get(name)]
-        if kind == "rename" and given:
-            raise JobError(
-                f"rename takes no filter ({', '.join(given)} given): it changes every image "
-                "with the from_values; to change only some images use move with value and filters"
-            )
-        if kind != "rename" and params.get("from_values"):
-            raise JobError(
-                f"from_values is for rename; {kind} selects images with value and the filters"
-            )
-
-        def day(name: str) -> date | None:
-            try:
-                return date.fromisoformat(params[name]) if params.get(name) else None
-            except ValueError:
-                raise JobError(f"{name} '{params[name]}' is not a date: write YYYY-MM-DD") from None
-
-        outcome = run_job(
-            engine=engine,
-            kind=kind,
-            attribute=params.get("attribute") or "colour",
-            who=who,
-            to=params.get("to"),
-            from_values=list(params.get("from_values") or []),
-            selection=Selection(
-                account=params.get("account") or None,
-                value=list(params.get("value") or []),
-                predicted=list(params.get("predicted") or []),
-                shortcodes=list(params.get("shortcodes") or []),
-                since=day("since"),
-                until=day("until"),
-            ),
-            dry_run=dry_run,
-            note=params.get("note"),
-        )
+        outcome = run_job(engine=engine, who=who, dry_run=dry_run, **job)
     return {
-        "job": kind,
+        "job": job["kind"],
         "dry_run": outcome.dry_run,
         "job_id": outcome.job_id,
         "labels_changed": outcome.images,
@@ -245,14 +249,10 @@ def _run_job(params: dict[str, Any], *, engine, who) -> dict[str, Any]:
     }
 
 
-def _apply_csv(params: dict[str, Any], *, engine, who, dry_run: bool) -> dict[str, Any]:
-    from pipeline.labels.label_csv import LabelFileError, format_report, import_labels
+def _apply_csv(csv_path: str, *, engine, who, dry_run: bool) -> dict[str, Any]:
+    from pipeline.labels.label_csv import format_report, import_labels
 
-    if not params.get("csv_path"):
-        raise LabelFileError("apply_csv needs csv_path: a label CSV the Airflow worker can read")
-    report = import_labels(
-        params["csv_path"], engine=engine, who=who, dry_run=dry_run, kind="apply_csv"
-    )
+    report = import_labels(csv_path, engine=engine, who=who, dry_run=dry_run, kind="apply_csv")
     lines = list(format_report(report, limit=20))
     for line in lines:
         log.info("%s", line)

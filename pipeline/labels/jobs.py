@@ -14,7 +14,7 @@ job over 20,000 images is a handful of statements.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from typing import Any
 
@@ -32,10 +32,13 @@ from pipeline.labels.history import (
 from pipeline.labels.taxonomy import taxonomy_from_database
 
 SAMPLE_SIZE = 10
+KINDS = ("rename", "move", "clear")
 
 
 class JobError(CatalogueError, ValueError):
-    """A job cannot run as asked; the message says what to change."""
+    """A job cannot run as asked; the message says what to change, in the job's own terms (its
+    attribute, the values to replace, the target value, the filters), which the command line's
+    options and the relabel DAG's Params both name."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,54 @@ class Selection:
     since: date | None = None  # post taken on or after
     until: date | None = None  # post taken on or before
 
-    def is_empty(self) -> bool:
-        return not (self.account or self.value or self.predicted or self.shortcodes
-                    or self.since or self.until)  # fmt: skip
+    def given(self) -> list[str]:
+        """The names of the filters set."""
+        return [f.name for f in fields(self) if getattr(self, f.name)]
+
+
+FILTERS = tuple(f.name for f in fields(Selection))
+
+
+def validate_request(
+    *, kind: str, attribute: str | None, to: str | None = None,
+    from_values: list[str] | None = None, selection: Selection | None = None,
+) -> None:  # fmt: skip
+    """Refuse with `JobError` a rename, move or clear that cannot run as asked, before it reads
+    anything: the rules every caller (command line, relabel DAG) relies on."""
+    given = (selection or Selection()).given()
+    if kind not in KINDS:
+        raise JobError(f"unknown job '{kind}': a job is one of {', '.join(KINDS)}")
+    if not attribute:
+        raise JobError(f"{kind} needs the attribute whose labels change (colour, category, ...)")
+    if kind == "rename":
+        if not from_values or not to:
+            raise JobError(
+                "rename needs the values to replace (from, one or more) and the target value (to)"
+            )
+        if given:
+            raise JobError(
+                f"rename takes no filter ({', '.join(given)} given): it changes every image "
+                "labelled with one of the values to replace; to change only some images, move "
+                "them, selected by the filters (their current value among them)"
+            )
+        return
+    if from_values:
+        raise JobError(
+            f"{kind} takes no values to replace (from), which are rename's: {kind} selects its "
+            "images with the filters, their current value among them"
+        )
+    if kind == "move" and not to:
+        raise JobError("move needs the target value (to) that the selected images get")
+    if not given:
+        raise JobError(
+            f"{kind} needs a filter ({', '.join(FILTERS)}): a job over every image is a rename"
+        )
+
+
+def validate_undo(*, job_id: int | None) -> None:
+    """Refuse with `JobError` an undo that names no job."""
+    if not job_id:
+        raise JobError("undo needs the number of the job to undo (listed with the recent jobs)")
 
 
 @dataclass
@@ -78,6 +126,10 @@ def run_job(
     note: str | None = None,
 ) -> JobOutcome:
     """Run (or with `dry_run`, only count and sample) a rename, move or clear job."""
+    selection = selection or Selection()
+    validate_request(
+        kind=kind, attribute=attribute, to=to, from_values=from_values, selection=selection
+    )
     return label_transaction(
         engine,
         lambda connection: _run_job(
@@ -86,8 +138,8 @@ def run_job(
             attribute=attribute,
             who=who,
             to=to,
-            from_values=from_values,
-            selection=selection or Selection(),
+            from_values=from_values or [],
+            selection=selection,
             dry_run=dry_run,
             note=note,
         ),
@@ -101,38 +153,17 @@ def _run_job(
     attribute: str,
     who: Who,
     to: str | None,
-    from_values: list[str] | None,
+    from_values: list[str],
     selection: Selection,
     dry_run: bool,
     note: str | None,
 ) -> JobOutcome:
-    taxonomy = taxonomy_from_database(connection)
-    spec = taxonomy.attribute(attribute)
-    target = spec.canonical(to) if to is not None else None
+    spec = taxonomy_from_database(connection).attribute(attribute)
+    target = spec.canonical(to) if to and kind != "clear" else None
+    if kind == "rename":
+        selection = Selection(value=from_values)
     values = [spec.canonical(v) for v in selection.value]
     predicted = [spec.canonical(v) for v in selection.predicted]
-    if kind == "rename":
-        if not from_values or target is None:
-            raise JobError("rename needs --from VALUE (one or more) and --to VALUE")
-        if not selection.is_empty():
-            raise JobError(
-                "rename takes no filter: it changes every image labelled with a --from "
-                "value; to change only some images use move with --value and filters"
-            )
-        values = [spec.canonical(v) for v in from_values]
-        selection = Selection(value=values)
-    elif kind == "move":
-        if target is None:
-            raise JobError("move needs --to VALUE and at least one filter")
-    elif kind == "clear":
-        target = None
-    else:
-        raise JobError(f"unknown job kind '{kind}' (rename, move, clear)")
-    if kind in ("move", "clear") and selection.is_empty():
-        raise JobError(
-            f"{kind} needs a filter (--account, --value, --predicted, --shortcode, --since, "
-            "--until): a job over every image is a rename"
-        )
     _stage_selection(connection, attribute, target, selection, values, predicted, note)
     arguments = {
         "attribute": attribute,
@@ -247,6 +278,7 @@ def _sample(connection: Connection, job_id: int) -> list[dict[str, Any]]:
 
 def undo_job(*, engine: Engine, job_id: int, who: Who, dry_run: bool = False) -> JobOutcome:
     """Put back what job `job_id` replaced, where its labels are still the current ones."""
+    validate_undo(job_id=job_id)
     return label_transaction(
         engine, lambda connection: _undo_job(connection, job_id=job_id, who=who, dry_run=dry_run)
     )
@@ -261,11 +293,11 @@ def _undo_job(connection: Connection, *, job_id: int, who: Who, dry_run: bool) -
         {"id": job_id},
     ).first()
     if job is None:
-        raise JobError(f"no label job {job_id} (see `catalogue labels jobs`)")
+        raise JobError(f"there is no label job {job_id}: check its number among the recent jobs")
     if job.undone_by is not None:
         raise JobError(
             f"job {job_id} was already undone by job {job.undone_by}; "
-            f"`catalogue labels undo {job.undone_by}` redoes it"
+            f"undoing job {job.undone_by} redoes it"
         )
     empty_staging(connection)
     # Each label of the job goes back to the one it replaced (no value if it replaced

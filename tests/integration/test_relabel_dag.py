@@ -165,6 +165,11 @@ def test_apply_csv_imports_the_file_the_worker_reads(airflow, labelled, tmp_path
             "rename takes no filter (account given)",
             id="rename-with-a-filter",
         ),
+        pytest.param(
+            {"job": "move", "to": "Blue", "account": "relabel_shop", "from_values": ["Red"]},
+            "move takes no values to replace (from)",
+            id="move-with-values-to-replace",
+        ),
     ],
 )
 def test_a_mistake_in_the_config_fails_the_run_saying_what_to_fix(airflow, labelled, conf, message):
