@@ -10,6 +10,7 @@ from the moderators, as if nobody had labelled those pictures yet).
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,13 @@ def held_out_accuracy(*, engine: Engine, labels_csv: Path) -> list[HeldOutAccura
                 result.correct_known += hit
         results.append(result)
     return results
+
+
+def statement_rows(*, engine: Engine, statement: str) -> Iterator[Sequence[Any]]:
+    """One SQL statement an analyst wrote (`catalogue sql`): its column names, then each row as
+    it comes; nothing for a statement that returns no rows. Nothing is committed."""
+    with engine.connect() as connection:
+        result = connection.execute(text(statement))
+        if result.returns_rows:
+            yield list(result.keys())
+            yield from result

@@ -18,20 +18,18 @@ note saying so, so the file imports without refused rows.
 person's photos stay together, each picture at its own size, its garment as the `category` of
 `labels.csv` through the taxonomy's aliases, and no colour (the data set has none).
 
-    python -m pipeline.samples /tmp/sample-accounts --size 1000 --image-size 1080x1350
-    python -m pipeline.samples /tmp/clothing-accounts --source clothing-photos --people 20
+    catalogue samples /tmp/sample-accounts --size 1000 --image-size 1080x1350
+    catalogue samples /tmp/clothing-accounts --source clothing-photos --people 20
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import os
 import random
 import re
 import shutil
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -862,73 +860,3 @@ def _check_arguments(
             f"carousel_share and video_share must be between 0 and 1 and add up to at most 1; "
             f"got {shares[0]} and {shares[1]}"
         )
-
-
-# -- command line ---------------------------------------------------------------------------------
-def _image_size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1080x1350, got {text!r}")
-    return int(match[1]), int(match[2])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.config import ConfigError, Settings
-
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.samples",
-        description="Write instaloader-format sample accounts from the fashion product photos "
-        "(one account per brand) or the real clothing photos (one account per person).",
-    )
-    parser.add_argument("out_dir", type=Path, help="new or empty folder to write the accounts to")
-    parser.add_argument("--source", choices=SOURCES, default=SOURCES[0])
-    parser.add_argument(
-        "--dataset",
-        type=Path,
-        help="data set folder (CATALOGUE_DATASET_DIR; CATALOGUE_CLOTHING_PHOTOS_DIR for the "
-        "clothing photos)",
-    )
-    parser.add_argument("--people", type=int, help="clothing photos: number of persons")
-    parser.add_argument("--size", type=int, help="number of products or photos (default: all)")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--image-size", type=_image_size, help="re-encode to WIDTHxHEIGHT")
-    parser.add_argument("--carousel-share", type=float, help="0.15 (clothing photos: 0)")
-    parser.add_argument("--video-share", type=float, default=0.02)
-    args = parser.parse_args(argv)
-    try:
-        if args.source == "clothing-photos":
-            if args.image_size:
-                raise ValueError("--image-size: the clothing photos keep their own size")
-            summary = generate_clothing_accounts(
-                args.dataset or Settings.from_env().clothing_photos_dir,
-                args.out_dir,
-                people=args.people,
-                size=args.size,
-                seed=args.seed,
-                carousel_share=args.carousel_share or 0.0,
-            )
-        else:
-            if args.people is not None:
-                raise ValueError("--people: only with --source clothing-photos")
-            summary = generate_sample_accounts(
-                args.dataset or Settings.from_env().dataset_dir,
-                args.out_dir,
-                size=args.size,
-                seed=args.seed,
-                image_size=args.image_size,
-                carousel_share=0.15 if args.carousel_share is None else args.carousel_share,
-                video_share=args.video_share,
-            )
-    except (ConfigError, OSError, ValueError) as err:
-        print(f"samples: {err}", file=sys.stderr)
-        return 2
-    print(
-        f"{summary.accounts} accounts, {summary.posts} posts ({summary.carousels} carousels, "
-        f"{summary.videos} videos), {summary.images} images in {summary.out_dir}; "
-        f"{summary.skipped_rows} malformed rows and {summary.missing_images} missing images skipped"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

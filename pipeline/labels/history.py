@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, Row, text
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.db.session import collided
@@ -244,8 +244,23 @@ def _collided(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "pgcode", None) == "23505" and constraint in CHAIN_INDEXES
 
 
-def labels_changed_since(*, connection: Connection, since: Any) -> int:
-    """How many label rows were written after `since` (the retrain DAG's own count)."""
-    return connection.execute(
-        text("SELECT count(*) FROM catalogue.labels WHERE created_at > :since"), {"since": since}
-    ).scalar_one()
+def label_history(
+    *, engine: Engine, shortcode: str, position: int | None = None
+) -> Sequence[Row[Any]]:
+    """Every label a post's images were ever given (or one image's), oldest first per attribute:
+    id, position, attribute, value, source, moderator, created_by, created_at, replaces_label_id,
+    job_id, note."""
+    with engine.connect() as connection:
+        return connection.execute(
+            text(
+                """
+                SELECT l.id, i.position, l.attribute, l.value, l.source, l.moderator,
+                       l.created_by, l.created_at, l.replaces_label_id, l.job_id, l.note
+                FROM catalogue.labels l JOIN raw.images i ON i.id = l.image_id
+                JOIN raw.posts p ON p.id = i.post_id
+                WHERE p.shortcode = :s AND (CAST(:pos AS integer) IS NULL OR i.position = :pos)
+                ORDER BY i.position, l.attribute, l.id
+                """
+            ),
+            {"s": shortcode, "pos": position},
+        ).all()

@@ -141,3 +141,35 @@ def retrain(
     )
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def retrain_as_configured(
+    *,
+    settings: Settings,
+    engine: Engine,
+    snapshot_options: SnapshotOptions,
+    train_options: TrainOptions,
+    separate_models: bool = False,
+    who: str | None = None,
+    progress=None,
+) -> RetrainOutcome:
+    """`retrain` behind the configured promotion gate (CATALOGUE_PROMOTION_*): what `catalogue
+    train` and the demo run."""
+    return retrain(
+        settings=settings,
+        engine=engine,
+        snapshot_options=snapshot_options,
+        train_options=train_options,
+        separate_models=separate_models,
+        gate=registry.GateOptions.from_settings(settings),
+        who=who,
+        progress=progress,
+    )
+
+
+def verdicts(outcome: RetrainOutcome) -> list[str]:
+    """A line per trained version: champion now, or still a candidate, and why."""
+    return [
+        f"{d.version}: {'champion' if d.promoted else 'stays candidate'}: {d.reason}"
+        for d in outcome.decisions
+    ]

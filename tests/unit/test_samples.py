@@ -33,7 +33,6 @@ from pipeline.samples import (
     SampleSummary,
     brand_username,
     generate_sample_accounts,
-    main,
 )
 
 DATASET = Path(
@@ -468,7 +467,9 @@ def test_rejects_impossible_arguments(dataset, tmp_path, arguments):
 
 
 def test_command_line_writes_a_sample_and_explains_a_missing_data_set(dataset, tmp_path, capsys):
-    assert main([str(tmp_path / "out"), "--dataset", str(dataset), "--size", "10"]) == 0
+    from pipeline.cli import main
+
+    assert main(["samples", str(tmp_path / "out"), "--dataset", str(dataset), "--size", "10"]) == 0
     assert "10 images" in capsys.readouterr().out
-    assert main([str(tmp_path / "again"), "--dataset", str(tmp_path / "nowhere")]) == 2
+    assert main(["samples", str(tmp_path / "again"), "--dataset", str(tmp_path / "nowhere")]) == 1
     assert "CATALOGUE_DATASET_DIR" in capsys.readouterr().err
