@@ -1,24 +1,21 @@
-"""The catalogue database: typed models, engine and sessions, schema migrations."""
+"""The catalogue database: its schemas, the engine, clear connection errors, schema migrations."""
 
 from __future__ import annotations
 
-from pipeline.db.models import SCHEMAS, Base
+from pipeline.db.models import SCHEMAS
 from pipeline.db.session import (
     DatabaseCredentialsRefused,
     DatabaseError,
     DatabaseMissing,
     DatabaseUnreachable,
     get_engine,
-    session_scope,
 )
 
 __all__ = [
     "SCHEMAS",
-    "Base",
     "DatabaseCredentialsRefused",
     "DatabaseError",
     "DatabaseMissing",
     "DatabaseUnreachable",
     "get_engine",
-    "session_scope",
 ]

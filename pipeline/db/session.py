@@ -1,15 +1,12 @@
-"""One engine per process, one session per unit of work, and clear errors when Postgres says no."""
+"""One engine per process, and clear errors when Postgres says no."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import describe_url
 from pipeline.errors import CatalogueError
@@ -98,11 +95,3 @@ def get_engine(url: URL, *, check: bool = True, setting: str = "CATALOGUE_DATABA
         except OperationalError as exc:
             raise explain_operational_error(exc, url, setting=setting) from None
     return engine
-
-
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One transaction: committed when the block ends, rolled back if it raises."""
-    factory = sessionmaker(engine, expire_on_commit=False)
-    with factory.begin() as session:
-        yield session
