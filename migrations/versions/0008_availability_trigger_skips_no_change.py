@@ -15,6 +15,7 @@ Create Date: 2026-11-22
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from alembic import op
 
@@ -24,39 +25,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+SQL = Path(__file__).parents[1] / "sql"  # functions other revisions redefine, as applied
+
+
 def upgrade() -> None:
-    op.execute(
-        """
-        CREATE OR REPLACE FUNCTION catalogue.availability_reaches_marketplace() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-        DECLARE
-            changed bigint[];
-        BEGIN
-            IF TG_TABLE_NAME = 'posts' THEN
-                changed := ARRAY(
-                    SELECT i.id FROM new_rows n JOIN old_rows o ON o.id = n.id
-                    JOIN raw.images i ON i.post_id = n.id
-                    WHERE n.unavailable_since IS DISTINCT FROM o.unavailable_since);
-            ELSE
-                changed := ARRAY(
-                    SELECT n.id FROM new_rows n JOIN old_rows o ON o.id = n.id
-                    WHERE n.removed_at IS DISTINCT FROM o.removed_at
-                       OR n.position IS DISTINCT FROM o.position);
-            END IF;
-            IF cardinality(changed) > 0 THEN
-                PERFORM catalogue.refresh_products(changed);
-            END IF;
-            RETURN NULL;
-        END $$
-        """
-    )
+    op.execute((SQL / "availability_reaches_marketplace.0008.sql").read_text())
 
 
 def downgrade() -> None:
-    """Back to 0007's function (revisions are never edited once applied)."""
-    from pathlib import Path
-
-    source = Path(__file__).with_name("0007_predictions.py").read_text()
-    start = source.index("CREATE FUNCTION catalogue.availability_reaches_marketplace")
-    end = source.index("END $$", start) + len("END $$")
-    op.execute(source[start:end].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    op.execute((SQL / "availability_reaches_marketplace.0007.sql").read_text())

@@ -29,7 +29,6 @@ Create Date: 2026-12-06
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +40,7 @@ down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-LOCK = "PERFORM catalogue.lock_images(ids);"
+SQL = Path(__file__).parents[1] / "sql"  # functions other revisions redefine, as applied
 
 
 def _roles() -> dict[str, str]:
@@ -51,15 +50,6 @@ def _roles() -> dict[str, str]:
 
         names = Settings.from_env().role_names
     return names
-
-
-def _refresh_products_of_0007() -> str:
-    """Revisions are never edited once applied: 0007's function text, as it was applied."""
-    path = Path(__file__).with_name("0007_predictions.py")
-    spec = importlib.util.spec_from_file_location("revision_0007", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.REFRESH_PRODUCTS
 
 
 def upgrade() -> None:
@@ -78,9 +68,7 @@ def upgrade() -> None:
     # a reader holding pictures' rows in an open transaction would stop every writer
     op.execute("REVOKE ALL ON FUNCTION catalogue.lock_images(bigint[]) FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION catalogue.lock_images(bigint[]) TO {app}, {moderator}")
-    refresh = _refresh_products_of_0007()
-    assert refresh.count("BEGIN\n") == 1
-    op.execute(refresh.replace("BEGIN\n", f"BEGIN\n    {LOCK}\n", 1))
+    op.execute((SQL / "refresh_products.0009.sql").read_text())
 
     op.execute(
         f"""
@@ -263,5 +251,5 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION catalogue.jobs_are_recorded_by_the_session()")
     op.execute("DROP FUNCTION catalogue.label_source(text)")
     op.execute("DROP FUNCTION catalogue.trusted_writer()")
-    op.execute(_refresh_products_of_0007())
+    op.execute((SQL / "refresh_products.0007.sql").read_text())
     op.execute("DROP FUNCTION catalogue.lock_images(bigint[])")
