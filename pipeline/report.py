@@ -1,15 +1,18 @@
 """What the catalogue holds, for people: `catalogue report` and the end of the demo.
 
 Counts (accounts, posts, pictures, the labelled share), where each shown value comes from
-(moderator, model, none yet), the pictures that need review, the champions with their test metrics
-next to the seed baselines, and the pictures predict could not score. `held_out_accuracy` measures
-the predictions against true labels kept aside (the demo keeps part of the data set's labels away
-from the moderators, as if nobody had labelled those pictures yet).
+(moderator, model, none yet), the pictures that need review, the champions with the test metrics
+the model registry holds for them, the pictures predict could not score; beside each champion, the
+seed baselines as the training benchmark measured them (`bench/results/training.json`, where the
+repository is at hand). `held_out_accuracy` measures the predictions against true labels kept
+aside (the demo keeps part of the data set's labels away from the moderators, as if nobody had
+labelled those pictures yet).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +20,44 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-# Seed baselines as measured by bench/training.py (docs/benchmarks.md, "Retraining"): the seed
-# studies' compact CNN trained by the same code on the same snapshots.
-SEED_BASELINES = {
-    "category": "seed compact CNN: 0.913 on 8 article types (seed study); 0.858 on 8 and 0.812 "
-    "on 41 article types trained here (docs/benchmarks.md)",
-    "colour": "seed compact CNN: 0.672 on 17 colour families trained here (docs/benchmarks.md)",
-}
+from pipeline.config import REPO_ROOT
+
+# The seed studies' compact CNN, trained by bench/training.py with the product's code on the same
+# snapshots as the catalogue's networks; its entries in the benchmark's results are the baselines.
+TRAINING_RESULTS = REPO_ROOT / "bench" / "results" / "training.json"
+SEED_NETWORK = "compact_80x60"
+
+
+@dataclass(frozen=True)
+class SeedBaseline:
+    """The seed network's test accuracy on one protocol of the training benchmark."""
+
+    attribute: str
+    level: str  # the taxonomy level its classes are at
+    classes: int
+    accuracy: float
+    study: float | None = None  # what the seed study itself reported on the protocol
+
+
+def seed_baselines(results: Path = TRAINING_RESULTS) -> dict[str, list[SeedBaseline]]:
+    """attribute -> the seed network's results in the training benchmark's file, fewest classes
+    first; none where the file is not at hand (an installation without the repository)."""
+    found: dict[str, list[SeedBaseline]] = {}
+    try:
+        for entry in json.loads(results.read_text(encoding="utf-8"))["entries"].values():
+            if entry.get("network") == SEED_NETWORK and entry.get("accuracy") is not None:
+                found.setdefault(entry["attribute"], []).append(
+                    SeedBaseline(
+                        attribute=entry["attribute"],
+                        level=entry["level"],
+                        classes=entry["classes"],
+                        accuracy=entry["accuracy"],
+                        study=entry.get("seed_result"),
+                    )
+                )
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
+        return {}  # no results file at hand, or not one the training benchmark wrote
+    return {attribute: sorted(found[attribute], key=lambda b: b.classes) for attribute in found}
 
 
 @dataclass
@@ -37,13 +71,16 @@ class CatalogueReport:
     sources: dict[str, dict[str, int]]  # attribute -> {moderator, model, none} -> pictures
     champions: list[dict[str, Any]] = field(default_factory=list)
     unscorable: dict[str, int] = field(default_factory=dict)
+    seed_baselines: dict[str, list[SeedBaseline]] = field(default_factory=dict)
 
     @property
     def labelled_share(self) -> float:
         return self.labelled / self.images if self.images else 0.0
 
 
-def catalogue_report(*, engine: Engine) -> CatalogueReport:
+def catalogue_report(
+    *, engine: Engine, training_results: Path = TRAINING_RESULTS
+) -> CatalogueReport:
     with engine.connect() as connection:
         counts = connection.execute(
             text(
@@ -90,6 +127,7 @@ def catalogue_report(*, engine: Engine) -> CatalogueReport:
             for c in champions
         ],
         unscorable=unscorable,
+        seed_baselines=seed_baselines(training_results),
     )  # fmt: skip
 
 
@@ -141,8 +179,16 @@ def report_lines(report: CatalogueReport) -> list[str]:
                 + (f"precision {precision:.3f}" if precision is not None else "no precision yet")
                 + f" (target {automation['target_precision']:.2f})"
             )
-        if c["attribute"] in SEED_BASELINES:
-            lines.append(f"    next to the {SEED_BASELINES[c['attribute']]}")
+        if baselines := report.seed_baselines.get(c["attribute"]):
+            lines.append(
+                "    next to the seed compact CNN in the training benchmark (the shared product "
+                "photos): "
+                + ", ".join(
+                    f"{b.accuracy:.3f} on {b.classes} {b.level}-level classes"
+                    + (f" ({b.study:.3f} in its study)" if b.study is not None else "")
+                    for b in baselines
+                )
+            )
     if report.unscorable:
         lines.append(
             "pictures predict could not score: "
