@@ -87,8 +87,7 @@ def catalogue_report(
                 """
                 SELECT (SELECT count(*) FROM raw.accounts) AS accounts,
                        (SELECT count(*) FROM raw.posts WHERE unavailable_since IS NULL) AS posts,
-                       (SELECT count(*) FROM raw.images i JOIN raw.posts p ON p.id = i.post_id
-                        WHERE i.removed_at IS NULL AND p.unavailable_since IS NULL) AS images,
+                       (SELECT count(*) FROM raw.live_images) AS images,
                        (SELECT count(DISTINCT image_id) FROM catalogue.current_labels) AS labelled,
                        (SELECT count(*) FROM marketplace.products) AS products,
                        (SELECT count(*) FROM marketplace.products WHERE needs_review)

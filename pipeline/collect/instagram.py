@@ -474,8 +474,8 @@ def _stored_media_ids(engine: Engine, post_media_id: int) -> set[int]:
         return set(
             connection.execute(
                 text(
-                    "SELECT i.media_id FROM raw.images i JOIN raw.posts p ON p.id = i.post_id "
-                    "WHERE p.media_id = :m AND i.removed_at IS NULL"
+                    "SELECT media_id FROM raw.post_images "
+                    "WHERE post_media_id = :m AND removed_at IS NULL"
                 ),
                 {"m": post_media_id},
             ).scalars()

@@ -199,20 +199,18 @@ def _stage_selection(
             """
             INSERT INTO wanted_labels (image_id, attribute, value, note)
             SELECT i.id, CAST(:attribute AS text), CAST(:target AS text), CAST(:note AS text)
-            FROM raw.images i
-            JOIN raw.posts p ON p.id = i.post_id
-            JOIN raw.accounts a ON a.id = p.account_id
+            FROM raw.post_images i
             LEFT JOIN catalogue.current_labels l
                    ON l.image_id = i.id AND l.attribute = :attribute
             LEFT JOIN catalogue.predictions pr
                    ON pr.image_id = i.id AND pr.attribute = :attribute
             WHERE i.removed_at IS NULL
-              AND (CAST(:account AS text) IS NULL OR a.username = :account)
+              AND (CAST(:account AS text) IS NULL OR i.account = :account)
               AND (cardinality(CAST(:values AS text[])) = 0 OR l.value = ANY(:values))
               AND (cardinality(CAST(:predicted AS text[])) = 0 OR pr.value = ANY(:predicted))
-              AND (cardinality(CAST(:shortcodes AS text[])) = 0 OR p.shortcode = ANY(:shortcodes))
-              AND (CAST(:since AS date) IS NULL OR p.taken_at >= :since)
-              AND (CAST(:until AS date) IS NULL OR p.taken_at < CAST(:until AS date) + 1)
+              AND (cardinality(CAST(:shortcodes AS text[])) = 0 OR i.shortcode = ANY(:shortcodes))
+              AND (CAST(:since AS date) IS NULL OR i.taken_at >= :since)
+              AND (CAST(:until AS date) IS NULL OR i.taken_at < CAST(:until AS date) + 1)
             """
         ),
         {
@@ -241,12 +239,11 @@ def _dry_run(connection: Connection, kind: str) -> JobOutcome:
     rows = connection.execute(
         text(
             f"""
-            SELECT p.shortcode, i.position, c.before, c.after
+            SELECT i.shortcode, i.position, c.before, c.after
             FROM (SELECT w.image_id, l.value AS before, w.value AS after {changing}
                   ORDER BY w.image_id LIMIT :n) AS c
-            JOIN raw.images i ON i.id = c.image_id
-            JOIN raw.posts p ON p.id = i.post_id
-            ORDER BY p.shortcode, i.position
+            JOIN raw.post_images i ON i.id = c.image_id
+            ORDER BY i.shortcode, i.position
             """
         ),
         {"n": SAMPLE_SIZE},
@@ -263,10 +260,9 @@ def _sample(connection: Connection, job_id: int) -> list[dict[str, Any]]:
     rows = connection.execute(
         text(
             """
-            SELECT p.shortcode, i.position, old.value AS before, n.value AS after
+            SELECT i.shortcode, i.position, old.value AS before, n.value AS after
             FROM catalogue.labels n
-            JOIN raw.images i ON i.id = n.image_id
-            JOIN raw.posts p ON p.id = i.post_id
+            JOIN raw.post_images i ON i.id = n.image_id
             LEFT JOIN catalogue.labels old ON old.id = n.replaces_label_id
             WHERE n.job_id = :job ORDER BY n.id LIMIT :n
             """

@@ -405,26 +405,23 @@ def export_labels(
                 """
                 WITH chosen AS (
                     SELECT DISTINCT l.image_id FROM catalogue.current_labels l
-                    JOIN raw.images i ON i.id = l.image_id
-                    JOIN raw.posts p ON p.id = i.post_id
-                    JOIN raw.accounts a ON a.id = p.account_id
-                    WHERE (CAST(:account AS text) IS NULL OR a.username = :account)
+                    JOIN raw.post_images i ON i.id = l.image_id
+                    WHERE (CAST(:account AS text) IS NULL OR i.account = :account)
                       AND (CAST(:attribute AS text) IS NULL OR l.attribute = :attribute)
                       AND (CAST(:value AS text) IS NULL OR l.value = :value)
                       AND (CAST(:since AS date) IS NULL OR l.created_at >= :since)
                       AND (CAST(:until AS date) IS NULL OR l.created_at < CAST(:until AS date) + 1)
                 )
-                SELECT p.shortcode, i.position,
+                SELECT i.shortcode, i.position,
                        jsonb_object_agg(l.attribute, jsonb_build_array(l.value, l.label_id))
                            AS labels,
                        (array_agg(l.moderator ORDER BY l.label_id DESC))[1] AS moderator,
                        (array_agg(l.note ORDER BY l.label_id DESC))[1] AS note
                 FROM chosen c
-                JOIN raw.images i ON i.id = c.image_id
-                JOIN raw.posts p ON p.id = i.post_id
+                JOIN raw.post_images i ON i.id = c.image_id
                 JOIN catalogue.current_labels l ON l.image_id = c.image_id
-                GROUP BY p.shortcode, i.position
-                ORDER BY p.shortcode, i.position
+                GROUP BY i.shortcode, i.position
+                ORDER BY i.shortcode, i.position
                 """
             ),
             {"account": account, "attribute": attribute, "value": value, "since": since,

@@ -87,8 +87,8 @@ def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) ->
                     LEFT JOIN catalogue.predictions pr
                            ON pr.image_id = c.image_id AND pr.attribute = c.attribute
                 ), labelled_accounts AS (
-                    SELECT DISTINCT p.account_id FROM catalogue.labels lb
-                    JOIN raw.images i ON i.id = lb.image_id JOIN raw.posts p ON p.id = i.post_id
+                    SELECT DISTINCT i.account_id FROM catalogue.labels lb
+                    JOIN raw.post_images i ON i.id = lb.image_id
                 ), ranked AS (
                     SELECT j.image_id,
                            min(CASE WHEN j.tier = 4 AND la.account_id IS NULL THEN 3
@@ -99,19 +99,16 @@ def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) ->
                            jsonb_object_agg(j.attribute, j.top)
                                FILTER (WHERE j.top IS NOT NULL) AS suggestions
                     FROM judged j
-                    JOIN raw.images i ON i.id = j.image_id
-                    JOIN raw.posts p ON p.id = i.post_id
-                    LEFT JOIN labelled_accounts la ON la.account_id = p.account_id
+                    JOIN raw.post_images i ON i.id = j.image_id
+                    LEFT JOIN labelled_accounts la ON la.account_id = i.account_id
                     GROUP BY j.image_id
                     HAVING min(j.tier) IS NOT NULL
                 )
-                SELECT r.image_id, p.shortcode, i.position, a.username AS account, i.object_key,
+                SELECT r.image_id, i.shortcode, i.position, i.account, i.object_key,
                        r.tier, r.score, r.labels, r.suggestions
                 FROM ranked r
-                JOIN raw.images i ON i.id = r.image_id
-                JOIN raw.posts p ON p.id = i.post_id
-                JOIN raw.accounts a ON a.id = p.account_id
-                ORDER BY r.tier, r.score NULLS LAST, p.taken_at DESC, p.shortcode, i.position
+                JOIN raw.post_images i ON i.id = r.image_id
+                ORDER BY r.tier, r.score NULLS LAST, i.taken_at DESC, i.shortcode, i.position
                 LIMIT :limit
                 """
             ),

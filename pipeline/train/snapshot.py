@@ -97,15 +97,13 @@ def snapshot_dataset(
         rows = connection.execute(
             text(
                 """
-                SELECT i.id AS image_id, i.object_key, i.sha256, p.media_id AS post_media_id,
+                SELECT i.id AS image_id, i.object_key, i.sha256, i.post_media_id,
                        'account:' || COALESCE(a.instagram_id::text, 'row' || a.id) AS account,
                        l.attribute, l.value, l.label_id
                 FROM catalogue.current_labels l
-                JOIN raw.images i ON i.id = l.image_id
-                JOIN raw.posts p ON p.id = i.post_id
-                JOIN raw.accounts a ON a.id = p.account_id
-                WHERE i.removed_at IS NULL AND p.unavailable_since IS NULL
-                  AND l.attribute = ANY(:attributes)
+                JOIN raw.live_images i ON i.id = l.image_id
+                JOIN raw.accounts a ON a.id = i.account_id
+                WHERE l.attribute = ANY(:attributes)
                 ORDER BY i.id, l.attribute
                 """
             ),
