@@ -78,9 +78,7 @@ def _save_artefact(bucket: Path, layer_module: str) -> None:
         with zipfile.ZipFile(folder / ARTEFACT, "w") as rewritten:
             for name, data in files.items():
                 rewritten.writestr(name, data)
-    (folder / METADATA).write_text(
-        json.dumps({"attributes": ["colour"], "image_size": list(SIZE)})
-    )
+    (folder / METADATA).write_text(json.dumps({"attributes": ["colour"], "image_size": list(SIZE)}))
 
 
 @pytest.mark.parametrize(
