@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from pipeline.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 # product photos the demo turns into shops: enough for the default network to learn most article
 # types (each needs CATALOGUE_TRAIN_MIN_EXAMPLES training pictures)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from pipeline.cli.args import AddCommand, sub_commands
 from pipeline.cli.output import EXIT_OK, say
 from pipeline.config import load_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
-def _engine():
+
+def _engine() -> Engine:
     from pipeline.db import get_engine
 
     return get_engine(load_settings().database_url)

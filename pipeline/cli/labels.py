@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from pipeline.cli.args import AddCommand, a_date, sub_commands
 from pipeline.cli.output import EXIT_FAILED, EXIT_OK, say
 from pipeline.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from pipeline.labels.history import Who
+    from pipeline.labels.jobs import JobOutcome, Selection
 
 LABELS_HELP = (
     "Moderators' labels. import FILE: the label CSV (shortcode,position,colour,category,"
@@ -18,13 +25,13 @@ LABELS_HELP = (
 )
 
 
-def _engine(settings: Settings):
+def _engine(settings: Settings) -> Engine:
     from pipeline.db import get_engine
 
     return get_engine(settings.database_url)
 
 
-def _who(settings: Settings):
+def _who(settings: Settings) -> Who:
     from pipeline.labels.history import Who
 
     return Who(name=settings.moderator, origin="cli")
@@ -164,7 +171,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
     return _run_job(args, selection=_selection(args))
 
 
-def _selection(args: argparse.Namespace):
+def _selection(args: argparse.Namespace) -> Selection:
     from pipeline.labels.jobs import Selection
 
     return Selection(
@@ -177,7 +184,13 @@ def _selection(args: argparse.Namespace):
     )
 
 
-def _run_job(args: argparse.Namespace, *, to=None, from_values=None, selection=None) -> int:
+def _run_job(
+    args: argparse.Namespace,
+    *,
+    to: str | None = None,
+    from_values: list[str] | None = None,
+    selection: Selection | None = None,
+) -> int:
     """rename, move and clear: one recorded job each."""
     from pipeline.labels import jobs
 
@@ -196,7 +209,7 @@ def _run_job(args: argparse.Namespace, *, to=None, from_values=None, selection=N
     return _said(settings, outcome)
 
 
-def _said(settings: Settings, outcome) -> int:
+def _said(settings: Settings, outcome: JobOutcome) -> int:
     verb = "would change" if outcome.dry_run else "changed"
     skipped = f", {outcome.skipped} skipped (changed since the job)" if outcome.skipped else ""
     undo = (

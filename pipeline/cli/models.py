@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from pipeline.cli.args import AddCommand, sub_commands
 from pipeline.cli.output import EXIT_OK, say
 from pipeline.config import Settings, load_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 CHAMPION_ASSET_URI = "catalogue://models/champion"  # dags/assets.py NEW_CHAMPION
 
 
-def _engine(settings: Settings):
+def _engine(settings: Settings) -> Engine:
     from pipeline.db import get_engine
 
     return get_engine(settings.database_url)

@@ -15,8 +15,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.predict.batch import PredictOptions
     from pipeline.predict.run import predict_as_configured
 
-    settings = load_settings()
     index, shards = shard(args.shard)
+    settings = load_settings()
     options = PredictOptions.from_settings(
         settings,
         attributes=tuple(args.attribute) if args.attribute else None,

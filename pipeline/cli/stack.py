@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from pipeline.cli.args import AddCommand, sub_commands
 from pipeline.cli.output import EXIT_FAILED, EXIT_OK, say
 from pipeline.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from infra.local_stack import ServiceStatus
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -33,7 +39,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if all(s.healthy for s in statuses) else EXIT_FAILED
 
 
-def print_status(statuses) -> None:
+def print_status(statuses: list[ServiceStatus]) -> None:
     width = max(len(s.url) for s in statuses)
     for s in statuses:
         say(f"{s.name:<9} {s.state:<12} {s.url:<{width}}  {s.detail}")
@@ -74,7 +80,7 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return _say_revision(settings, get_engine(settings.database_url))
 
 
-def _say_revision(settings: Settings, engine) -> int:
+def _say_revision(settings: Settings, engine: Engine) -> int:
     from pipeline.db import migrate
 
     current = migrate.current_revision(engine)

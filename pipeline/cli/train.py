@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from pipeline.cli.args import (
     IMAGE_SIZE_HELP,
@@ -16,8 +17,13 @@ from pipeline.cli.args import (
 from pipeline.cli.output import EXIT_OK, say
 from pipeline.config import Settings, load_settings
 
+if TYPE_CHECKING:
+    from pipeline.train.fit import TrainOptions
+    from pipeline.train.progress import ProgressPrinter
+    from pipeline.train.snapshot import Snapshot, SnapshotOptions
 
-def snapshot_options(args: argparse.Namespace, settings: Settings):
+
+def snapshot_options(args: argparse.Namespace, settings: Settings) -> SnapshotOptions:
     from pipeline.train.snapshot import SnapshotOptions
 
     return SnapshotOptions.from_settings(
@@ -30,7 +36,7 @@ def snapshot_options(args: argparse.Namespace, settings: Settings):
     )
 
 
-def train_options(args: argparse.Namespace, settings: Settings):
+def train_options(args: argparse.Namespace, settings: Settings) -> TrainOptions:
     from pipeline.train.fit import TrainOptions
 
     return TrainOptions.from_settings(
@@ -80,7 +86,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export(args: argparse.Namespace, settings: Settings, snapshot) -> int:
+def _export(args: argparse.Namespace, settings: Settings, snapshot: Snapshot) -> int:
     from pipeline.train.export import export_snapshot
     from pipeline.train.models import architecture
     from pipeline.train.retrain import picture_cache
@@ -119,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress.close()
 
 
-def _train(args: argparse.Namespace, progress) -> int:
+def _train(args: argparse.Namespace, progress: ProgressPrinter) -> int:
     from pipeline.db import get_engine
     from pipeline.train.retrain import retrain_as_configured, verdicts
 
@@ -139,7 +145,7 @@ def _train(args: argparse.Namespace, progress) -> int:
     return EXIT_OK
 
 
-def _train_from_export(args: argparse.Namespace, progress) -> int:
+def _train_from_export(args: argparse.Namespace, progress: ProgressPrinter) -> int:
     """Train on a training export alone: no database, no object store (the GPU machine)."""
     from dataclasses import replace
     from pathlib import Path
