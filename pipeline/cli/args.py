@@ -77,12 +77,16 @@ class AddCommand(Protocol):
 
 
 def sub_commands(
-    parser: argparse.ArgumentParser, *, dest: str = "action", metavar: str = "ACTION"
+    parser: argparse.ArgumentParser,
+    *,
+    dest: str = "action",
+    metavar: str = "ACTION",
+    required: bool = True,
 ) -> AddCommand:
     """The adder of `parser`'s sub-commands: each runs its handler, says what it does in its
     help, and accepts only its own options. `tensorflow`: the command loads models (main quiets
     TensorFlow's start-up notices first)."""
-    commands = parser.add_subparsers(dest=dest, required=True, metavar=metavar)
+    commands = parser.add_subparsers(dest=dest, required=required, metavar=metavar)
 
     def add(
         name: str, handler: Handler | None, help_text: str, *, tensorflow: bool = False

@@ -12,6 +12,7 @@ from pipeline.cli.args import (
     UsageError,
     image_size,
     pairs,
+    sub_commands,
     written_size,
 )
 from pipeline.cli.output import EXIT_OK, say
@@ -50,25 +51,27 @@ def train_options(args: argparse.Namespace, settings: Settings) -> TrainOptions:
     )
 
 
-def cmd_snapshot(args: argparse.Namespace) -> int:
+def _snapshot(args: argparse.Namespace, settings: Settings) -> Snapshot:
+    """The snapshot --id names, or a new one of the current labels."""
     from pipeline.db import get_engine
     from pipeline.storage import ObjectStore
     from pipeline.train.snapshot import load_snapshot, snapshot_dataset
 
-    settings = load_settings()
     engine = get_engine(settings.database_url)
     store = ObjectStore.for_models(settings)
     if args.id:
-        snapshot = load_snapshot(engine=engine, store=store, snapshot_id=args.id)
-    else:
-        snapshot = snapshot_dataset(
-            engine=engine,
-            store=store,
-            options=snapshot_options(args, settings),
-            created_by=settings.moderator,
-        )
-    if args.action == "export":
-        return _export(args, settings, snapshot)
+        return load_snapshot(engine=engine, store=store, snapshot_id=args.id)
+    return snapshot_dataset(
+        engine=engine,
+        store=store,
+        options=snapshot_options(args, settings),
+        created_by=settings.moderator,
+    )
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    snapshot = _snapshot(args, settings)
     say(
         f"snapshot {snapshot.id} ({snapshot.checksum[:12]}{', new' if snapshot.created else ''}): "
         f"{len(snapshot.manifest['images'])} pictures, manifest s3://{settings.bucket_models}/"
@@ -86,17 +89,15 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export(args: argparse.Namespace, settings: Settings, snapshot: Snapshot) -> int:
+def cmd_snapshot_export(args: argparse.Namespace) -> int:
     from pipeline.train.export import export_snapshot
     from pipeline.train.models import architecture
     from pipeline.train.retrain import picture_cache
 
-    if not args.out:
-        raise UsageError("`catalogue snapshot export` needs --out FILE.npz")
-    size = (
-        image_size(args.image_size)
-        or architecture(args.network or settings.train_network).image_size
-    )
+    size = image_size(args.image_size)  # a wrong size is said before any work
+    settings = load_settings()
+    size = size or architecture(args.network or settings.train_network).image_size
+    snapshot = _snapshot(args, settings)
     written = export_snapshot(
         snapshot.manifest,
         cache=picture_cache(settings),
@@ -185,33 +186,47 @@ def _train_from_export(args: argparse.Namespace, progress: ProgressPrinter) -> i
     return EXIT_OK
 
 
-def _training_arguments(sub: argparse.ArgumentParser) -> None:
+def _training_arguments(sub: argparse.ArgumentParser, *, default: object = None) -> None:
+    """What a snapshot takes; `default`: argparse.SUPPRESS where a parent parser has them."""
     sub.add_argument(
-        "--attribute", action="append", help="colour, category... (repeatable; default both)"
+        "--attribute",
+        action="append",
+        default=default,
+        help="colour, category... (repeatable; default both)",
     )
     sub.add_argument(
         "--min-examples",
         type=int,
+        default=default,
         help="training examples a class needs (CATALOGUE_TRAIN_MIN_EXAMPLES)",
     )
     sub.add_argument(
         "--level",
         action="append",
+        default=default,
         metavar="ATTRIBUTE=LEVEL",
         help="train at this taxonomy level, e.g. colour=colour (exact) or category=type",
     )
     sub.add_argument(
         "--only",
         action="append",
+        default=default,
         metavar="ATTRIBUTE=V1,V2",
         help="keep only these classes, e.g. the 8 article types of the seed study",
     )
     sub.add_argument(
         "--group-by",
         choices=("post", "account"),
-        default="post",
+        default="post" if default is None else default,
         help="keep each post's (default) or each account's pictures in one split",
     )
+
+
+def _snapshot_arguments(sub: argparse.ArgumentParser, *, default: object = None) -> None:
+    sub.add_argument(
+        "--id", type=int, default=default, help="an existing snapshot (default: make one now)"
+    )
+    _training_arguments(sub, default=default)
 
 
 def add_commands(add: AddCommand) -> None:
@@ -223,21 +238,21 @@ def add_commands(add: AddCommand) -> None:
         "post's id (a post never changes split); the manifest goes to the models bucket.",
         tensorflow=True,
     )
-    snapshot.add_argument(
-        "action",
-        nargs="?",
-        choices=("export",),
-        help="export: write the snapshot as one training file (--out)",
+    _snapshot_arguments(snapshot)
+    export = sub_commands(snapshot, metavar="[export]", required=False)(
+        "export",
+        cmd_snapshot_export,
+        "Write the snapshot (--id, or a new one) as one training file for a machine with no "
+        "database and no S3: `catalogue train --from-export FILE` there.",
+        tensorflow=True,
     )
-    snapshot.add_argument("--id", type=int, help="an existing snapshot (default: make one now)")
-    snapshot.add_argument("--out", help="export: the .npz file to write")
-    snapshot.add_argument(
-        "--network", help="export: resize for this network (default: CATALOGUE_TRAIN_NETWORK)"
+    export.add_argument("--out", required=True, help="the .npz file to write")
+    export.add_argument(
+        "--network", help="resize for this network (default: CATALOGUE_TRAIN_NETWORK)"
     )
-    snapshot.add_argument(
-        "--image-size", help=f"export: {IMAGE_SIZE_HELP}, instead of the network's"
-    )
-    _training_arguments(snapshot)
+    export.add_argument("--image-size", help=f"{IMAGE_SIZE_HELP}, instead of the network's")
+    # the snapshot's options after `export` too; given before it, they still count
+    _snapshot_arguments(export, default=argparse.SUPPRESS)
 
     train = add(
         "train",

@@ -64,7 +64,9 @@ def test_shards_and_pairs():
         "buckets create",
         "taxonomy sync",
         "taxonomy show --attribute colour",
+        "snapshot --attribute category --min-examples 1 --group-by account",
         "snapshot export --out shard.npz --network compact_80x60 --image-size 60x80",
+        "snapshot --id 3 export --out shard.npz",
         "train --from-export shard.npz --out a --image-size 96x128 --epochs 1",
         "samples out --size 10 --image-size 1080x1350",
         "predict --shard 0/4 --batch-size 4",
@@ -84,6 +86,8 @@ def test_todays_command_lines_still_parse(line):
         pytest.param("labels jobs --dry-run", id="jobs-change-nothing"),
         pytest.param("accounts list --allow-personal", id="list-takes-no-flag"),
         pytest.param("labels", id="which-action"),
+        pytest.param("snapshot --network compact_80x60", id="network-only-to-export"),
+        pytest.param("snapshot export", id="export-needs-out"),
     ],
 )
 def test_a_sub_command_refuses_options_it_does_not_use(line, capsys):
