@@ -95,11 +95,11 @@ def levels(protocol) -> dict[str, str]:
 
 
 def entry_key(protocol_name: str, network: str, image_size=None, warm_from=None) -> str:
-    """A results entry's name: PROTOCOL/NET, then @HxW for a size of its own and +PROTOCOL for a
+    """A results entry's name: PROTOCOL/NET, then @WIDTHxHEIGHT for a size of its own and +PROTOCOL for a
     warm start."""
     key = f"{protocol_name}/{network}"
     if image_size:
-        key += f"@{image_size[0]}x{image_size[1]}"
+        key += f"@{image_size[1]}x{image_size[0]}"  # (height, width) written as the CLI does
     if warm_from:
         key += f"+{warm_from}"
     return key
@@ -357,8 +357,9 @@ def main() -> None:
     parser.add_argument("--networks", action="append")
     parser.add_argument("--epochs", type=int, help="override every network's epochs")
     parser.add_argument("--force", action="store_true", help="redo finished entries")
-    parser.add_argument("--image-size", metavar="HxW",
-                        help="train at this size instead of each network's own (entry: NET@HxW)")  # fmt: skip
+    parser.add_argument("--image-size", metavar="WIDTHxHEIGHT",
+                        help="train at this size instead of each network's own, as "
+                        "`catalogue train --image-size` (entry: NET@WIDTHxHEIGHT)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "training.json")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-training"))
     parser.add_argument("--workers", type=int, default=4, help="input threads (default 4)")
@@ -371,7 +372,9 @@ def main() -> None:
                         help="train from exports named <protocol>.npz (no database, no S3)")  # fmt: skip
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.exists() else {"entries": {}}
-    size = tuple(int(v) for v in args.image_size.split("x")) if args.image_size else None
+    from pipeline.cli.args import image_size
+
+    size = image_size(args.image_size)
 
     def todo(protocol_name):
         protocol = PROTOCOLS[protocol_name]

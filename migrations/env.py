@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy import text
 
 from pipeline.config import load_settings
-from pipeline.db.models import SCHEMAS, Base
+from pipeline.db.models import SCHEMAS
 from pipeline.db.session import get_engine
 
 MIGRATION_LOCK_ID = 7_301_244_001  # any constant shared by every migrating process
@@ -40,7 +40,9 @@ def _migrate(connection) -> None:
     try:
         context.configure(
             connection=connection,
-            target_metadata=Base.metadata,
+            # no metadata: `alembic revision --autogenerate` refuses rather than write a revision
+            # dropping every table; the hand-written revisions describe the schema
+            target_metadata=None,
             include_schemas=True,
             include_name=include_name,
             compare_type=True,

@@ -216,7 +216,7 @@ def retrain_demo(
         snapshot_options=snapshot_options,
         train_options=TrainOptions.from_settings(
             settings,
-            architecture=options.network or settings.train_network,
+            architecture=options.network,
             epochs=options.epochs,
         ),
         who="demo",

@@ -91,12 +91,14 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_snapshot_export(args: argparse.Namespace) -> int:
     from pipeline.train.export import export_snapshot
+    from pipeline.train.fit import TrainOptions
     from pipeline.train.models import architecture
     from pipeline.train.retrain import picture_cache
 
     size = image_size(args.image_size)  # a wrong size is said before any work
     settings = load_settings()
-    size = size or architecture(args.network or settings.train_network).image_size
+    network = TrainOptions.from_settings(settings, architecture=args.network).architecture
+    size = size or architecture(network).image_size
     snapshot = _snapshot(args, settings)
     written = export_snapshot(
         snapshot.manifest,

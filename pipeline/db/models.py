@@ -10,10 +10,3 @@ checks the migrated tables); the code reads and writes them in SQL. Three schema
 from __future__ import annotations
 
 SCHEMAS = ("raw", "catalogue", "marketplace")
-
-
-class Base:
-    """What `migrations/env.py` gives Alembic as the target metadata: none, so that `alembic
-    revision --autogenerate` refuses rather than write a revision dropping every table."""
-
-    metadata = None

@@ -256,9 +256,8 @@ def label_history(
                 """
                 SELECT l.id, i.position, l.attribute, l.value, l.source, l.moderator,
                        l.created_by, l.created_at, l.replaces_label_id, l.job_id, l.note
-                FROM catalogue.labels l JOIN raw.images i ON i.id = l.image_id
-                JOIN raw.posts p ON p.id = i.post_id
-                WHERE p.shortcode = :s AND (CAST(:pos AS integer) IS NULL OR i.position = :pos)
+                FROM catalogue.labels l JOIN raw.post_images i ON i.id = l.image_id
+                WHERE i.shortcode = :s AND (CAST(:pos AS integer) IS NULL OR i.position = :pos)
                 ORDER BY i.position, l.attribute, l.id
                 """
             ),

@@ -44,10 +44,8 @@ SELECT id, object_key, needed FROM (
                  WHERE :everything OR NOT EXISTS (
                      SELECT 1 FROM catalogue.model_predictions mp
                      WHERE mp.model_version_id = v AND mp.image_id = i.id)) AS needed
-    FROM raw.images i
-    JOIN raw.posts p ON p.id = i.post_id
-    WHERE i.removed_at IS NULL AND p.unavailable_since IS NULL
-      AND i.id > :after AND i.id % :shards = :shard
+    FROM raw.live_images i
+    WHERE i.id > :after AND i.id % :shards = :shard
       AND NOT EXISTS (SELECT 1 FROM catalogue.unscorable_images u
                       WHERE u.image_id = i.id AND u.kind = 'undecodable')
 ) AS work

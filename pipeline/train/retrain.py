@@ -107,7 +107,8 @@ def promote_versions(
     return [
         registry.promote_if_better(
             engine=engine, store=models, version=version, cache_dir=artefact_cache(settings),
-            picture_cache=picture_cache(settings), options=gate or registry.GateOptions(),
+            picture_cache=picture_cache(settings),
+            options=gate or registry.GateOptions.from_settings(settings),
             decided_by=decided_by,
         )
         for version in versions
