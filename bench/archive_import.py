@@ -63,8 +63,8 @@ def load_rows(archive: Path, posts: dict[str, list[dict]]) -> list[tuple[dict, l
     """The same post rows the import writes (node JSON, caption, hashtags), read beforehand."""
     from instaloader.structures import load_structure_from_file
 
-    from pipeline.collect.archive import POST_FILE, offline_context
-    from pipeline.collect.posts import from_instaloader
+    from pipeline.collect.archive_files import POST_FILE, offline_context
+    from pipeline.collect.instaloader_posts import from_instaloader
 
     context = offline_context()
     by_shortcode = {}

@@ -55,7 +55,7 @@ def collect_posts():
     def accounts_to_collect() -> list[str]:
         from pathlib import Path
 
-        from pipeline.collect.archive import POST_FILE
+        from pipeline.collect.archive_files import POST_FILE
         from pipeline.collect.instagram import enabled_accounts
         from pipeline.config import load_settings
         from pipeline.db import get_engine

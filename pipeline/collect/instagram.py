@@ -43,13 +43,8 @@ from pipeline.accounts import (
     save_resume_cursor,
     upsert_account,
 )
-from pipeline.collect.posts import (
-    CollectedImage,
-    ImageDownloadFailed,
-    child_media_ids,
-    from_instaloader,
-    store_post,
-)
+from pipeline.collect.instaloader_posts import child_media_ids, from_instaloader
+from pipeline.collect.posts import CollectedImage, ImageDownloadFailed, store_post
 from pipeline.storage import ObjectStore
 
 log = logging.getLogger(__name__)

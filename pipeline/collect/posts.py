@@ -17,6 +17,9 @@ picture id another post holds stays with that post and the slide is quarantined.
 matched by their own media id; positions and fields follow the newest listing (`listed_at`), and
 an older listing imported later only adds the slides it has as removed ones. Accounts are
 registered (and renamed) by `pipeline.accounts.upsert_account` before their posts are stored.
+
+The statements `write_post` runs are in `post_statements`, the quarantine table's writer in
+`quarantine`, and instaloader's posts are read into `CollectedPost`s by `instaloader_posts`.
 """
 
 from __future__ import annotations
@@ -27,14 +30,26 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, TextClause, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from pipeline.collect.images import CheckedImage, ImageRefused, check_image
+from pipeline.collect.post_statements import (
+    LOCK_POST,
+    LOCK_SLIDES,
+    LOOKUP,
+    OTHER_POST_WITH_SHORTCODE,
+    PICTURES_OF_OTHER_POSTS,
+    PUT_SLIDES_IN_PLACE,
+    REMOVE_MISSING_SLIDES,
+    SEEN_LISTING,
+    SET_MOVING_SLIDES_ASIDE,
+    insert_statement,
+    upsert_statement,
+)
+from pipeline.collect.quarantine import quarantine
 from pipeline.db.postgres_text import for_postgres
 from pipeline.db.session import collided
 from pipeline.errors import CatalogueError
@@ -45,8 +60,8 @@ log = logging.getLogger(__name__)
 
 SHORTCODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_MEDIA_ID = 2**63 - 1  # a bigint column
-MAX_SLIDES = 1000  # positions are set aside by ASIDE while slides move; far above Instagram's 20
-_ASIDE = 16384
+# positions are set aside by post_statements.ASIDE while slides move; far above Instagram's 20
+MAX_SLIDES = 1000
 WRITE_ATTEMPTS = 5  # a post's write that collided with another writer runs again
 
 
@@ -119,211 +134,6 @@ class _ReadyImage:
     key: str
     sha256: str
     checked: CheckedImage
-
-
-def quarantine(
-    *,
-    connection: Connection,
-    source: str,
-    input_ref: str,
-    reason: str,
-    account: str | None = None,
-    shortcode: str | None = None,
-    position: int | None = None,
-    detail: str | None = None,
-    sha256: str | None = None,
-    size: int | None = None,
-) -> None:
-    """Record a refused input; seeing it again updates the same row and counts the attempt."""
-    input_ref, shortcode, reason, detail = (
-        for_postgres(value)[0] for value in (input_ref, shortcode, reason, detail)
-    )
-    connection.execute(
-        text(
-            """
-            INSERT INTO raw.quarantine (source, input_ref, account, shortcode, position, reason,
-                                        detail, sha256, bytes)
-            VALUES (:source, :input_ref, :account, :shortcode, :position, :reason, :detail,
-                    :sha256, :bytes)
-            ON CONFLICT (source, input_ref) DO UPDATE SET
-                reason = EXCLUDED.reason, detail = EXCLUDED.detail,
-                attempts = raw.quarantine.attempts + 1, last_seen_at = now()
-            """
-        ),
-        {
-            "source": source,
-            "input_ref": input_ref,
-            "account": account,
-            "shortcode": shortcode,
-            "position": position,
-            "reason": reason,
-            "detail": detail,
-            "sha256": sha256,
-            "bytes": size,
-        },
-    )
-
-
-_LOOKUP = text(
-    """
-    SELECT ARRAY(SELECT DISTINCT sha256 FROM raw.images WHERE sha256 = ANY(:shas)) AS known,
-           EXISTS (SELECT 1 FROM raw.posts WHERE media_id = :media_id) AS post_exists
-    """
-)
-
-# The post's row, locked for this write: slides of two listings of one post never interleave.
-_LOCK_POST = text("SELECT id, listed_at FROM raw.posts WHERE media_id = :media_id FOR UPDATE")
-_LOCK_SLIDES = text(
-    "SELECT catalogue.lock_images(ARRAY(SELECT id FROM raw.images WHERE post_id = :post_id))"
-)
-_OTHER_POST_WITH_SHORTCODE = text(
-    "SELECT media_id FROM raw.posts WHERE shortcode = :shortcode AND media_id <> :media_id"
-)
-_PICTURES_OF_OTHER_POSTS = text(
-    """
-    SELECT i.media_id, p.shortcode FROM raw.images i JOIN raw.posts p ON p.id = i.post_id
-    WHERE i.media_id = ANY(:media_ids) AND p.media_id <> :media_id
-    """
-)
-_REMOVE_MISSING_SLIDES = text(
-    """
-    UPDATE raw.images SET removed_at = now()
-    WHERE post_id = :post_id AND removed_at IS NULL AND NOT (media_id = ANY(:media_ids))
-    """
-)
-# Slides that move are set aside first, then put in place: the unique (post_id, position) index
-# of live slides is checked row by row, so a swap written in one step collides with itself.
-_SET_MOVING_SLIDES_ASIDE = text(
-    f"""
-    UPDATE raw.images i SET position = {_ASIDE} + v.position
-    FROM unnest(CAST(:media_ids AS bigint[]), CAST(:positions AS int[])) AS v(media_id, position)
-    WHERE i.post_id = :post_id AND i.media_id = v.media_id AND i.removed_at IS NULL
-      AND i.position <> v.position
-    """
-)
-_PUT_SLIDES_IN_PLACE = text(
-    f"""
-    UPDATE raw.images SET position = position - {_ASIDE}
-    WHERE post_id = :post_id AND removed_at IS NULL AND position >= {_ASIDE}
-    """
-)
-_SEEN_LISTING = text("UPDATE raw.posts SET listed_at = :listed_at WHERE id = :post_id")
-
-
-_POST_COLUMNS = """
-    INSERT INTO raw.posts (shortcode, media_id, account_id, taken_at, caption, hashtags,
-                           like_count, comment_count, media_type, location, node, source,
-                           listed_at, cleaned)
-    VALUES (:shortcode, :media_id, :account_id, :taken_at, :caption, :hashtags,
-            :like_count, :comment_count, :media_type, :location, :node, :source,
-            :listed_at, :cleaned)
-"""
-# A slide first seen in a listing older than the stored one is not on the post now: removed.
-_IMAGE_COLUMNS = """
-    INSERT INTO raw.images (media_id, post_id, position, is_video_cover, object_key,
-                            sha256, width, height, bytes, content_type, removed_at)
-    SELECT v.media_id, post.id, v.position, v.is_video_cover, v.object_key, v.sha256,
-           v.width, v.height, v.bytes, v.content_type,
-           CASE WHEN CAST(:older AS boolean) THEN now() END
-    FROM post, (VALUES {values}) AS v(media_id, position, is_video_cover, object_key,
-                                      sha256, width, height, bytes, content_type)
-"""
-
-
-def _image_values(image_count: int) -> str:
-    return ",\n".join(
-        f"(:media_id_{i}, :position_{i}, :is_video_cover_{i}, :object_key_{i}, :sha256_{i}, "
-        f":width_{i}, :height_{i}, :bytes_{i}, :content_type_{i})"
-        for i in range(image_count)
-    )
-
-
-def _with_json(statement: TextClause) -> TextClause:
-    return statement.bindparams(bindparam("location", type_=JSONB), bindparam("node", type_=JSONB))
-
-
-@lru_cache(maxsize=32)
-def _insert_statement(image_count: int) -> TextClause:
-    """A new post and its images, inserted only: no row for the post returned when it exists.
-
-    Cheaper for Postgres than the upsert (a simpler plan, and no UPDATE trigger: `INSERT ... ON
-    CONFLICT DO UPDATE` fires the tables' statement-level UPDATE triggers even when nothing
-    conflicts). For posts the caller found new; `write_post` falls back to the checked upsert
-    when the post turns out to be there after all, its shortcode is taken, or a picture id is
-    stored under another post (the picture stays there; the upsert quarantines the slide).
-    """
-    images = (
-        f""", new_images AS ({_IMAGE_COLUMNS.format(values=_image_values(image_count))}
-            ON CONFLICT (media_id) DO NOTHING
-            RETURNING 1
-        )"""
-        if image_count
-        else ""
-    )
-    inserted_images = "(SELECT count(*) FROM new_images)" if image_count else "0"
-    return _with_json(
-        text(
-            f"""
-            WITH post AS ({_POST_COLUMNS}
-                ON CONFLICT DO NOTHING
-                RETURNING id
-            ){images}
-            SELECT id, {inserted_images} AS images_inserted FROM post
-            """
-        )
-    )
-
-
-@lru_cache(maxsize=32)
-def _upsert_statement(image_count: int) -> TextClause:
-    """The post and its images in one statement (one round trip per post).
-
-    A post whose fields did not change is not rewritten (`refreshed_at` keeps its value); its id
-    then comes from the second branch of `post`. A listing older than the stored one (`older`)
-    changes no field and moves no slide. A picture id of another post is left there.
-    """
-    images = (
-        f"""
-        , new_images AS ({_IMAGE_COLUMNS.format(values=_image_values(image_count))}
-            ON CONFLICT (media_id) DO UPDATE SET
-                position = EXCLUDED.position, removed_at = NULL
-            WHERE raw.images.post_id = EXCLUDED.post_id AND NOT CAST(:older AS boolean)
-              AND (raw.images.position, raw.images.removed_at IS NULL)
-                  IS DISTINCT FROM (EXCLUDED.position, true)
-            RETURNING (xmax = 0) AS inserted
-        )"""
-        if image_count
-        else ""
-    )
-    inserted_images = "(SELECT count(*) FROM new_images WHERE inserted)" if image_count else "0"
-    statement = text(
-        f"""
-        WITH changed AS ({_POST_COLUMNS}
-            ON CONFLICT (media_id) DO UPDATE SET
-                caption = EXCLUDED.caption, hashtags = EXCLUDED.hashtags,
-                like_count = EXCLUDED.like_count, comment_count = EXCLUDED.comment_count,
-                location = EXCLUDED.location, node = EXCLUDED.node, cleaned = EXCLUDED.cleaned,
-                refreshed_at = now(), unavailable_since = NULL
-            WHERE NOT CAST(:older AS boolean)
-              AND (raw.posts.caption, raw.posts.hashtags, raw.posts.like_count,
-                   raw.posts.comment_count, raw.posts.location, raw.posts.node,
-                   raw.posts.unavailable_since IS NULL)
-                  IS DISTINCT FROM
-                  (EXCLUDED.caption, EXCLUDED.hashtags, EXCLUDED.like_count,
-                   EXCLUDED.comment_count, EXCLUDED.location, EXCLUDED.node, true)
-            RETURNING id, (xmax = 0) AS inserted, true AS updated
-        ), post AS (
-            SELECT id, inserted, updated FROM changed
-            UNION ALL
-            SELECT id, false, false FROM raw.posts
-            WHERE media_id = :media_id AND NOT EXISTS (SELECT 1 FROM changed)
-        ){images}
-        SELECT id, inserted, updated AND NOT inserted AS updated,
-               {inserted_images} AS images_inserted
-        FROM post
-        """
-    )
-    return _with_json(statement)
 
 
 def post_row(
@@ -507,7 +317,7 @@ def upload_pictures(
     if not known_new:
         with single_statement(db) as connection:
             lookup = connection.execute(
-                _LOOKUP,
+                LOOKUP,
                 {"shas": [r.sha256 for r in prepared.ready], "media_id": prepared.post.media_id},
             ).one()
             known, post_exists = set(lookup.known), lookup.post_exists
@@ -617,7 +427,7 @@ def _write_rows(
         # the whole write is one statement
         with single_statement(db) as connection:
             inserted = connection.execute(
-                _insert_statement(len(ready)), {**parameters, **_image_parameters(ready)}
+                insert_statement(len(ready)), {**parameters, **_image_parameters(ready)}
             ).one_or_none()
         if inserted is not None and inserted.images_inserted == len(ready):
             outcome.post_id, outcome.post_inserted = inserted.id, True
@@ -629,7 +439,7 @@ def _write_rows(
             outcome.post_inserted, outcome.images_inserted = True, inserted.images_inserted
     with transaction(db) as connection:
         taken = connection.execute(
-            _OTHER_POST_WITH_SHORTCODE, {"shortcode": post.shortcode, "media_id": post.media_id}
+            OTHER_POST_WITH_SHORTCODE, {"shortcode": post.shortcode, "media_id": post.media_id}
         ).scalar_one_or_none()
         if taken is not None:
             # Instagram's shortcode is its media id written in base 64: two media ids for one
@@ -642,7 +452,7 @@ def _write_rows(
                                     outcome=outcome)  # fmt: skip
         held = dict(
             connection.execute(
-                _PICTURES_OF_OTHER_POSTS,
+                PICTURES_OF_OTHER_POSTS,
                 {"media_ids": [item.image.media_id for item in ready], "media_id": post.media_id},
             ).all()
         )
@@ -659,19 +469,19 @@ def _write_rows(
                         len(item.data),
                     )
                 )
-        stored = connection.execute(_LOCK_POST, {"media_id": post.media_id}).one_or_none()
+        stored = connection.execute(LOCK_POST, {"media_id": post.media_id}).one_or_none()
         if stored is not None:
             # the post's pictures at once, in id order, before any slide moves: as every label
             # writer and the marketplace refresh take them, so none of them waits crosswise
-            connection.execute(_LOCK_SLIDES, {"post_id": stored.id})
+            connection.execute(LOCK_SLIDES, {"post_id": stored.id})
         listed_at = parameters["listed_at"]
         older = stored is not None and stored.listed_at is not None and listed_at < stored.listed_at
         if stored is not None and not older:
             _place_slides(connection, post_id=stored.id, listing=post.listing())
             if stored.listed_at is None or listed_at > stored.listed_at:
-                connection.execute(_SEEN_LISTING, {"post_id": stored.id, "listed_at": listed_at})
+                connection.execute(SEEN_LISTING, {"post_id": stored.id, "listed_at": listed_at})
         parameters.update(_image_parameters(ready), older=older)
-        row = connection.execute(_upsert_statement(len(ready)), parameters).one()
+        row = connection.execute(upsert_statement(len(ready)), parameters).one()
         outcome.post_id = row.id
         outcome.post_inserted = outcome.post_inserted or row.inserted
         outcome.post_updated = row.updated
@@ -698,76 +508,10 @@ def _place_slides(connection: Connection, *, post_id: int, listing: dict[int, in
     it lacks are marked removed (their labels stay with them), the others moved to their
     positions without two live slides ever sharing one."""
     media_ids, positions = list(listing), list(listing.values())
-    connection.execute(_REMOVE_MISSING_SLIDES, {"post_id": post_id, "media_ids": media_ids})
+    connection.execute(REMOVE_MISSING_SLIDES, {"post_id": post_id, "media_ids": media_ids})
     moved = connection.execute(
-        _SET_MOVING_SLIDES_ASIDE,
+        SET_MOVING_SLIDES_ASIDE,
         {"post_id": post_id, "media_ids": media_ids, "positions": positions},
     ).rowcount
     if moved:
-        connection.execute(_PUT_SLIDES_IN_PLACE, {"post_id": post_id})
-
-
-MEDIA_TYPES = {"GraphImage": "image", "GraphSidecar": "sidecar", "GraphVideo": "video"}
-
-
-def child_media_ids(node: dict[str, Any]) -> list[int]:
-    """The carousel children's own media ids, in the order Instagram shows them.
-
-    Where they are depends on how instaloader got the post: GraphQL nodes (archives) keep them in
-    `edge_sidecar_to_children`, the anonymous web timeline in `carousel_media`, the logged-in
-    timeline in `iphone_struct.carousel_media`.
-    """
-    edges = (node.get("edge_sidecar_to_children") or {}).get("edges") or []
-    ids = [edge.get("node", {}).get("id") for edge in edges]
-    if ids and all(ids):
-        return [int(i) for i in ids]
-    for media in (
-        node.get("carousel_media"),
-        (node.get("iphone_struct") or {}).get("carousel_media"),
-    ):
-        if media:
-            return [int(str(item.get("pk") or item.get("id")).split("_")[0]) for item in media]
-    return []
-
-
-def _count(node: dict[str, Any], *paths: tuple[str, ...]) -> int | None:
-    """A count the node already holds; None rather than a request to Instagram for it."""
-    for path in paths:
-        value: Any = node
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, int):
-            return value
-    return None
-
-
-def from_instaloader(post: Any, *, images: Sequence[CollectedImage], source: str) -> CollectedPost:
-    """A `CollectedPost` from an instaloader `Post` (live or loaded from an archive file)."""
-    return CollectedPost(
-        shortcode=post.shortcode,
-        media_id=post.mediaid,
-        taken_at=post.date_utc.replace(tzinfo=UTC),
-        media_type=MEDIA_TYPES.get(post.typename, "image"),
-        caption=post.caption,
-        hashtags=post.caption_hashtags,
-        # instaloader's `likes`/`comments` ask Instagram when the node lacks the field (logged in,
-        # every post would cost a request); read what the node holds.
-        like_count=_count(
-            post._node,
-            ("edge_media_preview_like", "count"),
-            ("edge_liked_by", "count"),
-            ("like_count",),
-        ),
-        comment_count=_count(
-            post._node,
-            ("edge_media_to_comment", "count"),
-            ("edge_media_to_parent_comment", "count"),
-            ("comment_count",),
-            ("comments",),
-        ),
-        # Post.location would ask Instagram when the node lacks it; store what the node holds.
-        location=post._node.get("location"),
-        node=post._node,
-        images=images,
-        source=source,
-    )
+        connection.execute(PUT_SLIDES_IN_PLACE, {"post_id": post_id})

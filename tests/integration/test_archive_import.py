@@ -856,7 +856,7 @@ def test_a_post_file_that_expands_beyond_the_cap_is_refused(
     clean_catalogue, settings, tmp_path, monkeypatch
 ):
     """A small `.json.xz` that expands to more than the cap is refused without expanding it."""
-    from pipeline.collect import archive as archive_module
+    from pipeline.collect import archive_files as archive_module
 
     monkeypatch.setattr(archive_module, "MAX_POST_FILE_BYTES", 64 * 1024)
     archive = tmp_path / "archive"
