@@ -201,12 +201,6 @@ def test_the_command_line_holds_no_sql():
 MAX_LINES = 600
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="pipeline/collect/posts.py, pipeline/collect/archive.py, pipeline/db/models.py, "
-    "pipeline/config.py and pipeline/collect/instagram.py are still "
-    "over; being split (issue 23)",
-)
 def test_no_module_is_over_600_lines():
     """A module a reader can hold in mind; past that, it is two modules."""
     over = sorted(
