@@ -188,6 +188,11 @@ def report_lines(report: CatalogueReport) -> list[str]:
                     for b in baselines
                 )
             )
+    if report.champions and not report.seed_baselines:
+        lines.append(
+            "no seed baseline to compare with: bench/results/training.json (written by "
+            "bench/training.py) is not in this installation or has no compact_80x60 entries"
+        )
     if report.unscorable:
         lines.append(
             "pictures predict could not score: "

@@ -54,9 +54,12 @@ def add_commands(add: AddCommand) -> None:
     )
     demo.add_argument(
         "--network",
-        help="the network to train (default: CATALOGUE_TRAIN_NETWORK, mobilenet_v2_050 unless "
-        "configured)",
+        help="the network to train (default: CATALOGUE_TRAIN_NETWORK, "
+        f"{Settings.model_fields['train_network'].default} unless configured)",
     )
     demo.add_argument(
-        "--epochs", type=int, help="training epochs (default: CATALOGUE_TRAIN_EPOCHS, 10)"
+        "--epochs",
+        type=int,
+        help="training epochs (default: CATALOGUE_TRAIN_EPOCHS, "
+        f"{Settings.model_fields['train_epochs'].default} unless configured)",
     )

@@ -266,8 +266,8 @@ def add_commands(add: AddCommand) -> None:
     _training_arguments(train)
     train.add_argument(
         "--network",
-        help="the network (default: CATALOGUE_TRAIN_NETWORK, mobilenet_v2_050 unless "
-        "configured): mobilenet_v2_035/_050/_100, efficientnet_lite0, catalogue_net, "
+        help="the network (default: CATALOGUE_TRAIN_NETWORK, "
+        f"{Settings.model_fields['train_network'].default} unless configured): mobilenet_v2_035/_050/_100, efficientnet_lite0, catalogue_net, "
         "compact_80x60, colour_cnn11, category_cnn10",
     )
     train.add_argument("--epochs", type=int, help="epochs (CATALOGUE_TRAIN_EPOCHS)")

@@ -197,7 +197,7 @@ def model_card(
         "",
         f"- network: `{architecture}`, trained {epochs} epochs on the `{backend}` backend "
         f"in {seconds:.0f} s ({images_per_s:.0f} images/s)",
-        *([f"- input: {image_size[0]}x{image_size[1]} (height x width)"] if image_size else []),
+        *([f"- input: {image_size[1]}x{image_size[0]} (width x height)"] if image_size else []),
         *(
             [
                 f"- backbone: {pretrained['backbone']}, weights `{pretrained['weights']}` "

@@ -390,7 +390,7 @@ def _optimizer(spec, *, total_steps: int, learning_rate: float | None, warmup_st
 
 def measure(
     model, manifest: dict[str, Any], attributes: list[str], classes: dict[str, list[str]],
-    *, cache: PictureCache, image_size: tuple[int, int], target_precision: float = 0.97,
+    *, cache: PictureCache, image_size: tuple[int, int], target_precision: float,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The model's metrics per attribute on the manifest's test split, and its automation: the
     confidence threshold learnt on the validation split for `target_precision`, with the coverage

