@@ -11,6 +11,11 @@ moderator's label outranks a model's prediction in the marketplace tables.
   a statement trigger on labels calls it, so moderator labels reach the marketplace whichever way
   they are inserted.
 
+The functions that later revisions redefine are read from `migrations/sql/NAME.REV.sql` (since
+issue 23), so a downgrade restores the previous definition from its file instead of slicing it
+out of this one; the SQL run is unchanged except `CREATE OR REPLACE` where one file serves an
+upgrade and a downgrade.
+
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-22

@@ -13,6 +13,11 @@
   and slides removed from a carousel, and deletes their marketplace rows; triggers on
   `raw.posts` / `raw.images` call it when that changes.
 
+The functions that later revisions redefine are read from `migrations/sql/NAME.REV.sql` (since
+issue 23), so a downgrade restores the previous definition from its file instead of slicing it
+out of this one; the SQL run is unchanged except `CREATE OR REPLACE` where one file serves an
+upgrade and a downgrade.
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-22

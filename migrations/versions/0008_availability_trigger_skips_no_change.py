@@ -7,6 +7,11 @@ created and truncated, four statements, twice per post. On an archive import of 
 that was most of Postgres's CPU time. The trigger now collects the changed images first and calls
 `refresh_products` only when there are some.
 
+The functions that later revisions redefine are read from `migrations/sql/NAME.REV.sql` (since
+issue 23), so a downgrade restores the previous definition from its file instead of slicing it
+out of this one; the SQL run is unchanged except `CREATE OR REPLACE` where one file serves an
+upgrade and a downgrade.
+
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-22

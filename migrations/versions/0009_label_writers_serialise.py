@@ -22,6 +22,11 @@ database session, not from the inserted row.
 Histories forked before this revision stay as they are (labels are append-only); the unique
 indexes cover the labels written after the last forked one.
 
+The functions that later revisions redefine are read from `migrations/sql/NAME.REV.sql` (since
+issue 23), so a downgrade restores the previous definition from its file instead of slicing it
+out of this one; the SQL run is unchanged except `CREATE OR REPLACE` where one file serves an
+upgrade and a downgrade.
+
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-06
