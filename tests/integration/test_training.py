@@ -289,7 +289,9 @@ def test_a_pretrained_backbone_trains_head_first_then_whole_and_its_card_names_i
 
     write_cards(tmp_path / "run", snapshot.manifest)
     card = (tmp_path / "run" / "card_category.md").read_text()
-    assert "- input: 96x128 (width x height)" in card and WEIGHTS["mobilenet_v2_0.35"].sha256 in card
+    assert (
+        "- input: 96x128 (width x height)" in card and WEIGHTS["mobilenet_v2_0.35"].sha256 in card
+    )
     assert "## Automation" in card and "validation pictures" in card
 
 
