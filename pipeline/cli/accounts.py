@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from pipeline.cli.args import AddCommand, sub_commands
 from pipeline.cli.output import EXIT_OK, say
 from pipeline.config import load_settings
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-
-def _engine() -> Engine:
-    from pipeline.db import get_engine
-
-    return get_engine(load_settings().database_url)
+from pipeline.db import get_engine
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from pipeline import accounts
 
-    rows = accounts.list_accounts(engine=_engine())
+    rows = accounts.list_accounts(engine=get_engine(load_settings().database_url))
     if not rows:
         say("no accounts yet: `catalogue accounts add USERNAME`")
     for row in rows:
@@ -40,7 +31,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_add(args: argparse.Namespace) -> int:
     from pipeline import accounts
 
-    engine = _engine()
+    engine = get_engine(load_settings().database_url)
     for username in args.usernames:
         name, created = accounts.add_account(
             engine=engine, username=username, allow_personal=args.allow_personal
@@ -60,7 +51,7 @@ def cmd_disable(args: argparse.Namespace) -> int:
 def _set_enabled(usernames: list[str], *, enabled: bool) -> int:
     from pipeline import accounts
 
-    engine = _engine()
+    engine = get_engine(load_settings().database_url)
     for username in usernames:
         accounts.set_enabled(engine=engine, username=username, enabled=enabled)
         say(f"{accounts.normalise_username(username)}: {'enabled' if enabled else 'disabled'}")
@@ -70,7 +61,7 @@ def _set_enabled(usernames: list[str], *, enabled: bool) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     from pipeline import accounts
 
-    engine = _engine()
+    engine = get_engine(load_settings().database_url)
     for username in args.usernames:
         accounts.remove_account(engine=engine, username=username)
         say(f"{accounts.normalise_username(username)}: removed")

@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING
 from pipeline.cli.args import AddCommand, a_date, sub_commands
 from pipeline.cli.output import EXIT_FAILED, EXIT_OK, say
 from pipeline.config import Settings, load_settings
+from pipeline.db import get_engine
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
     from pipeline.labels.history import Who
     from pipeline.labels.jobs import JobOutcome, Selection
 
@@ -23,12 +22,6 @@ LABELS_HELP = (
     "rename/move/clear: recorded relabel jobs (try --dry-run first). undo JOB: restore what "
     "a job replaced. jobs: recent jobs. history SHORTCODE [--position N]: every label ever given."
 )
-
-
-def _engine(settings: Settings) -> Engine:
-    from pipeline.db import get_engine
-
-    return get_engine(settings.database_url)
 
 
 def _who(settings: Settings) -> Who:
@@ -49,7 +42,7 @@ def _announce(settings: Settings, job_id: int | None, written: int) -> None:
 def cmd_taxonomy_show(args: argparse.Namespace) -> int:
     from pipeline.labels.taxonomy import taxonomy_from_database
 
-    with _engine(load_settings()).connect() as connection:
+    with get_engine(load_settings().database_url).connect() as connection:
         taxonomy = taxonomy_from_database(connection)
     names = [args.attribute] if args.attribute else list(taxonomy.attributes)
     for name in names:
@@ -70,7 +63,7 @@ def cmd_taxonomy_sync(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     taxonomy = load_taxonomy(args.file or settings.taxonomy_file)
-    with _engine(settings).begin() as connection:
+    with get_engine(settings.database_url).begin() as connection:
         outcome = sync_taxonomy(connection=connection, taxonomy=taxonomy)
     say(
         f"taxonomy '{taxonomy.name}' from {taxonomy.source}: version {outcome.version_id}"
@@ -87,7 +80,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     settings = load_settings()
     report = import_labels(
         args.file,
-        engine=_engine(settings),
+        engine=get_engine(settings.database_url),
         who=_who(settings),
         strict=args.strict,
         dry_run=args.dry_run,
@@ -102,7 +95,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pipeline.labels.label_csv import export_labels
 
     options = dict(
-        engine=_engine(load_settings()),
+        engine=get_engine(load_settings().database_url),
         account=args.account,
         attribute=args.attribute,
         value=args.value,
@@ -121,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     from pipeline.labels import jobs
 
-    for job in jobs.list_jobs(engine=_engine(load_settings()), limit=args.limit):
+    for job in jobs.list_jobs(engine=get_engine(load_settings().database_url), limit=args.limit):
         state = f"undone by {job.undone_by}" if job.undone_by else ""
         say(
             f"{job.id:>6} {job.kind:<9} {job.labels_written:>7} labels  "
@@ -134,7 +127,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     from pipeline.labels.history import label_history
 
     rows = label_history(
-        engine=_engine(load_settings()), shortcode=args.shortcode, position=args.position
+        engine=get_engine(load_settings().database_url),
+        shortcode=args.shortcode,
+        position=args.position,
     )
     if not rows:
         say(f"no labels for {args.shortcode}")
@@ -154,7 +149,10 @@ def cmd_undo(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     outcome = jobs.undo_job(
-        engine=_engine(settings), job_id=args.job, who=_who(settings), dry_run=args.dry_run
+        engine=get_engine(settings.database_url),
+        job_id=args.job,
+        who=_who(settings),
+        dry_run=args.dry_run,
     )
     return _said(settings, outcome)
 
@@ -196,7 +194,7 @@ def _run_job(
 
     settings = load_settings()
     outcome = jobs.run_job(
-        engine=_engine(settings),
+        engine=get_engine(settings.database_url),
         kind=args.action,
         attribute=args.attribute,
         who=_who(settings),
@@ -231,7 +229,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     from pipeline.storage import ObjectStore
 
     settings = load_settings()
-    engine = _engine(settings)
+    engine = get_engine(settings.database_url)
     items = review_queue(engine=engine, limit=args.limit, attribute=args.attribute)
     if args.out:
         with open(args.out, "w", encoding="utf-8", newline="") as out:

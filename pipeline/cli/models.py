@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from pipeline.cli.args import AddCommand, sub_commands
 from pipeline.cli.output import EXIT_OK, say
 from pipeline.config import Settings, load_settings
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
+from pipeline.db import get_engine
 
 CHAMPION_ASSET_URI = "catalogue://models/champion"  # dags/assets.py NEW_CHAMPION
-
-
-def _engine(settings: Settings) -> Engine:
-    from pipeline.db import get_engine
-
-    return get_engine(settings.database_url)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from pipeline.train import registry
 
-    rows = registry.list_versions(engine=_engine(load_settings()), attribute=args.attribute)
+    rows = registry.list_versions(
+        engine=get_engine(load_settings().database_url), attribute=args.attribute
+    )
     if not rows:
         say("no models yet: `catalogue train`")
     for r in rows:
@@ -45,7 +38,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     versions = registry.register_folder(
-        engine=_engine(settings),
+        engine=get_engine(settings.database_url),
         store=ObjectStore.for_models(settings),
         folder=Path(args.folder),
         created_by=settings.moderator,
@@ -61,7 +54,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from pipeline.train import registry
 
     settings = load_settings()
-    registry.promote(engine=_engine(settings), version=args.version, who=settings.moderator)
+    registry.promote(
+        engine=get_engine(settings.database_url), version=args.version, who=settings.moderator
+    )
     say(f"{args.version} is now champion")
     return _announce(settings, args.version)
 
@@ -71,7 +66,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     retired, champion = registry.rollback(
-        engine=_engine(settings), attribute=args.attribute, who=settings.moderator
+        engine=get_engine(settings.database_url), attribute=args.attribute, who=settings.moderator
     )
     say(
         f"rolled back {retired}; {champion} is champion again (the marketplace shows its "
