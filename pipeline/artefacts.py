@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the GPU machine trains from an export, with no object store
 
 ARTEFACT = "model.keras"
 METADATA = "metadata.json"
+EMBEDDING = "embedding"  # the output `with_embedding` adds: the heads' input, the picture's vector
 
 
 def artefact_cache(settings: Settings) -> Path:
@@ -57,6 +58,17 @@ def load_artefact(folder: Path) -> tuple[Any, dict[str, Any]]:
         Path(folder) / ARTEFACT, custom_objects=CUSTOM_OBJECTS, compile=False
     )
     return model, metadata
+
+
+def with_embedding(model, heads: list[str]):
+    """The network answering its heads and, as output `embedding`, the layer the heads read (the
+    penultimate layer: backbone features and colour features, after dropout, which is a no-op
+    when scoring). One pass gives both; the weights are the model's own."""
+    import keras
+
+    outputs = {name: model.get_layer(name).output for name in heads}
+    outputs[EMBEDDING] = model.get_layer(heads[0]).input
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_with_embedding")
 
 
 def head_probabilities(outputs, heads: list[str], wanted) -> dict[str, np.ndarray]:

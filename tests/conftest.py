@@ -1,9 +1,10 @@
 """The test harness: real Postgres and a real S3 server, created for the session and removed after.
 
 Postgres, in this order: the server in CATALOGUE_TEST_POSTGRES_URL; the one on 127.0.0.1:5432
-(user postgres) when it answers; otherwise an embedded server from the `pgserver` wheel. Each
-session works in its own database `catalogue_test_<id>` with its own role prefix, so sessions on one
-cluster never collide.
+(user postgres) when it answers; otherwise an embedded server from the `pgserver` wheel. The
+catalogue needs pgvector: a server that lacks it is passed over for the embedded one (which has
+it), and the session says which it chose and why. Each session works in its own database
+`catalogue_test_<id>` with its own role prefix, so sessions on one cluster never collide.
 
 S3: the server in CATALOGUE_TEST_S3_ENDPOINT (with CATALOGUE_TEST_S3_ACCESS_KEY/SECRET_KEY), or
 SeaweedFS's `weed mini` started on a free port for the session.
@@ -81,15 +82,34 @@ class Services:
         engine.dispose()
 
 
-def _answers(url: str) -> bool:
+def _has_pgvector(url: str | URL) -> bool | None:
+    """Whether the server offers pgvector; None when it does not answer."""
     try:
         engine = create_engine(url, connect_args={"connect_timeout": 3})
         with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            found = connection.execute(
+                text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")
+            ).scalar_one()
         engine.dispose()
-        return True
+        return bool(found)
     except Exception:
-        return False
+        return None
+
+
+def _choose_postgres() -> tuple[URL | None, str]:
+    """The server to test on (None: start the embedded one) and why."""
+    configured = os.environ.get("CATALOGUE_TEST_POSTGRES_URL")
+    if os.environ.get("CATALOGUE_TEST_EMBEDDED_POSTGRES") == "1":
+        return None, "embedded (CATALOGUE_TEST_EMBEDDED_POSTGRES=1)"
+    candidates = [("CATALOGUE_TEST_POSTGRES_URL", configured)] if configured else []
+    candidates.append(("127.0.0.1:5432", DEFAULT_POSTGRES))
+    reasons = []
+    for name, url in candidates:
+        found = _has_pgvector(make_url(url).set(drivername="postgresql+psycopg2"))
+        if found:
+            return make_url(url).set(drivername="postgresql+psycopg2"), f"{name} (has pgvector)"
+        reasons.append(f"{name} {'lacks pgvector' if found is False else 'does not answer'}")
+    return None, f"embedded, with pgvector ({'; '.join(reasons)})"
 
 
 def _free_port() -> int:
@@ -106,11 +126,9 @@ def services() -> Iterator[Services]:
     work_dir = Path(tempfile.mkdtemp(prefix="catalogue-tests-"))
     work_dir.chmod(0o755)  # the embedded Postgres runs as its own user when we are root
     embedded = None
-    configured = os.environ.get("CATALOGUE_TEST_POSTGRES_URL")
-    if configured:
-        server_url = make_url(configured).set(drivername="postgresql+psycopg2")
-    elif os.environ.get("CATALOGUE_TEST_EMBEDDED_POSTGRES") != "1" and _answers(DEFAULT_POSTGRES):
-        server_url = make_url(DEFAULT_POSTGRES)
+    chosen, why = _choose_postgres()
+    if chosen is not None:
+        server_url = chosen
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -118,7 +136,10 @@ def services() -> Iterator[Services]:
 
             embedded = pgserver.get_server(work_dir / "postgres", cleanup_mode="stop")
         server_url = make_url(embedded.get_uri("postgres")).set(drivername="postgresql+psycopg2")
-    print(f"\ntest Postgres: {server_url.render_as_string(hide_password=True)}", file=sys.stderr)
+    print(
+        f"\ntest Postgres: {server_url.render_as_string(hide_password=True)}: {why}",
+        file=sys.stderr,
+    )
 
     s3_entry = None
     endpoint = os.environ.get("CATALOGUE_TEST_S3_ENDPOINT")

@@ -4,7 +4,9 @@
 (`shard`/`shards`: the images whose id modulo `shards` is `shard`). It scores only what is missing
 (new images after a collection; everything after a promotion, except images the new champion
 scored before), so a rerun after a crash finishes the rest and changes nothing else; `everything`
-rescores all. Both attributes are scored in one pass over the pictures.
+rescores all. Both attributes are scored in one pass over the pictures, and the same pass
+stores each picture's embedding from the category champion (`pipeline.similar`) and its
+perceptual hashes; a picture scored before embeddings existed is embedded by the next run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
+from pipeline.artefacts import EMBEDDING
 from pipeline.config import Settings, configured, setting
 from pipeline.predict.champions import (
     Champion,
@@ -29,7 +32,9 @@ from pipeline.predict.champions import (
 )
 from pipeline.predict.errors import PredictInterrupted
 from pipeline.predict.pictures import Picture, count_wanted, stream_pictures, wanted_pages
-from pipeline.predict.writeback import Score, Unscorable, write_scores
+from pipeline.predict.writeback import Embedding, Hashes, Score, Unscorable, write_scores
+from pipeline.similar import EMBEDDING_ATTRIBUTE
+from pipeline.similar.embeddings import ensure_index, normalised
 from pipeline.storage import ObjectStore
 
 TOP = 3  # classes kept per prediction
@@ -63,6 +68,7 @@ class PredictRun:
     planned: int = 0
     images: int = 0  # pictures scored
     predictions: int = 0  # (image, attribute) scores written
+    embedded: int = 0  # embeddings written (the category champion's)
     needs_review: int = 0
     undecodable: int = 0
     missing: int = 0
@@ -96,9 +102,10 @@ def predict_catalogue(
         )
     run = PredictRun(champions=[c.version for c in champions])
     version_ids = [c.version_id for c in champions]
+    embed = next((c.version_id for c in champions if c.attribute == EMBEDDING_ATTRIBUTE), None)
     run.planned = count_wanted(
         engine=engine, version_ids=version_ids, everything=options.everything,
-        shard=options.shard, shards=options.shards,
+        shard=options.shard, shards=options.shards, embed=embed,
     )  # fmt: skip
     if options.limit is not None:
         run.planned = min(run.planned, options.limit)
@@ -108,11 +115,14 @@ def predict_catalogue(
     scoring = load_scoring_models(champions, store=models, cache_dir=cache_dir)
     for model in scoring:  # compiled once before the stream starts
         model.probabilities(np.zeros((options.batch_size, *model.image_size, 3), np.uint8))
+        if embed is not None and any(c.version_id == embed for c in model.champions.values()):
+            ensure_index(engine, version_id=embed, dims=model.dims)
     run.startup_seconds = time.perf_counter() - started
     sizes = sorted({m.image_size for m in scoring})
     pages = wanted_pages(
         engine=engine, version_ids=version_ids, everything=options.everything,
         shard=options.shard, shards=options.shards, page=options.batch_size, limit=options.limit,
+        embed=embed,
     )  # fmt: skip
     stream = stream_pictures(pages, store=images, sizes=sizes, workers=options.workers,
                              prefetch=options.prefetch)  # fmt: skip
@@ -121,22 +131,25 @@ def predict_catalogue(
     pending: tuple | None = None
 
     def settle(batch: tuple) -> None:
-        future, pictures, scores, unscorable = batch
+        future, pictures, scores, unscorable, embedded = batch
         future.result()
         _count(run, pictures, scores, unscorable)
+        run.embedded += embedded
         run.seconds = time.perf_counter() - started
         if progress:
             progress(run)
 
     try:
         for pictures in stream:
-            scores, unscorable = score_batch(pictures, scoring, options)
+            scores, unscorable, embeddings = score_batch(pictures, scoring, options, embed=embed)
+            hashes = [Hashes(p.wanted.image_id, *p.hashes) for p in pictures if p.hashes]
             if pending is not None:
                 batch, pending = pending, None
                 settle(batch)
             future = writer.submit(write_scores, engine=engine, scores=scores,
-                                   unscorable=unscorable)  # fmt: skip
-            pending = (future, pictures, scores, unscorable)
+                                   unscorable=unscorable, embeddings=embeddings,
+                                   hashes=hashes)  # fmt: skip
+            pending = (future, pictures, scores, unscorable, len(embeddings))
         if pending is not None:
             batch, pending = pending, None
             settle(batch)
@@ -172,13 +185,16 @@ def _count(run: PredictRun, pictures: list[Picture], scores: list[Score],
 
 
 def score_batch(
-    pictures: list[Picture], scoring: list[ScoringModel], options: PredictOptions
-) -> tuple[list[Score], list[Unscorable]]:
+    pictures: list[Picture], scoring: list[ScoringModel], options: PredictOptions,
+    embed: int | None = None,
+) -> tuple[list[Score], list[Unscorable], list[Embedding]]:  # fmt: skip
     """The batch's scores from each model in one call per model (padded to a fixed batch size,
-    so the compiled function is reused), for the versions that still need them."""
+    so the compiled function is reused), for the versions that still need them; and from the
+    model holding version `embed`, the embeddings of the pictures that version needs."""
     good = [p for p in pictures if p.problem is None]
     unscorable = [Unscorable(p.wanted.image_id, *p.problem) for p in pictures if p.problem]
     scores: list[Score] = []
+    embeddings: list[Embedding] = []
     for model in scoring:
         chosen = [p for p in good
                   if any(c.version_id in p.wanted.version_ids for c in model.champions.values())]  # fmt: skip
@@ -194,7 +210,14 @@ def score_batch(
             for row, picture in enumerate(chosen):
                 if champion.version_id in picture.wanted.version_ids:
                     scores.append(_score(champion, picture.wanted.image_id, p[row], options))
-    return scores, unscorable
+            if champion.version_id == embed:
+                vectors = normalised(probabilities[EMBEDDING][: len(chosen)])
+                embeddings.extend(
+                    Embedding(embed, picture.wanted.image_id, vectors[row])
+                    for row, picture in enumerate(chosen)
+                    if embed in picture.wanted.version_ids
+                )
+    return scores, unscorable, embeddings
 
 
 def _score(champion: Champion, image_id: int, p: np.ndarray, options: PredictOptions) -> Score:

@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, text
 
-from pipeline.artefacts import fetch_artefact, head_probabilities, load_artefact
+from pipeline.artefacts import (
+    EMBEDDING,
+    fetch_artefact,
+    head_probabilities,
+    load_artefact,
+    with_embedding,
+)
 from pipeline.predict.errors import NoChampion, PredictError
 from pipeline.storage import ObjectStore
 
@@ -45,9 +51,17 @@ class ScoringModel:
     champions: dict[str, Champion] = field(default_factory=dict)
 
     def probabilities(self, pictures: np.ndarray) -> dict[str, np.ndarray]:
-        """Class probabilities per champion attribute for a uint8 batch (N, height, width, 3)."""
+        """Class probabilities per champion attribute for a uint8 batch (N, height, width, 3),
+        and under `EMBEDDING` each picture's embedding (not yet normalised)."""
         outputs = self.network.predict_on_batch(pictures)  # the first layer rescales the uint8
-        return head_probabilities(outputs, self.trained_attributes, self.champions)
+        answers = head_probabilities(outputs, self.trained_attributes, self.champions)
+        answers[EMBEDDING] = np.asarray(outputs[EMBEDDING], dtype=np.float32)
+        return answers
+
+    @property
+    def dims(self) -> int:
+        """The embedding's width."""
+        return int(self.network.get_layer(self.trained_attributes[0]).input.shape[-1])
 
 
 def current_champions(*, engine: Engine, attributes: list[str] | None = None) -> list[Champion]:
@@ -105,7 +119,7 @@ def load_scoring_models(
             folder = fetch_artefact(store, champion.artefact_key, cache_dir / champion.run)
             network, metadata = load_artefact(folder)
             models[champion.artefact_key] = ScoringModel(
-                network=network,
+                network=with_embedding(network, list(metadata["attributes"])),
                 trained_attributes=list(metadata["attributes"]),
                 image_size=(int(metadata["image_size"][0]), int(metadata["image_size"][1])),
             )

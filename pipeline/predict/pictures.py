@@ -3,7 +3,8 @@
 The work is read from the database a page at a time (keyset order by image id, so a page never
 repeats); each page's pictures are fetched and decoded by a thread pool (Pillow and the S3
 client release the GIL) while the model scores the page before it. At most `prefetch` pages are in
-flight, whatever the number of images.
+flight, whatever the number of images. Each picture's perceptual hashes are taken from the same
+bytes (`pipeline.similar.hashing`), so similar-items search reads nothing twice.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import Engine, text
 
 from pipeline.artefacts import decode
+from pipeline.similar.hashing import perceptual_hashes
 from pipeline.storage import ObjectMissing, ObjectStore
 
 
 @dataclass(frozen=True)
 class Wanted:
-    """An image and the model versions that have not scored it yet."""
+    """An image and the model versions that have not scored (or, the embedding version, not
+    embedded) it yet."""
 
     image_id: int
     key: str
@@ -35,6 +38,7 @@ class Picture:
     wanted: Wanted
     arrays: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     problem: tuple[str, str] | None = None  # (kind, reason): 'undecodable' or 'missing'
+    hashes: tuple[int, int] | None = None  # perceptual hash, and the mirror image's
 
 
 _WANTED = """
@@ -43,7 +47,10 @@ SELECT id, object_key, needed FROM (
            ARRAY(SELECT v FROM unnest(CAST(:versions AS integer[])) AS v
                  WHERE :everything OR NOT EXISTS (
                      SELECT 1 FROM catalogue.model_predictions mp
-                     WHERE mp.model_version_id = v AND mp.image_id = i.id)) AS needed
+                     WHERE mp.model_version_id = v AND mp.image_id = i.id)
+                 OR (v = CAST(:embed AS integer) AND NOT EXISTS (
+                     SELECT 1 FROM catalogue.image_embeddings e
+                     WHERE e.model_version_id = v AND e.image_id = i.id))) AS needed
     FROM raw.live_images i
     WHERE i.id > :after AND i.id % :shards = :shard
       AND NOT EXISTS (SELECT 1 FROM catalogue.unscorable_images u
@@ -57,9 +64,10 @@ LIMIT :page
 
 def wanted_pages(
     *, engine: Engine, version_ids: list[int], everything: bool, shard: int, shards: int,
-    page: int, limit: int | None = None,
+    page: int, limit: int | None = None, embed: int | None = None,
 ) -> Iterator[list[Wanted]]:  # fmt: skip
-    """Pages of images some version still has to score (every image with `everything`)."""
+    """Pages of images some version still has to score, or version `embed` to embed (every
+    image with `everything`)."""
     after, given = 0, 0
     while limit is None or given < limit:
         size = page if limit is None else min(page, limit - given)
@@ -67,7 +75,7 @@ def wanted_pages(
             rows = connection.execute(
                 text(_WANTED),
                 {"versions": version_ids, "everything": everything, "after": after,
-                 "shard": shard, "shards": shards, "page": size},
+                 "shard": shard, "shards": shards, "page": size, "embed": embed},
             ).all()  # fmt: skip
         if not rows:
             return
@@ -76,13 +84,14 @@ def wanted_pages(
 
 
 def count_wanted(
-    *, engine: Engine, version_ids: list[int], everything: bool, shard: int = 0, shards: int = 1
-) -> int:
+    *, engine: Engine, version_ids: list[int], everything: bool, shard: int = 0, shards: int = 1,
+    embed: int | None = None,
+) -> int:  # fmt: skip
     with engine.connect() as connection:
         return connection.execute(
             text(f"SELECT count(*) FROM ({_WANTED.replace('LIMIT :page', '')}) AS c"),
             {"versions": version_ids, "everything": everything, "after": 0, "shard": shard,
-             "shards": shards},
+             "shards": shards, "embed": embed},
         ).scalar_one()  # fmt: skip
 
 
@@ -98,6 +107,7 @@ def load_picture(store: ObjectStore, wanted: Wanted, sizes: Iterable[tuple[int, 
     try:
         for size in sizes:
             picture.arrays[size] = decode(data, size)
+        picture.hashes = perceptual_hashes(data)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
             SyntaxError) as exc:  # fmt: skip
         picture.arrays.clear()

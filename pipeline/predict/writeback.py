@@ -5,7 +5,9 @@ In one transaction per batch:
 2. the scores of versions that are champion become the shown `catalogue.predictions`;
 3. `catalogue.refresh_products` writes the batch's marketplace rows, where a moderator's label
    always wins over the model;
-4. pictures that could not be scored are recorded in `catalogue.unscorable_images`.
+4. pictures that could not be scored are recorded in `catalogue.unscorable_images`;
+5. the embedding version's vectors go into `catalogue.image_embeddings` and every picture's
+   perceptual hashes into `catalogue.image_hashes` (each written once: a rerun keeps the first).
 A crash loses at most the batch in flight; nothing is ever half-written.
 """
 
@@ -15,9 +17,13 @@ import contextlib
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import Engine
+
+from pipeline.similar.embeddings import vector_text
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,20 @@ class Unscorable:
     reason: str
 
 
+@dataclass(frozen=True)
+class Embedding:
+    version_id: int
+    image_id: int
+    vector: np.ndarray  # L2-normalised
+
+
+@dataclass(frozen=True)
+class Hashes:
+    image_id: int
+    phash: int
+    phash_mirrored: int
+
+
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS predict_staging (
     model_version_id integer, image_id bigint, value text, confidence real, margin real,
@@ -47,6 +67,26 @@ CREATE TEMP TABLE IF NOT EXISTS predict_staging (
 _STAGING_UNSCORABLE = """
 CREATE TEMP TABLE IF NOT EXISTS predict_unscorable (image_id bigint, kind text, reason text)
 ON COMMIT DELETE ROWS
+"""
+_STAGING_EMBEDDINGS = """
+CREATE TEMP TABLE IF NOT EXISTS predict_embeddings (
+    model_version_id integer, image_id bigint, embedding vector
+) ON COMMIT DELETE ROWS
+"""
+_STAGING_HASHES = """
+CREATE TEMP TABLE IF NOT EXISTS predict_hashes (image_id bigint, phash bigint,
+    phash_mirrored bigint) ON COMMIT DELETE ROWS
+"""
+_EMBED = """
+INSERT INTO catalogue.image_embeddings (model_version_id, image_id, embedding)
+SELECT DISTINCT ON (model_version_id, image_id) model_version_id, image_id, embedding
+FROM predict_embeddings
+ON CONFLICT (model_version_id, image_id) DO NOTHING
+"""
+_HASH = """
+INSERT INTO catalogue.image_hashes (image_id, phash, phash_mirrored)
+SELECT DISTINCT ON (image_id) image_id, phash, phash_mirrored FROM predict_hashes
+ON CONFLICT (image_id) DO NOTHING
 """
 _KEEP = """
 INSERT INTO catalogue.model_predictions AS mp (model_version_id, image_id, value, confidence,
@@ -87,13 +127,28 @@ DELETE FROM catalogue.unscorable_images u USING predict_staging s WHERE u.image_
 """
 
 
-def write_scores(*, engine: Engine, scores: list[Score], unscorable: list[Unscorable]) -> None:
+def write_scores(
+    *, engine: Engine, scores: list[Score], unscorable: list[Unscorable],
+    embeddings: Sequence[Embedding] = (), hashes: Sequence[Hashes] = (),
+) -> None:  # fmt: skip
     """Save one batch (see the module docstring) in one transaction."""
     connection = engine.raw_connection()
     try:
         with connection.cursor() as cursor:
             cursor.execute(_STAGING)
             cursor.execute(_STAGING_UNSCORABLE)
+            if hashes:
+                cursor.execute(_STAGING_HASHES)
+                rows = ((h.image_id, h.phash, h.phash_mirrored) for h in hashes)
+                cursor.copy_expert("COPY predict_hashes FROM STDIN WITH (FORMAT csv)", _csv(rows))
+                cursor.execute(_HASH)
+            if embeddings:
+                cursor.execute(_STAGING_EMBEDDINGS)
+                rows = ((e.version_id, e.image_id, vector_text(e.vector)) for e in embeddings)
+                cursor.copy_expert(
+                    "COPY predict_embeddings FROM STDIN WITH (FORMAT csv)", _csv(rows)
+                )
+                cursor.execute(_EMBED)
             if scores:
                 cursor.copy_expert(
                     "COPY predict_staging FROM STDIN WITH (FORMAT csv)", _csv(_score_rows(scores))

@@ -30,6 +30,10 @@ EXPECTED_TABLES = {
         "model_versions",
         "model_predictions",
         "unscorable_images",
+        "image_embeddings",
+        "image_hashes",
+        "image_duplicates",
+        "duplicate_checks",
     },
     "marketplace": {"products", "product_attributes"},
 }
