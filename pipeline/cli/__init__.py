@@ -1,7 +1,7 @@
 """`catalogue`: the command line for people who do not use the Airflow UI.
 
 One module per command group (`stack`, `accounts`, `collect`, `labels`, `train`, `models`,
-`predict`, `demo`, `report`), each adding its commands to the parser; `args` says once what an
+`predict`, `similar`, `duplicates`, `demo`, `report`), each adding its commands to the parser; `args` says once what an
 argument means. Every error a user can cause ends in one line naming the setting or input to fix,
 and a non-zero exit code; never a bare traceback.
 """
@@ -14,7 +14,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipeline.cli import accounts, collect, demo, labels, models, predict, report, stack, train
+from pipeline.cli import (
+    accounts,
+    collect,
+    demo,
+    duplicates,
+    labels,
+    models,
+    predict,
+    report,
+    similar,
+    stack,
+    train,
+)
 from pipeline.cli.args import UsageError, sub_commands
 from pipeline.cli.output import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, complain
 from pipeline.config import ConfigError
@@ -24,7 +36,9 @@ from pipeline.terminal import PrintableFormatter
 __all__ = ["UsageError", "build_parser", "main"]
 
 log = logging.getLogger("catalogue")
-GROUPS = (stack, accounts, collect, labels, train, models, predict, demo, report)
+GROUPS = (
+    stack, accounts, collect, labels, train, models, predict, similar, duplicates, demo, report
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
