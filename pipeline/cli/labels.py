@@ -19,7 +19,8 @@ LABELS_HELP = (
     "Moderators' labels. import FILE: the label CSV (shortcode,position,colour,category,"
     "moderator,note); every row is validated first and refused rows are listed with their "
     "line; the rest is applied in one transaction. export: current labels as that CSV. "
-    "rename/move/clear: recorded relabel jobs (try --dry-run first). undo JOB: restore what "
+    "rename/move/clear: recorded relabel jobs (try --dry-run first; move --like SHORTCODE "
+    "relabels a picture's near-duplicates). undo JOB: restore what "
     "a job replaced. jobs: recent jobs. history SHORTCODE [--position N]: every label ever given."
 )
 
@@ -179,6 +180,7 @@ def _selection(args: argparse.Namespace) -> Selection:
         shortcodes=args.shortcode or [],
         since=a_date(args.since, "--since"),
         until=a_date(args.until, "--until"),
+        like=args.like,
     )
 
 
@@ -272,6 +274,11 @@ def _filters(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--shortcode", action="append", help="filter: these posts (repeatable)")
     sub.add_argument("--since", help="filter: posted on or after YYYY-MM-DD")
     sub.add_argument("--until", help="filter: posted on or before YYYY-MM-DD")
+    sub.add_argument(
+        "--like",
+        metavar="SHORTCODE[/POSITION]",
+        help="filter: the near-duplicates of this picture (its duplicate group, itself included)",
+    )
 
 
 def _job_arguments(sub: argparse.ArgumentParser) -> None:
@@ -356,8 +363,10 @@ def add_commands(add: AddCommand) -> None:
     review = add(
         "review",
         cmd_review,
-        "The images that most need a moderator, best first: (1) no label and the model unsure "
-        "(smallest margin between its top two classes), (2) the model disagrees with the label "
+        "The images that most need a moderator, best first: (0) a near-duplicate (same "
+        "duplicate group) was labelled otherwise, named in the row; (1) no label and the model "
+        "unsure (smallest margin between its top two classes), (2) the model disagrees with the "
+        "label "
         "(most confident first), (3) new accounts nobody has labelled, (4) other unlabelled "
         "images. --out writes the label CSV to fill in and import, with a time-limited link to "
         "each picture and the model's top suggestions.",

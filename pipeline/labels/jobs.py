@@ -3,7 +3,8 @@
 - `rename`: every current label with one of the `from` values becomes `to` (a merge when there are
   several `from` values): all current `Navy Blue` colours become `Blue`.
 - `move`: the images a filter selects get `to` (this account's images labelled `Tops` that the
-  model calls `Kurtas`).
+  model calls `Kurtas`; the near-duplicates of one picture, `like`, which are the pictures of its
+  duplicate group in `catalogue.image_duplicates`, the picture itself included).
 - `clear`: the images a filter selects lose their label (a new row with no value).
 - `undo JOB`: every label the job wrote that is still current goes back to what it replaced, as new
   rows; labels changed since are left and reported.
@@ -14,9 +15,10 @@ job over 20,000 images is a handful of statements.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, text
 
@@ -51,6 +53,7 @@ class Selection:
     shortcodes: list[str] = field(default_factory=list)
     since: date | None = None  # post taken on or after
     until: date | None = None  # post taken on or before
+    like: str | None = None  # SHORTCODE[/POSITION]: the pictures of its duplicate group
 
     def given(self) -> list[str]:
         """The names of the filters set."""
@@ -58,6 +61,24 @@ class Selection:
 
 
 FILTERS = tuple(f.name for f in fields(Selection))
+PICTURE = re.compile(r"(?P<shortcode>[^/\s]+)(?:/(?P<position>\d+))?")
+
+
+class Picture(NamedTuple):
+    shortcode: str
+    position: int | None  # None: the post's only picture
+
+
+def parse_picture(name: str) -> Picture:
+    """`SHORTCODE` or `SHORTCODE/POSITION`, as `like` names a picture."""
+    found = PICTURE.fullmatch(name.strip())
+    if found is None:
+        raise JobError(
+            f"like '{name}' is not a picture: write SHORTCODE, or SHORTCODE/POSITION for one "
+            "picture of a carousel (POSITION is its index in the post, from 0)"
+        )
+    position = found["position"]
+    return Picture(found["shortcode"], int(position) if position is not None else None)
 
 
 def validate_request(
@@ -94,6 +115,8 @@ def validate_request(
         raise JobError(
             f"{kind} needs a filter ({', '.join(FILTERS)}): a job over every image is a rename"
         )
+    if selection is not None and selection.like:
+        parse_picture(selection.like)
 
 
 def validate_undo(*, job_id: int | None) -> None:
@@ -164,7 +187,8 @@ def _run_job(
         selection = Selection(value=from_values)
     values = [spec.canonical(v) for v in selection.value]
     predicted = [spec.canonical(v) for v in selection.predicted]
-    _stage_selection(connection, attribute, target, selection, values, predicted, note)
+    group = _duplicate_group(connection, selection.like) if selection.like else None
+    _stage_selection(connection, attribute, target, selection, values, predicted, group, note)
     arguments = {
         "attribute": attribute,
         "to": target,
@@ -176,6 +200,8 @@ def _run_job(
             "shortcodes": selection.shortcodes,
             "since": selection.since,
             "until": selection.until,
+            "like": selection.like,
+            "duplicate_group": group,  # as grouped when the job ran; a later refresh may regroup
         },
         "note": note,
     }
@@ -189,9 +215,44 @@ def _run_job(
     return JobOutcome(kind, False, written.written, job_id, written.unchanged, sample=sample)
 
 
+def _duplicate_group(connection: Connection, like: str) -> int:
+    """The duplicate group of the picture `like` names, refused in one line when the picture is
+    unknown or in no group."""
+    shortcode, position = parse_picture(like)
+    pictures = connection.execute(
+        text(
+            "SELECT i.position, d.group_id FROM raw.post_images i "
+            "LEFT JOIN catalogue.image_duplicates d ON d.image_id = i.id "
+            "WHERE i.shortcode = :shortcode AND i.removed_at IS NULL ORDER BY i.position"
+        ),
+        {"shortcode": shortcode},
+    ).all()
+    groups = {p.position: p.group_id for p in pictures}
+    positions = ", ".join(str(p) for p in groups)
+    if not groups:
+        raise JobError(f"like: unknown shortcode '{shortcode}' (no collected post)")
+    if position is None and len(groups) > 1:
+        raise JobError(
+            f"like: post '{shortcode}' has {len(groups)} pictures (positions {positions}): "
+            f"name one as {shortcode}/POSITION"
+        )
+    if position is not None and position not in groups:
+        raise JobError(
+            f"like: post '{shortcode}' has no picture at position {position} "
+            f"(positions {positions})"
+        )
+    position = next(iter(groups)) if position is None else position
+    if groups[position] is None:
+        raise JobError(
+            f"no near-duplicates known for {shortcode}/{position}: groups are found by the "
+            "predict run (catalogue duplicates --refresh)"
+        )
+    return groups[position]
+
+
 def _stage_selection(
     connection: Connection, attribute: str, target: str | None, selection: Selection,
-    values: list[str], predicted: list[str], note: str | None,
+    values: list[str], predicted: list[str], group: int | None, note: str | None,
 ) -> None:  # fmt: skip
     empty_staging(connection)
     connection.execute(
@@ -211,6 +272,9 @@ def _stage_selection(
               AND (cardinality(CAST(:shortcodes AS text[])) = 0 OR i.shortcode = ANY(:shortcodes))
               AND (CAST(:since AS date) IS NULL OR i.taken_at >= :since)
               AND (CAST(:until AS date) IS NULL OR i.taken_at < CAST(:until AS date) + 1)
+              AND (CAST(:group AS bigint) IS NULL OR EXISTS (
+                      SELECT 1 FROM catalogue.image_duplicates d
+                      WHERE d.image_id = i.id AND d.group_id = :group))
             """
         ),
         {
@@ -223,6 +287,7 @@ def _stage_selection(
             "shortcodes": selection.shortcodes,
             "since": selection.since,
             "until": selection.until,
+            "group": group,
         },
     )
 

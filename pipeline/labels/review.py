@@ -1,12 +1,22 @@
 """The review queue: the images a moderator's time helps most, best first.
 
 Order (per image, over the chosen attribute or every attribute):
+0. a near-duplicate was labelled differently: a picture of the same duplicate group
+   (`catalogue.image_duplicates`) carries a current label other than this picture's shown value
+   (its label, else the model's prediction, compared at the level the model is trained at). The
+   same product is shown two ways, so one answer is wrong; such pictures are few (groups with a
+   label in them), and one fix reaches the whole group (`labels move --like`), so they come
+   first, ahead of tier 1, which holds every unlabelled picture with a prediction. The picture
+   that disagrees with the largest share of its group's labels comes first; the pictures of one
+   group come together;
 1. no label, and the model is unsure: smallest margin between its top two classes first;
 2. the model and the label disagree (compared at the level the model is trained at): most
    confident disagreement first;
 3. no label and no prediction, from an account nobody has labelled yet: newest post first;
 4. any other image without a label and without a prediction: newest post first.
-Images where every considered attribute has a label the model agrees with are not in the queue.
+Images where every considered attribute has a label the model agrees with, and no near-duplicate
+labelled otherwise, are not in the queue. An image's place is that of its attribute with the
+smallest tier, ordered by that attribute's score.
 
 The export is the label CSV, ready to fill in and import, plus columns to decide with: a
 time-limited link to the picture, why it is in the queue, and the model's top suggestions.
@@ -15,7 +25,7 @@ time-limited link to the picture, why it is in the queue, and the model's top su
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from sqlalchemy import Engine, text
@@ -24,7 +34,9 @@ from pipeline.labels.label_csv import header_for, neutralise
 from pipeline.labels.taxonomy import taxonomy_from_database
 from pipeline.storage import ObjectStore
 
+NEAR_DUPLICATE = 0
 REASONS = {
+    NEAR_DUPLICATE: "a near-duplicate was labelled differently",
     1: "no label; model unsure",
     2: "model disagrees with the label",
     3: "new account, never labelled",
@@ -43,10 +55,20 @@ class ReviewItem:
     score: float
     labels: dict[str, Any]  # attribute -> [value, label id]
     suggestions: dict[str, list[dict[str, Any]]]  # attribute -> [{value, confidence}...]
+    # attribute -> [{shortcode, position, value}...]: the near-duplicates labelled otherwise
+    near_duplicates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def reason(self) -> str:
-        return REASONS[self.tier]
+        if self.tier != NEAR_DUPLICATE:
+            return REASONS[self.tier]
+        shown = [
+            f"{attribute} {d['value']} on {d['shortcode']}/{d['position']}"
+            for attribute, duplicates in self.near_duplicates.items()
+            for d in duplicates
+        ]
+        more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+        return f"{REASONS[self.tier]}: {', '.join(shown[:3])}{more}"
 
 
 def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) -> list[ReviewItem]:
@@ -63,22 +85,11 @@ def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) ->
                            array_position(at.levels, at.train_at) AS train_depth
                     FROM raw.images i CROSS JOIN catalogue.attributes at
                     WHERE i.removed_at IS NULL AND at.active AND at.name = ANY(:attributes)
-                ), judged AS (
-                    SELECT c.image_id, c.attribute, l.value AS label, l.label_id, pr.value,
-                           pr.margin, pr.confidence, pr.top,
-                           CASE
-                               WHEN l.value IS NULL AND pr.value IS NOT NULL THEN 1
-                               WHEN l.value IS NOT NULL AND pr.value IS NOT NULL
-                                    AND pr.value <> CASE WHEN cardinality(v.path) >= c.train_depth
-                                                         THEN v.path[c.train_depth]
-                                                         ELSE v.value END
-                                    AND pr.value <> l.value THEN 2
-                               WHEN l.value IS NULL THEN 4
-                           END AS tier,
-                           CASE
-                               WHEN l.value IS NULL AND pr.value IS NOT NULL THEN pr.margin
-                               WHEN l.value IS NOT NULL THEN -pr.confidence
-                           END AS score
+                ), shown AS (
+                    SELECT c.image_id, c.attribute, l.value AS label, l.label_id,
+                           CASE WHEN cardinality(v.path) >= c.train_depth
+                                THEN v.path[c.train_depth] ELSE v.value END AS label_trained,
+                           pr.value, pr.margin, pr.confidence, pr.top
                     FROM considered c
                     LEFT JOIN catalogue.current_labels l
                            ON l.image_id = c.image_id AND l.attribute = c.attribute
@@ -86,6 +97,50 @@ def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) ->
                            ON v.attribute = l.attribute AND v.value = l.value
                     LEFT JOIN catalogue.predictions pr
                            ON pr.image_id = c.image_id AND pr.attribute = c.attribute
+                ), duplicate_labels AS (
+                    -- each picture's near-duplicates' labels, and whether they differ from
+                    -- what the picture shows: a label exactly, a prediction at its level
+                    SELECT s.image_id, s.attribute, o.image_id AS duplicate_id,
+                           dl.label AS duplicate_label,
+                           CASE WHEN s.label IS NOT NULL THEN dl.label <> s.label
+                                ELSE s.value <> dl.label AND s.value <> dl.label_trained
+                           END AS differs
+                    FROM shown s
+                    JOIN catalogue.image_duplicates d ON d.image_id = s.image_id
+                    JOIN catalogue.image_duplicates o
+                      ON o.group_id = d.group_id AND o.image_id <> d.image_id
+                    JOIN shown dl
+                      ON dl.image_id = o.image_id AND dl.attribute = s.attribute
+                     AND dl.label IS NOT NULL
+                ), near AS (
+                    SELECT dl.image_id, dl.attribute,
+                           count(*) FILTER (WHERE dl.differs)::real / count(*) AS share,
+                           jsonb_agg(jsonb_build_object('shortcode', pi.shortcode,
+                                                        'position', pi.position,
+                                                        'value', dl.duplicate_label)
+                                     ORDER BY dl.duplicate_id) FILTER (WHERE dl.differs)
+                               AS differing
+                    FROM duplicate_labels dl
+                    JOIN raw.post_images pi ON pi.id = dl.duplicate_id
+                    GROUP BY dl.image_id, dl.attribute
+                    HAVING bool_or(dl.differs)
+                ), judged AS (
+                    SELECT s.image_id, s.attribute, s.label, s.label_id, s.top, n.differing,
+                           CASE
+                               WHEN n.differing IS NOT NULL THEN 0
+                               WHEN s.label IS NULL AND s.value IS NOT NULL THEN 1
+                               WHEN s.label IS NOT NULL AND s.value IS NOT NULL
+                                    AND s.value <> s.label_trained
+                                    AND s.value <> s.label THEN 2
+                               WHEN s.label IS NULL THEN 4
+                           END AS tier,
+                           CASE
+                               WHEN n.differing IS NOT NULL THEN -n.share
+                               WHEN s.label IS NULL AND s.value IS NOT NULL THEN s.margin
+                               WHEN s.label IS NOT NULL THEN -s.confidence
+                           END AS score
+                    FROM shown s
+                    LEFT JOIN near n ON n.image_id = s.image_id AND n.attribute = s.attribute
                 ), labelled_accounts AS (
                     SELECT DISTINCT i.account_id FROM catalogue.labels lb
                     JOIN raw.post_images i ON i.id = lb.image_id
@@ -93,11 +148,14 @@ def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) ->
                     SELECT j.image_id,
                            min(CASE WHEN j.tier = 4 AND la.account_id IS NULL THEN 3
                                     ELSE j.tier END) AS tier,
-                           min(j.score) AS score,
+                           (array_agg(j.score ORDER BY j.tier, j.score NULLS LAST)
+                               FILTER (WHERE j.tier IS NOT NULL))[1] AS score,
                            jsonb_object_agg(j.attribute, jsonb_build_array(j.label, j.label_id))
                                FILTER (WHERE j.label IS NOT NULL) AS labels,
                            jsonb_object_agg(j.attribute, j.top)
-                               FILTER (WHERE j.top IS NOT NULL) AS suggestions
+                               FILTER (WHERE j.top IS NOT NULL) AS suggestions,
+                           jsonb_object_agg(j.attribute, j.differing)
+                               FILTER (WHERE j.differing IS NOT NULL) AS near_duplicates
                     FROM judged j
                     JOIN raw.post_images i ON i.id = j.image_id
                     LEFT JOIN labelled_accounts la ON la.account_id = i.account_id
@@ -105,19 +163,23 @@ def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) ->
                     HAVING min(j.tier) IS NOT NULL
                 )
                 SELECT r.image_id, i.shortcode, i.position, i.account, i.object_key,
-                       r.tier, r.score, r.labels, r.suggestions
+                       r.tier, r.score, r.labels, r.suggestions, r.near_duplicates
                 FROM ranked r
                 JOIN raw.post_images i ON i.id = r.image_id
-                ORDER BY r.tier, r.score NULLS LAST, i.taken_at DESC, i.shortcode, i.position
+                LEFT JOIN catalogue.image_duplicates d
+                       ON d.image_id = r.image_id AND r.tier = :near_duplicate
+                ORDER BY r.tier, r.score NULLS LAST, d.group_id NULLS LAST, i.taken_at DESC,
+                         i.shortcode, i.position
                 LIMIT :limit
                 """
             ),
-            {"attributes": attributes, "limit": limit},
+            {"attributes": attributes, "limit": limit, "near_duplicate": NEAR_DUPLICATE},
         ).all()
     return [
         ReviewItem(
             r.image_id, r.shortcode, r.position, r.account, r.object_key, r.tier,
             r.score if r.score is not None else 0.0, r.labels or {}, r.suggestions or {},
+            r.near_duplicates or {},
         )
         for r in rows
     ]  # fmt: skip

@@ -21,6 +21,10 @@ MOVE = {"kind": "move", "attribute": "colour", "to": "Blue", "selection": Select
         pytest.param(RENAME, id="rename"),
         pytest.param(MOVE, id="move"),
         pytest.param(
+            {**MOVE, "selection": Selection(like="B0x00000/1", account="a")}, id="move-like"
+        ),
+        pytest.param({**MOVE, "selection": Selection(like="A0x00000")}, id="move-like-post"),
+        pytest.param(
             {
                 "kind": "clear",
                 "attribute": "category",
@@ -56,11 +60,21 @@ def test_a_job_asked_as_it_can_run_passes(request_):
         pytest.param({**MOVE, "to": ""}, "move needs the target value (to)", id="move-no-to"),
         pytest.param(
             {**MOVE, "selection": Selection()},
-            "move needs a filter (account, value, predicted, shortcodes, since, until)",
+            "move needs a filter (account, value, predicted, shortcodes, since, until, like)",
             id="move-without-filter",
         ),
         pytest.param(
             {"kind": "clear", "attribute": "colour"}, "clear needs a filter", id="clear-everything"
+        ),
+        pytest.param(
+            {**MOVE, "selection": Selection(like="B0x00000/first")},
+            "like 'B0x00000/first' is not a picture: write SHORTCODE, or SHORTCODE/POSITION",
+            id="like-not-a-picture",
+        ),
+        pytest.param(
+            {**RENAME, "selection": Selection(like="B0x00000/1")},
+            "rename takes no filter (like given)",
+            id="rename-like",
         ),
     ],
 )
