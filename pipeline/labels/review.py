@@ -7,8 +7,8 @@ Order (per image, over the chosen attribute or every attribute):
    same product is shown two ways, so one answer is wrong; such pictures are few (groups with a
    label in them), and one fix reaches the whole group (`labels move --like`), so they come
    first, ahead of tier 1, which holds every unlabelled picture with a prediction. The picture
-   that disagrees with the largest share of its group's labels comes first; the pictures of one
-   group come together;
+   that disagrees with the largest share of its group's labels comes first (the odd one out);
+   a group's pictures with the same share come together;
 1. no label, and the model is unsure: smallest margin between its top two classes first;
 2. the model and the label disagree (compared at the level the model is trained at): most
    confident disagreement first;
