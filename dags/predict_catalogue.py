@@ -12,6 +12,10 @@ images after a collection, everything after a promotion.
    scores both attributes in one pass and writes back set-based. A failed shard retries alone and
    finishes only what is left: no duplicates.
 3. `report`: images scored, predictions that need review, pictures that could not be scored.
+4. `group_duplicates`: once every shard is done, the pictures embedded since the last refresh are
+   grouped with the rest (listings that show the same product, `marketplace.duplicate_listings`;
+   thresholds CATALOGUE_DUPLICATE_*). It runs even when nothing was scored, so a refresh that
+   failed is finished by the next run; without a category champion it skips, saying so.
 
 A moderator's label is never overwritten; values below CATALOGUE_REVIEW_BELOW_CONFIDENCE (or with
 top two classes closer than CATALOGUE_REVIEW_BELOW_MARGIN) are flagged `needs_review`.
@@ -135,8 +139,38 @@ def predict_catalogue():
         }
         return {"versions": planned["versions"], "shards": len(results), **total}
 
+    @task(trigger_rule="none_failed")
+    def group_duplicates() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline.config import load_settings
+        from pipeline.db import get_engine
+        from pipeline.predict.errors import NoChampion
+        from pipeline.similar.duplicates import DuplicateOptions, refresh_duplicates
+
+        settings = load_settings()
+        try:
+            run = refresh_duplicates(
+                get_engine(settings.database_url),
+                options=DuplicateOptions.from_settings(settings),
+            )
+        except NoChampion as exc:
+            raise AirflowSkipException(str(exc)) from None
+        if run.nothing_embedded:
+            raise AirflowSkipException(f"nothing embedded by {run.version} yet")
+        return {
+            "version": run.version,
+            "checked": run.checked,
+            "pairs": run.pairs,
+            "grouped": run.grouped,
+            "merged": run.merged,
+            "started_over": run.started_over,
+        }
+
     planned = plan()
-    report(planned, score.partial(planned=planned).expand(shard=shards_of(planned)))
+    scored = score.partial(planned=planned).expand(shard=shards_of(planned))
+    report(planned, scored)
+    scored >> group_duplicates()
 
 
 predict_catalogue()

@@ -324,6 +324,10 @@ class Settings(BaseSettings):
     predict_workers: int = Field(8, ge=1, le=256, description="fetch and decode threads")
     predict_max_shards: int = Field(4, ge=1, le=1024, description="mapped tasks of the predict DAG")
     predict_min_shard_images: int = Field(2000, ge=1, description="images a shard gets at least")
+    # duplicate listings: measured in bench/duplicates.py (docs/benchmarks.md)
+    duplicate_max_hamming: int = Field(12, ge=0, le=64, description="hash bits copies differ in")
+    duplicate_max_distance: float = Field(0.15, ge=0, le=2, description="their cosine distance")
+    duplicate_neighbours: int = Field(10, ge=1, le=1000, description="nearest pictures compared")
 
     # -- construction -------------------------------------------------------------------------
     def __init__(self, **values: Any) -> None:

@@ -3,6 +3,9 @@
 `colour_by_channel`: calls a picture Red, Green or Blue by its strongest mean channel (a real
 network on real pixels, so what the marketplace shows can be checked against the pictures).
 `constant`: the same probabilities for every picture (a crafted unsure model for needs_review).
+`pretrained_category`: MobileNetV2 with the shared ImageNet weights and an untrained category
+head, so the embeddings predict writes (its penultimate layer) tell pictures apart as a trained
+network's do; its category answers are arbitrary.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class KnownModel:
     network: Any
     attribute: str
     classes: list[str]
+    image_size: tuple[int, int] = SIZE  # height, width
 
 
 def _network(attribute: str, classes: list[str], kernel: np.ndarray, bias: np.ndarray):
@@ -54,6 +58,22 @@ def constant(attribute: str, probabilities: dict[str, float]):
     return _network(attribute, classes, np.zeros((3, len(classes))), bias)
 
 
+def pretrained_category(classes: list[str], network: str = "mobilenet_v2_035") -> KnownModel:
+    """The product's MobileNetV2 (`build_model`) with the ImageNet weights from the shared
+    weights folder (`load_pretrained`; raises `MissingWeights` when they are absent) and a
+    category head of seeded random weights."""
+    import keras
+
+    from pipeline.train.fit import load_pretrained
+    from pipeline.train.models import architecture, build_model
+
+    keras.utils.set_random_seed(0)
+    spec = architecture(network)
+    model = build_model(network, {"category": len(classes)})
+    load_pretrained(model, spec, weights_dir=None, download=False)
+    return KnownModel(model, "category", classes, spec.image_size)
+
+
 def register_model(
     engine: Engine,
     store: ObjectStore,
@@ -73,7 +93,7 @@ def register_model(
     if automation is not None:
         metrics["automation"] = automation
     (folder / METADATA).write_text(json.dumps({
-        "architecture": "test_model", "backend": "tensorflow", "image_size": list(SIZE),
+        "architecture": "test_model", "backend": "tensorflow", "image_size": list(model.image_size),
         "epochs": 0, "seconds": 0, "images_per_s": 0, "attributes": [attribute],
         "classes": {attribute: classes}, "snapshot": checksum, "metrics": {attribute: metrics},
     }))  # fmt: skip

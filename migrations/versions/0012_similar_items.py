@@ -13,7 +13,8 @@
   group (the smallest image id of the group); `catalogue.duplicate_checks`: the pictures the
   grouping step has compared with the rest, per embedding version, so a run does only the new ones.
 - `marketplace.products.duplicate_group` and the view `marketplace.duplicate_listings` (a group,
-  its listings and accounts) for analysts; `marketplace.similar_products(shortcode, position, k)`
+  its listings and accounts; a group whose other listings left the marketplace is not one) for
+  analysts; `marketplace.similar_products(shortcode, position, k)`
   returns the nearest products to a product's picture, callable by the reader role.
 
 Revision ID: 0012
@@ -114,6 +115,7 @@ def upgrade() -> None:
         FROM marketplace.products
         WHERE duplicate_group IS NOT NULL
         GROUP BY duplicate_group
+        HAVING count(*) > 1
         """
     )
     op.execute(

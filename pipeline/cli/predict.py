@@ -38,6 +38,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     champions = ", ".join(run.champions)
     if run.planned == 0:
         say(f"nothing to score: {champions} scored every image already (--all rescores)")
+        _group_duplicates(settings)
         return EXIT_OK
     say(
         f"scored {run.images:,} images with {champions} in {run.seconds:.1f}s "
@@ -51,7 +52,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         for problem in run.problems[:5]:
             say(f"    {problem}")
+    _group_duplicates(settings)
     return EXIT_OK
+
+
+def _group_duplicates(settings) -> None:
+    """The pass's new embeddings grouped with the rest (`catalogue duplicates`), when there is
+    a category champion to embed pictures."""
+    from pipeline.cli.duplicates import refresh
+    from pipeline.db import get_engine
+    from pipeline.predict.champions import current_champions
+    from pipeline.predict.errors import NoChampion
+    from pipeline.similar import EMBEDDING_ATTRIBUTE
+
+    engine = get_engine(settings.database_url)
+    try:
+        current_champions(engine=engine, attributes=[EMBEDDING_ATTRIBUTE])
+    except NoChampion:
+        return
+    refresh(engine, settings)
 
 
 def add_commands(add: AddCommand) -> None:
