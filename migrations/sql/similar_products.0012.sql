@@ -3,7 +3,7 @@
 -- index. `@vector@` is the schema the vector extension lives in, filled in by the migration.
 -- Read by revision 0012 (upgrade); applied text, never edited.
 CREATE OR REPLACE FUNCTION marketplace.similar_products(
-    of_shortcode text, of_position integer DEFAULT 1, k integer DEFAULT 10)
+    of_shortcode text, of_position integer DEFAULT 0, k integer DEFAULT 10)
 RETURNS TABLE (image_id bigint, shortcode text, "position" integer, account text,
                category text, colour text, duplicate_group bigint, distance double precision)
 LANGUAGE plpgsql SET search_path = pg_catalog, @vector@, pg_temp AS $$
@@ -18,9 +18,9 @@ BEGIN
         RAISE EXCEPTION 'k must be between 1 and 1000, not %', k USING ERRCODE = '22023';
     END IF;
     SELECT p.image_id INTO source_id FROM marketplace.products p
-    WHERE p.shortcode = of_shortcode AND p.position = COALESCE(of_position, 1);
+    WHERE p.shortcode = of_shortcode AND p.position = COALESCE(of_position, 0);
     IF source_id IS NULL THEN
-        RAISE EXCEPTION 'no product %/% in the catalogue', of_shortcode, COALESCE(of_position, 1)
+        RAISE EXCEPTION 'no product %/% in the catalogue', of_shortcode, COALESCE(of_position, 0)
             USING ERRCODE = 'P0002';
     END IF;
     -- the network that tells article types apart gives the embeddings
@@ -35,11 +35,12 @@ BEGIN
     WHERE e.model_version_id = version_id AND e.image_id = source_id;
     IF query_vector IS NULL THEN
         RAISE EXCEPTION 'picture %/% is not embedded by % yet: the next predict run embeds it',
-            of_shortcode, COALESCE(of_position, 1), version_name USING ERRCODE = 'P0002';
+            of_shortcode, COALESCE(of_position, 0), version_name USING ERRCODE = 'P0002';
     END IF;
     PERFORM set_config('hnsw.ef_search', greatest(k + 1, 100)::text, true);
     RETURN QUERY EXECUTE format(
-        'SELECT p.image_id, p.shortcode, p.position, p.account, p.category, p.colour,
+        'SELECT p.image_id, p.shortcode::text, p.position::integer, p.account::text,
+                p.category::text, p.colour::text,
                 p.duplicate_group, n.distance
          FROM (SELECT e.image_id,
                       (e.embedding::vector(%1$s) OPERATOR(%3$I.<=>) $1::vector(%1$s))::float8
