@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs once, when the Postgres volume is new: one database for the catalogue, one for Airflow's
-# metadata, each owned by its own login role. Passwords come from the environment (.env).
+# metadata, each owned by its own login role, and pgvector enabled in the catalogue's (creating
+# the extension takes a superuser). Passwords come from the environment (.env).
 set -euo pipefail
 : "${CATALOGUE_DB_PASSWORD:?set CATALOGUE_DB_PASSWORD in .env}"
 : "${AIRFLOW_DB_PASSWORD:?set AIRFLOW_DB_PASSWORD in .env}"
@@ -10,4 +11,6 @@ CREATE ROLE catalogue LOGIN PASSWORD :'catalogue_password' CREATEROLE;
 CREATE DATABASE catalogue OWNER catalogue;
 CREATE ROLE airflow LOGIN PASSWORD :'airflow_password';
 CREATE DATABASE airflow OWNER airflow;
+\connect catalogue
+CREATE EXTENSION IF NOT EXISTS vector;
 SQL

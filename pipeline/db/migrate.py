@@ -44,7 +44,8 @@ def require_vector_extension(connection) -> None:
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector'), "
             "EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector'), "
             "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
-            "OR has_database_privilege(current_database(), 'CREATE')"
+            "OR (has_database_privilege(current_database(), 'CREATE') AND EXISTS ("
+            "SELECT 1 FROM pg_available_extension_versions WHERE name = 'vector' AND trusted))"
         )
     ).one()
     connection.rollback()

@@ -128,3 +128,42 @@ def password_postgres(services):
     url = make_url(server.get_uri("postgres")).set(drivername="postgresql+psycopg2")
     yield url.set(password="right-password")
     server.cleanup()
+
+
+@pytest.fixture
+def postgres_without_pgvector(services):
+    """A fresh database on a server that lacks pgvector (the system Postgres on 5432 of this
+    machine kind), or a skip where none answers."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import DEFAULT_POSTGRES, _has_pgvector
+
+    if _has_pgvector(DEFAULT_POSTGRES) is not False:
+        pytest.skip("no Postgres without pgvector answers on 127.0.0.1:5432")
+    server = make_url(DEFAULT_POSTGRES)
+    name = f"{services.role_prefix}_novector"
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name)
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def test_a_postgres_without_pgvector_is_named_with_what_to_install(
+    services, postgres_without_pgvector
+):
+    from sqlalchemy import create_engine, inspect
+
+    url = postgres_without_pgvector.render_as_string(hide_password=False)
+    result = catalogue(services.env(CATALOGUE_DATABASE_URL=url), "db", "upgrade")
+    _one_clear_line(result, "lacks the pgvector extension", "pgvector", "embedded Postgres")
+    engine = create_engine(postgres_without_pgvector)
+    try:
+        assert inspect(engine).get_schema_names().count("catalogue") == 0  # nothing half-made
+    finally:
+        engine.dispose()

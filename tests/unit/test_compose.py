@@ -33,7 +33,8 @@ def test_third_party_images_are_pinned(name):
 
 
 def test_postgres_is_16_and_s3_is_seaweedfs():
-    assert SERVICES["postgres"]["image"].startswith("postgres:16.")
+    assert SERVICES["postgres"]["image"].startswith("pgvector/pgvector:")  # similar items
+    assert SERVICES["postgres"]["image"].endswith("-pg16")
     assert SERVICES["s3"]["image"].startswith("chrislusf/seaweedfs:")
 
 
