@@ -116,6 +116,13 @@ def _strings(description: str, section: str) -> Param:
         "value": _strings("images whose current label is one of these", FILTER_SECTION),
         "predicted": _strings("images the model labels as one of these", FILTER_SECTION),
         "shortcodes": _strings("images of these posts", FILTER_SECTION),
+        "like": Param(
+            None,
+            type=["null", "string"],
+            description="the near-duplicates of this picture (SHORTCODE or SHORTCODE/POSITION): "
+            "its duplicate group, itself included",
+            section=FILTER_SECTION,
+        ),
         "since": Param(
             None,
             type=["null", "string"],
@@ -220,6 +227,7 @@ def _job(params: dict[str, Any]) -> dict[str, Any]:
             value=list(params.get("value") or []),
             predicted=list(params.get("predicted") or []),
             shortcodes=list(params.get("shortcodes") or []),
+            like=params.get("like") or None,
             since=day("since"),
             until=day("until"),
         ),

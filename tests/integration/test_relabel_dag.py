@@ -170,6 +170,11 @@ def test_apply_csv_imports_the_file_the_worker_reads(airflow, labelled, tmp_path
             "move takes no values to replace (from)",
             id="move-with-values-to-replace",
         ),
+        pytest.param(
+            {"job": "move", "to": "Blue", "like": "NOSUCHPOST", "dry_run": False},
+            "like: unknown shortcode 'NOSUCHPOST'",
+            id="like-an-unknown-post",
+        ),
     ],
 )
 def test_a_mistake_in_the_config_fails_the_run_saying_what_to_fix(airflow, labelled, conf, message):
