@@ -91,10 +91,27 @@ def run_demo(settings: Settings, options: DemoOptions, *, say: Say, training_pro
         'marketplace.products GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10"'
     )
     say("  review       .venv/bin/catalogue review --limit 20")
+    example = _example_product(engine)
+    if example:
+        say(f"  similar      .venv/bin/catalogue similar {example} --limit 5")
     say("  models       .venv/bin/catalogue models list")
     say("  report       .venv/bin/catalogue report")
     say("  stop         .venv/bin/catalogue down")
     return True
+
+
+def _example_product(engine: Engine) -> str | None:
+    """A product's shortcode to try the similar-items search on (the first embedded one)."""
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        return connection.execute(
+            text(
+                "SELECT p.shortcode || '/' || p.position FROM marketplace.products p "
+                "JOIN catalogue.image_embeddings e ON e.image_id = p.image_id "
+                "ORDER BY p.image_id LIMIT 1"
+            )
+        ).scalar_one_or_none()
 
 
 def sample_archive(settings: Settings, size: int, *, say: Say) -> Path | None:

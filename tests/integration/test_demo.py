@@ -39,6 +39,13 @@ def test_the_demo_runs_end_to_end_and_reports(services, dataset, fresh_database,
     assert sum(sources.values()) == 300  # every picture has a colour
     assert sources["model"] > 0 and sources["moderator"] > 0  # the unlabelled share is predicted
 
+    # the "next" list's similar-items command works as printed
+    suggested = re.search(r"similar +\.venv/bin/catalogue (similar \S+ --limit 5)", out)
+    assert suggested, out[-2000:]
+    similar = catalogue(env, *suggested.group(1).split())
+    assert similar.returncode == 0, similar.stderr
+    assert len(re.findall(r"^ +\d\.\d{3}  \S+/\d+  @", similar.stdout, re.M)) == 5
+
     again = catalogue(env, "demo", "--no-airflow", "--size", "300", "--epochs", "1", timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "were trained on this snapshot" in again.stdout  # a rerun does not train again
