@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from pipeline.config import REPO_ROOT
+from pipeline.similar import EMBEDDING_ATTRIBUTE
 
 # The seed studies' compact CNN, trained by bench/training.py with the product's code on the same
 # snapshots as the catalogue's networks; its entries in the benchmark's results are the baselines.
@@ -72,6 +73,9 @@ class CatalogueReport:
     champions: list[dict[str, Any]] = field(default_factory=list)
     unscorable: dict[str, int] = field(default_factory=dict)
     seed_baselines: dict[str, list[SeedBaseline]] = field(default_factory=dict)
+    # the similar-items search: the embedding version, the live pictures it embedded, and the
+    # duplicate groups with the listings and accounts they hold
+    similar: dict[str, Any] = field(default_factory=dict)
 
     @property
     def labelled_share(self) -> float:
@@ -116,6 +120,24 @@ def catalogue_report(
                 text("SELECT kind, count(*) FROM catalogue.unscorable_images GROUP BY kind")
             ).all()
         )
+        similar = connection.execute(
+            text(
+                """
+                SELECT v.version,
+                       (SELECT count(*) FROM catalogue.image_embeddings e
+                        JOIN raw.live_images i ON i.id = e.image_id
+                        WHERE e.model_version_id = v.id) AS embedded,
+                       (SELECT count(*) FROM marketplace.duplicate_listings) AS groups,
+                       (SELECT COALESCE(sum(listings), 0) FROM marketplace.duplicate_listings)
+                           AS listings,
+                       (SELECT count(DISTINCT account) FROM marketplace.products
+                        WHERE duplicate_group IS NOT NULL) AS accounts
+                FROM catalogue.model_versions v
+                WHERE v.status = 'champion' AND v.attribute = :attribute
+                """
+            ),
+            {"attribute": EMBEDDING_ATTRIBUTE},
+        ).one_or_none()
     return CatalogueReport(
         accounts=counts.accounts, posts=counts.posts, images=counts.images,
         labelled=counts.labelled, products=counts.products, needs_review=counts.needs_review,
@@ -127,6 +149,7 @@ def catalogue_report(
         ],
         unscorable=unscorable,
         seed_baselines=seed_baselines(training_results),
+        similar=dict(similar._mapping) if similar else {},
     )  # fmt: skip
 
 
@@ -192,6 +215,13 @@ def report_lines(report: CatalogueReport) -> list[str]:
         lines.append(
             "no seed baseline to compare with: bench/results/training.json (written by "
             "bench/training.py) is not in this installation or has no compact_80x60 entries"
+        )
+    if similar := report.similar:
+        lines.append(
+            f"similar items: {similar['embedded']:,} of {report.images:,} pictures embedded by "
+            f"{similar['version']} (`catalogue similar`); {similar['groups']:,} duplicate groups "
+            f"hold {similar['listings']:,} listings from {similar['accounts']:,} accounts "
+            "(`catalogue duplicates`)"
         )
     if report.unscorable:
         lines.append(

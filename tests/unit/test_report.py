@@ -92,3 +92,13 @@ def test_without_baselines_the_report_says_where_they_would_come_from():
     lines = report_lines(_report())
     assert lines[-2].startswith("champion category-3")
     assert lines[-1].startswith("no seed baseline to compare with: bench/results/training.json")
+
+
+def test_the_similar_items_line_says_what_is_embedded_and_grouped():
+    similar = {"version": "category-3", "embedded": 3, "groups": 4, "listings": 9, "accounts": 3}
+    lines = report_lines(_report(similar=similar))
+    assert (
+        "similar items: 3 of 4 pictures embedded by category-3 (`catalogue similar`); 4 "
+        "duplicate groups hold 9 listings from 3 accounts (`catalogue duplicates`)"
+    ) in lines
+    assert not any(line.startswith("similar items") for line in report_lines(_report()))
