@@ -8,7 +8,8 @@
   (cosine) on `embedding::vector(n)` restricted to its rows, made by the predict stage when the
   version starts embedding (`pipeline.similar.embeddings.ensure_index`), so a rollback finds the
   previous version's vectors and index as they were.
-- `catalogue.image_hashes`: a 64-bit perceptual hash of each picture and of its mirror image.
+- `catalogue.image_hashes`: a 64-bit perceptual hash of each picture and of its mirror image, and
+  its colour histogram (`pipeline.similar.hashing`).
 - `catalogue.image_duplicates`: pictures found to show the same product as another, with their
   group (the smallest image id of the group); `catalogue.duplicate_checks`: the pictures the
   grouping step has compared with the rest, per embedding version, so a run does only the new ones.
@@ -72,6 +73,7 @@ def upgrade() -> None:
             image_id bigint PRIMARY KEY REFERENCES raw.images (id) ON DELETE CASCADE,
             phash bigint NOT NULL,
             phash_mirrored bigint NOT NULL,
+            colours real[] NOT NULL CHECK (cardinality(colours) = 64),
             hashed_at timestamptz NOT NULL DEFAULT now()
         )
         """

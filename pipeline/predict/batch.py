@@ -142,7 +142,11 @@ def predict_catalogue(
     try:
         for pictures in stream:
             scores, unscorable, embeddings = score_batch(pictures, scoring, options, embed=embed)
-            hashes = [Hashes(p.wanted.image_id, *p.hashes) for p in pictures if p.hashes]
+            hashes = [
+                Hashes(p.wanted.image_id, p.signature.phash, p.signature.phash_mirrored,
+                       p.signature.colours)
+                for p in pictures if p.signature
+            ]  # fmt: skip
             if pending is not None:
                 batch, pending = pending, None
                 settle(batch)

@@ -4,7 +4,7 @@ The work is read from the database a page at a time (keyset order by image id, s
 repeats); each page's pictures are fetched and decoded by a thread pool (Pillow and the S3
 client release the GIL) while the model scores the page before it. At most `prefetch` pages are in
 flight, whatever the number of images. Each picture's perceptual hashes are taken from the same
-bytes (`pipeline.similar.hashing`), so similar-items search reads nothing twice.
+bytes (`pipeline.similar.hashing`), with its colour layout, so similar-items search reads nothing twice.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import Engine, text
 
 from pipeline.artefacts import decode
-from pipeline.similar.hashing import perceptual_hashes
+from pipeline.similar.hashing import Signature, signature
 from pipeline.storage import ObjectMissing, ObjectStore
 
 
@@ -38,7 +38,7 @@ class Picture:
     wanted: Wanted
     arrays: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     problem: tuple[str, str] | None = None  # (kind, reason): 'undecodable' or 'missing'
-    hashes: tuple[int, int] | None = None  # perceptual hash, and the mirror image's
+    signature: Signature | None = None  # perceptual hashes and colour layouts
 
 
 _WANTED = """
@@ -107,7 +107,7 @@ def load_picture(store: ObjectStore, wanted: Wanted, sizes: Iterable[tuple[int, 
     try:
         for size in sizes:
             picture.arrays[size] = decode(data, size)
-        picture.hashes = perceptual_hashes(data)
+        picture.signature = signature(data)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
             SyntaxError) as exc:  # fmt: skip
         picture.arrays.clear()

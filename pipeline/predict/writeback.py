@@ -56,6 +56,7 @@ class Hashes:
     image_id: int
     phash: int
     phash_mirrored: int
+    colours: np.ndarray  # the colour histogram (`pipeline.similar.hashing`)
 
 
 _STAGING = """
@@ -75,7 +76,7 @@ CREATE TEMP TABLE IF NOT EXISTS predict_embeddings (
 """
 _STAGING_HASHES = """
 CREATE TEMP TABLE IF NOT EXISTS predict_hashes (image_id bigint, phash bigint,
-    phash_mirrored bigint) ON COMMIT DELETE ROWS
+    phash_mirrored bigint, colours real[]) ON COMMIT DELETE ROWS
 """
 _EMBED = """
 INSERT INTO catalogue.image_embeddings (model_version_id, image_id, embedding)
@@ -84,8 +85,8 @@ FROM predict_embeddings
 ON CONFLICT (model_version_id, image_id) DO NOTHING
 """
 _HASH = """
-INSERT INTO catalogue.image_hashes (image_id, phash, phash_mirrored)
-SELECT DISTINCT ON (image_id) image_id, phash, phash_mirrored FROM predict_hashes
+INSERT INTO catalogue.image_hashes (image_id, phash, phash_mirrored, colours)
+SELECT DISTINCT ON (image_id) image_id, phash, phash_mirrored, colours FROM predict_hashes
 ON CONFLICT (image_id) DO NOTHING
 """
 _KEEP = """
@@ -139,7 +140,8 @@ def write_scores(
             cursor.execute(_STAGING_UNSCORABLE)
             if hashes:
                 cursor.execute(_STAGING_HASHES)
-                rows = ((h.image_id, h.phash, h.phash_mirrored) for h in hashes)
+                rows = ((h.image_id, h.phash, h.phash_mirrored, _array(h.colours))
+                        for h in hashes)  # fmt: skip
                 cursor.copy_expert("COPY predict_hashes FROM STDIN WITH (FORMAT csv)", _csv(rows))
                 cursor.execute(_HASH)
             if embeddings:
@@ -176,6 +178,11 @@ def _score_rows(scores: list[Score]):
     for s in scores:
         yield (s.version_id, s.image_id, s.value, f"{s.confidence:.6f}", f"{s.margin:.6f}",
                json.dumps(s.top), "t" if s.needs_review else "f")  # fmt: skip
+
+
+def _array(values: np.ndarray) -> str:
+    """A Postgres array literal of reals."""
+    return "{" + ",".join(np.char.mod("%.5g", np.asarray(values, dtype=np.float32))) + "}"
 
 
 def _csv(rows) -> io.StringIO:
