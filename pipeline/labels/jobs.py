@@ -15,10 +15,9 @@ job over 20,000 images is a handful of statements.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, fields
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
@@ -32,6 +31,7 @@ from pipeline.labels.history import (
     write_staged,
 )
 from pipeline.labels.taxonomy import taxonomy_from_database
+from pipeline.picture_names import PictureNameError, find_picture, parse_picture_name
 
 SAMPLE_SIZE = 10
 KINDS = ("rename", "move", "clear")
@@ -61,24 +61,6 @@ class Selection:
 
 
 FILTERS = tuple(f.name for f in fields(Selection))
-PICTURE = re.compile(r"(?P<shortcode>[^/\s]+)(?:/(?P<position>\d+))?")
-
-
-class Picture(NamedTuple):
-    shortcode: str
-    position: int | None  # None: the post's only picture
-
-
-def parse_picture(name: str) -> Picture:
-    """`SHORTCODE` or `SHORTCODE/POSITION`, as `like` names a picture."""
-    found = PICTURE.fullmatch(name.strip())
-    if found is None:
-        raise JobError(
-            f"like '{name}' is not a picture: write SHORTCODE, or SHORTCODE/POSITION for one "
-            "picture of a carousel (POSITION is its index in the post, from 0)"
-        )
-    position = found["position"]
-    return Picture(found["shortcode"], int(position) if position is not None else None)
 
 
 def validate_request(
@@ -116,7 +98,10 @@ def validate_request(
             f"{kind} needs a filter ({', '.join(FILTERS)}): a job over every image is a rename"
         )
     if selection is not None and selection.like:
-        parse_picture(selection.like)
+        try:
+            parse_picture_name(selection.like)
+        except PictureNameError as exc:
+            raise JobError(f"like {exc}") from None
 
 
 def validate_undo(*, job_id: int | None) -> None:
@@ -218,36 +203,20 @@ def _run_job(
 def _duplicate_group(connection: Connection, like: str) -> int:
     """The duplicate group of the picture `like` names, refused in one line when the picture is
     unknown or in no group."""
-    shortcode, position = parse_picture(like)
-    pictures = connection.execute(
-        text(
-            "SELECT i.position, d.group_id FROM raw.post_images i "
-            "LEFT JOIN catalogue.image_duplicates d ON d.image_id = i.id "
-            "WHERE i.shortcode = :shortcode AND i.removed_at IS NULL ORDER BY i.position"
-        ),
-        {"shortcode": shortcode},
-    ).all()
-    groups = {p.position: p.group_id for p in pictures}
-    positions = ", ".join(str(p) for p in groups)
-    if not groups:
-        raise JobError(f"like: unknown shortcode '{shortcode}' (no collected post)")
-    if position is None and len(groups) > 1:
+    try:
+        picture = find_picture(connection, like)
+    except PictureNameError as exc:
+        raise JobError(f"like: {exc}") from None
+    group = connection.execute(
+        text("SELECT group_id FROM catalogue.image_duplicates WHERE image_id = :i"),
+        {"i": picture.image_id},
+    ).scalar_one_or_none()
+    if group is None:
         raise JobError(
-            f"like: post '{shortcode}' has {len(groups)} pictures (positions {positions}): "
-            f"name one as {shortcode}/POSITION"
+            f"no near-duplicates known for {picture.shortcode}/{picture.position}: groups are "
+            "found by the predict run (catalogue duplicates --refresh)"
         )
-    if position is not None and position not in groups:
-        raise JobError(
-            f"like: post '{shortcode}' has no picture at position {position} "
-            f"(positions {positions})"
-        )
-    position = next(iter(groups)) if position is None else position
-    if groups[position] is None:
-        raise JobError(
-            f"no near-duplicates known for {shortcode}/{position}: groups are found by the "
-            "predict run (catalogue duplicates --refresh)"
-        )
-    return groups[position]
+    return group
 
 
 def _stage_selection(

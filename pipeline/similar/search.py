@@ -16,11 +16,11 @@ import numpy as np
 from sqlalchemy import Engine, text
 
 from pipeline.errors import CatalogueError
+from pipeline.picture_names import PictureNameError, find_picture
 from pipeline.similar import EMBEDDING_ATTRIBUTE
 from pipeline.similar.embeddings import distance_sql, normalised, vector_text
 
 MAX_LIMIT = 1000
-MAX_SLIDES = 20  # Instagram's most pictures in one post
 OVERFETCH = 5  # neighbours read from the index per answer kept, when filtering by category
 MIN_EF_SEARCH = 100  # the HNSW candidate list, at least (pgvector's default is 40)
 
@@ -75,67 +75,38 @@ def embedding_version(engine: Engine) -> EmbeddingVersion:
     return EmbeddingVersion(row.id, row.version)
 
 
-def parse_picture(reference: str) -> tuple[str, int]:
-    """SHORTCODE or SHORTCODE/POSITION (a carousel's slides count from 0, as in the label CSV
-    and marketplace.products)."""
-    shortcode, _, position = reference.strip().partition("/")
-    if not shortcode or not shortcode.replace("-", "").replace("_", "").isalnum():
-        raise SimilarError(f"{reference!r} is not a post's shortcode (SHORTCODE or SHORTCODE/2)")
-    try:
-        number = int(position) if position else 0
-    except ValueError:
-        number = -1
-    if not 0 <= number < MAX_SLIDES:
-        raise SimilarError(
-            f"position {position!r} of {shortcode}: a post's pictures count 0 to {MAX_SLIDES - 1}"
-        )
-    return shortcode, number
-
-
-def catalogued_query(engine: Engine, version: EmbeddingVersion, reference: str) -> Query:
-    """The stored embedding of a catalogued picture, or why there is none."""
-    shortcode, position = parse_picture(reference)
+def catalogued_query(engine: Engine, version: EmbeddingVersion, name: str) -> Query:
+    """The stored embedding of a catalogued picture (`pipeline.picture_names`), or why there is
+    none."""
     with engine.connect() as connection:
-        picture = connection.execute(
+        try:
+            picture = find_picture(connection, name)
+        except PictureNameError as exc:
+            raise SimilarError(str(exc)) from None
+        found = connection.execute(
             text(
-                "SELECT i.id, i.removed_at, i.unavailable_since, m.category, m.image_id AS listed "
-                "FROM raw.post_images i "
-                "LEFT JOIN marketplace.products m ON m.image_id = i.id "
-                "WHERE i.shortcode = :s AND i.position = :p"
+                "SELECT CAST(e.embedding AS text) AS vector, "
+                "(SELECT category FROM marketplace.products WHERE image_id = :i) AS category "
+                "FROM catalogue.image_embeddings e "
+                "WHERE e.model_version_id = :v AND e.image_id = :i"
             ),
-            {"s": shortcode, "p": position},
+            {"v": version.id, "i": picture.image_id},
         ).one_or_none()
-        if picture is None:
-            posts = connection.execute(
-                text("SELECT count(*) FROM raw.post_images WHERE shortcode = :s"), {"s": shortcode}
-            ).scalar_one()
-            if posts:
-                raise SimilarError(f"post {shortcode} has {posts} picture(s), no {position}")
+    described = f"{picture.shortcode}/{picture.position}"
+    if found is None:
+        if not picture.listed:
             raise SimilarError(
-                f"no post {shortcode} in the catalogue: collect its account first "
-                "(`catalogue collect`)"
-            )
-        vector = connection.execute(
-            text(
-                "SELECT CAST(embedding AS text) FROM catalogue.image_embeddings "
-                "WHERE model_version_id = :v AND image_id = :i"
-            ),
-            {"v": version.id, "i": picture.id},
-        ).scalar_one_or_none()
-    if vector is None:
-        if picture.removed_at or picture.unavailable_since:
-            raise SimilarError(
-                f"{shortcode}/{position} is no longer listed on Instagram, so it is not embedded"
+                f"{described} is no longer listed on Instagram, so it is not embedded"
             )
         raise SimilarError(
-            f"{shortcode}/{position} is not embedded by {version.version} yet: the next predict "
-            "run embeds it (`catalogue predict`, or the nightly predict_catalogue DAG)"
+            f"{described} is not embedded by {version.version} yet: the next predict run embeds "
+            "it (`catalogue predict`, or the nightly predict_catalogue DAG)"
         )
     return Query(
-        vector=np.asarray([float(x) for x in vector.strip("[]").split(",")], dtype=np.float32),
-        image_id=picture.id,
-        category=picture.category,
-        description=f"{shortcode}/{position}",
+        vector=np.asarray([float(x) for x in found.vector.strip("[]").split(",")], np.float32),
+        image_id=picture.image_id,
+        category=found.category,
+        description=described,
     )
 
 

@@ -241,7 +241,7 @@ def test_the_command_line_searches_by_shortcode_and_by_a_new_photo(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["NOSUCHPOST"], "no post NOSUCHPOST in the catalogue"),
+        (["NOSUCHPOST"], "unknown shortcode 'NOSUCHPOST' (no collected post)"),
         ([], "name a catalogued picture"),
         (["--image", "{text}"], "not an image"),
     ],
@@ -258,9 +258,9 @@ def test_bad_searches_are_one_clear_line(services, shop, embedded, tmp_path, arg
 @pytest.mark.parametrize(
     ("reference", "limit", "message"),
     [
-        ("bad;code", 3, "is not a post's shortcode"),
-        ("{original}/7", 3, "has 1 picture(s), no 7"),
-        ("{original}/-1", 3, "a post's pictures count 0 to 19"),
+        ("bad;code", 3, "'bad;code' is not a picture: write SHORTCODE, or SHORTCODE/POSITION"),
+        ("{original}/7", 3, "has no picture at position 7 (positions 0)"),
+        ("{original}/-1", 3, "is not a picture"),
         ("{original}", 0, "--limit must be between 1 and 1000"),
         ("{original}", 1001, "--limit must be between 1 and 1000"),
     ],
