@@ -324,10 +324,18 @@ class Settings(BaseSettings):
     predict_workers: int = Field(8, ge=1, le=256, description="fetch and decode threads")
     predict_max_shards: int = Field(4, ge=1, le=1024, description="mapped tasks of the predict DAG")
     predict_min_shard_images: int = Field(2000, ge=1, description="images a shard gets at least")
-    # duplicate listings: measured in bench/duplicates.py (docs/benchmarks.md)
-    duplicate_max_hamming: int = Field(12, ge=0, le=64, description="hash bits copies differ in")
-    duplicate_max_distance: float = Field(0.15, ge=0, le=2, description="their cosine distance")
-    duplicate_neighbours: int = Field(10, ge=1, le=1000, description="nearest pictures compared")
+    # duplicate listings: precision 0.993, recall 0.62 in bench/duplicates.py (docs/benchmarks.md)
+    duplicate_max_hamming: int = Field(6, ge=0, le=64, description="hash bits copies differ in")
+    duplicate_max_distance: float = Field(0.3, ge=0, le=2, description="their cosine distance")
+    duplicate_neighbours: int = Field(3, ge=1, le=1000, description="nearest pictures compared")
+    # the moderators' workbench (`catalogue web`)
+    web_host: str = Field("127.0.0.1", description="the address `catalogue web` listens on")
+    web_port: Port = Field(8090, description="its port")
+    web_session_hours: float = Field(12, gt=0, le=720, description="a sign-in lasts this long")
+    web_secure_cookies: Flag = Field(False, description="cookies only over https (behind TLS)")
+    web_login_attempts: int = Field(
+        5, ge=1, le=1000, description="failed sign-ins per name in 15 minutes before refusing"
+    )
 
     # -- construction -------------------------------------------------------------------------
     def __init__(self, **values: Any) -> None:

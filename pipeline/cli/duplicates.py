@@ -72,7 +72,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         return EXIT_OK
     scope = f" with @{account}" if account else ""
     say(
-        f"{len(groups):,} groups of duplicate listings{scope}"
+        f"{len(groups):,} group{'s' if len(groups) != 1 else ''} of duplicate listings{scope}"
         + (f", the {len(shown)} largest:" if len(shown) < len(groups) else ":")
     )
     by_group: dict[int, list] = {}

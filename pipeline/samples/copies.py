@@ -1,6 +1,6 @@
 """Copies of a product photo as other shops repost it: the duplicate listings a marketplace meets.
 
-Each copy is a JPEG made from the original's bytes: `reencoded` (saved again at a low quality),
+Each copy is a JPEG made from the original's bytes: `reencoded` (saved again at quality 50),
 `resized` (scaled up by half, as a shop's upload), `cropped` (10 % of the width and height cut
 away, the rest scaled back to the original's size), `mirrored`, `overlaid` (a caption band with
 text drawn over the lower part, as a watermark or a price tag) and `reposted` (the same bytes,
@@ -28,7 +28,7 @@ def _open(data: bytes) -> Image.Image:
 
 
 def reencoded(data: bytes) -> bytes:
-    return _jpeg(_open(data), quality=35)
+    return _jpeg(_open(data), quality=50)
 
 
 def resized(data: bytes) -> bytes:

@@ -8,9 +8,11 @@ stage stored agree:
 - their embeddings (the category champion's, `embeddings`) are within cosine distance
   `max_distance`.
 The candidates of a picture are its `neighbours` nearest embeddings found through the
-version's HNSW index; the hash then decides among them. Pairs become groups by union-find: the
-group id is the smallest image id of the group, and a new picture can join a group or merge
-several (measured in `bench/duplicates.py`; the thresholds are settings).
+version's HNSW index; it is linked to the nearest of them that passes both tests (one link per
+picture: linking to every passing candidate chains look-alike products of the same pose into
+large false groups). Links become groups by union-find: the group id is the smallest image id of
+the group, and a new picture can join a group or merge several (measured in
+`bench/duplicates.py`, docs/benchmarks.md; the thresholds are settings).
 
 `refresh_duplicates` checks only the pictures the champion has embedded and not yet checked
 (`catalogue.duplicate_checks`), one transaction per batch under an advisory lock: a crash loses
@@ -65,7 +67,7 @@ class DuplicateRun:
     version: str
     embedded: int = 0  # pictures the version has embedded
     checked: int = 0  # pictures checked by this run
-    pairs: int = 0  # same-product pairs found
+    pairs: int = 0  # links found: a checked picture and the nearest picture of its product
     grouped: int = 0  # pictures that joined a group (or whose group changed)
     merged: int = 0  # existing groups merged into another
     started_over: bool = False  # a new champion: earlier groups and checks were forgotten
@@ -202,8 +204,10 @@ def _same_product_pairs(
     connection.execute(text(f"SET LOCAL hnsw.ef_search = {max(k, 40)}"))
     rows = connection.execute(
         text(
-            f"SELECT image_id, other FROM ({candidates_sql(version_id=version_id, dims=dims)}) c "
-            "WHERE c.distance <= :d AND c.hamming <= :h"
+            "SELECT DISTINCT ON (c.image_id) c.image_id, c.other "
+            f"FROM ({candidates_sql(version_id=version_id, dims=dims)}) c "
+            "WHERE c.distance <= :d AND c.hamming <= :h "
+            "ORDER BY c.image_id, c.distance, c.other"
         ),
         {"ids": ids, "k": k, "d": options.max_distance, "h": options.max_hamming},
     ).all()
