@@ -1,7 +1,7 @@
 """`catalogue`: the command line for people who do not use the Airflow UI.
 
 One module per command group (`stack`, `accounts`, `collect`, `labels`, `train`, `models`,
-`predict`, `similar`, `duplicates`, `demo`, `report`), each adding its commands to the parser; `args` says once what an
+`predict`, `similar`, `duplicates`, `demo`, `report`, `web`, `users`), each adding its commands to the parser; `args` says once what an
 argument means. Every error a user can cause ends in one line naming the setting or input to fix,
 and a non-zero exit code; never a bare traceback.
 """
@@ -26,6 +26,8 @@ from pipeline.cli import (
     similar,
     stack,
     train,
+    users,
+    web,
 )
 from pipeline.cli.args import UsageError, sub_commands
 from pipeline.cli.output import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, complain
@@ -37,7 +39,8 @@ __all__ = ["UsageError", "build_parser", "main"]
 
 log = logging.getLogger("catalogue")
 GROUPS = (
-    stack, accounts, collect, labels, train, models, predict, similar, duplicates, demo, report
+    stack, accounts, collect, labels, train, models, predict, similar, duplicates, demo, report,
+    web, users,
 )  # fmt: skip
 
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
+from datetime import date
 from typing import IO, Any
 
 from sqlalchemy import Engine, text
 
 from pipeline.labels.label_csv import header_for, neutralise
-from pipeline.labels.taxonomy import taxonomy_from_database
+from pipeline.labels.taxonomy import UnknownValue, taxonomy_from_database
 from pipeline.storage import ObjectStore
 
 NEAR_DUPLICATE = 0
@@ -71,12 +72,49 @@ class ReviewItem:
         return f"{REASONS[self.tier]}: {', '.join(shown[:3])}{more}"
 
 
-def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) -> list[ReviewItem]:
+@dataclass(frozen=True)
+class ReviewFilter:
+    """Which pictures of the queue to show (the workbench's filters); every given one must hold.
+    `value`, `predicted` and `needs_review` are about the queue's attribute."""
+
+    account: str | None = None
+    value: str | None = None  # current label
+    predicted: str | None = None  # the model's shown prediction
+    needs_review: bool | None = None  # the prediction is marked needs_review (or not)
+    since: date | None = None  # post taken on or after
+    until: date | None = None  # post taken on or before
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    items: list[ReviewItem]
+    total: int  # pictures in the (filtered) queue, beyond the page too
+
+
+def review_queue(
+    *, engine: Engine, limit: int, attribute: str | None = None,
+    filters: ReviewFilter | None = None,
+) -> list[ReviewItem]:  # fmt: skip
+    return review_page(engine=engine, limit=limit, attribute=attribute, filters=filters).items
+
+
+def review_page(
+    *, engine: Engine, limit: int, attribute: str | None = None,
+    filters: ReviewFilter | None = None, offset: int = 0,
+) -> ReviewPage:  # fmt: skip
+    """A page of the queue, best first, and how many pictures the whole queue holds."""
+    filters = filters or ReviewFilter()
     with engine.connect() as connection:
         taxonomy = taxonomy_from_database(connection)
         attributes = [attribute] if attribute else list(taxonomy.attributes)
         if attribute:
-            taxonomy.attribute(attribute)
+            spec = taxonomy.attribute(attribute)
+            value = spec.canonical(filters.value) if filters.value else None
+            predicted = spec.canonical(filters.predicted) if filters.predicted else None
+        elif filters.value or filters.predicted or filters.needs_review is not None:
+            raise UnknownValue("filtering by label or prediction needs the attribute")
+        else:
+            value = predicted = None
         rows = connection.execute(
             text(
                 """
@@ -163,19 +201,47 @@ def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) ->
                     HAVING min(j.tier) IS NOT NULL
                 )
                 SELECT r.image_id, i.shortcode, i.position, i.account, i.object_key,
-                       r.tier, r.score, r.labels, r.suggestions, r.near_duplicates
+                       r.tier, r.score, r.labels, r.suggestions, r.near_duplicates,
+                       count(*) OVER () AS total
                 FROM ranked r
                 JOIN raw.post_images i ON i.id = r.image_id
                 LEFT JOIN catalogue.image_duplicates d
                        ON d.image_id = r.image_id AND r.tier = :near_duplicate
+                WHERE (CAST(:account AS text) IS NULL OR i.account = :account)
+                  AND (CAST(:since AS date) IS NULL OR i.taken_at >= :since)
+                  AND (CAST(:until AS date) IS NULL OR i.taken_at < CAST(:until AS date) + 1)
+                  AND (CAST(:value AS text) IS NULL OR EXISTS (
+                          SELECT 1 FROM catalogue.current_labels fl
+                          WHERE fl.image_id = r.image_id AND fl.attribute = :attribute
+                            AND fl.value = :value))
+                  AND (CAST(:predicted AS text) IS NULL OR EXISTS (
+                          SELECT 1 FROM catalogue.predictions fp
+                          WHERE fp.image_id = r.image_id AND fp.attribute = :attribute
+                            AND fp.value = :predicted))
+                  AND (CAST(:needs_review AS boolean) IS NULL OR EXISTS (
+                          SELECT 1 FROM catalogue.predictions fp
+                          WHERE fp.image_id = r.image_id AND fp.attribute = :attribute
+                            AND fp.needs_review = :needs_review))
                 ORDER BY r.tier, r.score NULLS LAST, d.group_id NULLS LAST, i.taken_at DESC,
                          i.shortcode, i.position
-                LIMIT :limit
+                LIMIT :limit OFFSET :offset
                 """
             ),
-            {"attributes": attributes, "limit": limit, "near_duplicate": NEAR_DUPLICATE},
+            {
+                "attributes": attributes,
+                "limit": limit,
+                "offset": offset,
+                "near_duplicate": NEAR_DUPLICATE,
+                "attribute": attribute,
+                "account": filters.account,
+                "since": filters.since,
+                "until": filters.until,
+                "value": value,
+                "predicted": predicted,
+                "needs_review": filters.needs_review,
+            },
         ).all()
-    return [
+    items = [
         ReviewItem(
             r.image_id, r.shortcode, r.position, r.account, r.object_key, r.tier,
             r.score if r.score is not None else 0.0, r.labels or {}, r.suggestions or {},
@@ -183,6 +249,7 @@ def review_queue(*, engine: Engine, limit: int, attribute: str | None = None) ->
         )
         for r in rows
     ]  # fmt: skip
+    return ReviewPage(items, rows[0].total if rows else 0)
 
 
 def write_review_csv(

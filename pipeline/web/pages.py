@@ -1,0 +1,176 @@
+"""What the workbench's pages read: a picture with its post, labels and predictions; the
+catalogue's products with the review filters; the latest labels of a set of pictures.
+
+Writes are not here: every label goes through `pipeline.labels` (history, jobs), like the CLI's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, Row, text
+
+from pipeline.labels.review import ReviewFilter
+from pipeline.labels.taxonomy import Taxonomy, taxonomy_from_database
+from pipeline.web.thumbnails import PictureNotFound
+
+PRODUCT_COLUMNS = ("colour", "category")  # the attributes marketplace.products holds as columns
+
+
+@dataclass(frozen=True)
+class Picture:
+    image_id: int
+    shortcode: str
+    position: int
+    account: str
+    caption: str | None
+    taken_at: Any
+    width: int | None
+    height: int | None
+    product: dict[str, Any] | None
+    latest: dict[str, dict[str, Any]]  # attribute -> {value, label_id, created_by}
+    history: list[Row[Any]]
+    predictions: list[Row[Any]]  # every model version's
+
+
+def taxonomy(engine: Engine) -> Taxonomy:
+    with engine.connect() as connection:
+        return taxonomy_from_database(connection)
+
+
+def picture(engine: Engine, image_id: int) -> Picture:
+    with engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT i.id, i.shortcode, i.position, i.account, p.caption, i.taken_at, "
+                "i.width, i.height FROM raw.post_images i JOIN raw.posts p ON p.id = i.post_id "
+                "WHERE i.id = :i AND i.removed_at IS NULL"
+            ),
+            {"i": image_id},
+        ).one_or_none()
+        if row is None:
+            raise PictureNotFound(f"no picture {image_id}")
+        product = connection.execute(
+            text("SELECT * FROM marketplace.products WHERE image_id = :i"), {"i": image_id}
+        ).one_or_none()
+        history = connection.execute(
+            text(
+                """
+                SELECT l.id, l.attribute, l.value, l.source, l.moderator, l.created_by,
+                       l.created_at, l.replaces_label_id, l.job_id, l.note, j.kind AS job_kind,
+                       j.origin
+                FROM catalogue.labels l JOIN catalogue.label_jobs j ON j.id = l.job_id
+                WHERE l.image_id = :i ORDER BY l.attribute, l.id
+                """
+            ),
+            {"i": image_id},
+        ).all()
+        predictions = connection.execute(
+            text(
+                """
+                SELECT v.attribute, v.version, v.status, mp.value, mp.confidence, mp.top,
+                       mp.needs_review, mp.predicted_at
+                FROM catalogue.model_predictions mp
+                JOIN catalogue.model_versions v ON v.id = mp.model_version_id
+                WHERE mp.image_id = :i ORDER BY v.attribute, mp.predicted_at DESC
+                """
+            ),
+            {"i": image_id},
+        ).all()
+    return Picture(
+        row.id, row.shortcode, row.position, row.account, row.caption, row.taken_at,
+        row.width, row.height, dict(product._mapping) if product else None,
+        latest_labels(engine, [image_id]).get(image_id, {}), list(history), list(predictions),
+    )  # fmt: skip
+
+
+def latest_labels(engine: Engine, image_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    """image id -> attribute -> the latest label (value None: cleared) with its id and author."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT image_id, attribute, value, label_id, created_by "
+                "FROM catalogue.latest_labels WHERE image_id = ANY(:ids)"
+            ),
+            {"ids": list(image_ids)},
+        ).all()
+    found: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        found.setdefault(r.image_id, {})[r.attribute] = {
+            "value": r.value, "label_id": r.label_id, "created_by": r.created_by,
+        }  # fmt: skip
+    return found
+
+
+def products(
+    engine: Engine, *, attribute: str, filters: ReviewFilter, limit: int, offset: int = 0
+) -> tuple[list[Row[Any]], int]:
+    """A page of `marketplace.products` (with the review queue's filters) and how many match."""
+    with engine.connect() as connection:
+        spec = taxonomy_from_database(connection).attribute(attribute)
+        rows = connection.execute(
+            text(
+                """
+                SELECT p.*, count(*) OVER () AS total FROM marketplace.products p
+                JOIN raw.post_images i ON i.id = p.image_id
+                WHERE (CAST(:account AS text) IS NULL OR p.account = :account)
+                  AND (CAST(:since AS date) IS NULL OR i.taken_at >= :since)
+                  AND (CAST(:until AS date) IS NULL OR i.taken_at < CAST(:until AS date) + 1)
+                  AND (CAST(:value AS text) IS NULL OR EXISTS (
+                          SELECT 1 FROM catalogue.current_labels fl
+                          WHERE fl.image_id = p.image_id AND fl.attribute = :attribute
+                            AND fl.value = :value))
+                  AND (CAST(:predicted AS text) IS NULL OR EXISTS (
+                          SELECT 1 FROM catalogue.predictions fp
+                          WHERE fp.image_id = p.image_id AND fp.attribute = :attribute
+                            AND fp.value = :predicted))
+                  AND (CAST(:needs_review AS boolean) IS NULL
+                       OR p.needs_review = :needs_review)
+                ORDER BY i.taken_at DESC, p.shortcode, p.position
+                LIMIT :limit OFFSET :offset
+                """
+            ),
+            {
+                "attribute": attribute,
+                "account": filters.account,
+                "since": filters.since,
+                "until": filters.until,
+                "value": spec.canonical(filters.value) if filters.value else None,
+                "predicted": spec.canonical(filters.predicted) if filters.predicted else None,
+                "needs_review": filters.needs_review,
+                "limit": limit,
+                "offset": offset,
+            },
+        ).all()
+    return list(rows), (rows[0].total if rows else 0)
+
+
+def taxonomy_choices(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """attribute -> its values with their other spellings, for typing a value's first letters."""
+    spec = taxonomy(engine)
+    choices = {}
+    for name, attribute in spec.attributes.items():
+        aliases: dict[str, list[str]] = {}
+        for alias, value in attribute.aliases.items():
+            aliases.setdefault(value, []).append(alias)
+        choices[name] = [
+            {"value": v, "aliases": aliases.get(v, [])} for v in sorted(attribute.values)
+        ]
+    return choices
+
+
+def duplicate_listings(engine: Engine, groups: list[int | None]) -> dict[int, list[str]]:
+    """duplicate group -> its listings (`shortcode/position`), from marketplace.duplicate_listings."""
+    wanted = sorted({g for g in groups if g is not None})
+    if not wanted:
+        return {}
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT group_id, pictures FROM marketplace.duplicate_listings "
+                "WHERE group_id = ANY(:g)"
+            ),
+            {"g": wanted},
+        ).all()
+    return {r.group_id: list(r.pictures) for r in rows}
