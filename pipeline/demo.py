@@ -91,6 +91,12 @@ def run_demo(settings: Settings, options: DemoOptions, *, say: Say, training_pro
         'marketplace.products GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10"'
     )
     say("  review       .venv/bin/catalogue review --limit 20")
+    web = next((s for s in statuses if s.name == "web"), None)
+    if web is not None and web.healthy:
+        say(
+            f"  workbench    {web.url}  (first: .venv/bin/catalogue users add NAME --role "
+            "moderator): the review queue as a grid, each picture's history, relabel jobs, undo"
+        )
     example = _example_product(engine)
     if example:
         say(f"  similar      .venv/bin/catalogue similar {example} --limit 5")

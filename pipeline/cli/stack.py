@@ -126,10 +126,15 @@ def add_commands(add: AddCommand) -> None:
         "up",
         cmd_up,
         "Start the local stack: Postgres (embedded unless CATALOGUE_DATABASE_URL is set), "
-        "SeaweedFS's S3 server (unless CATALOGUE_S3_ENDPOINT is set) and Airflow standalone; "
+        "SeaweedFS's S3 server (unless CATALOGUE_S3_ENDPOINT is set), Airflow standalone and the "
+        "moderators' workbench (`catalogue web`); "
         "migrate the catalogue and create the buckets. Safe to run again.",
     )
-    up.add_argument("--no-airflow", action="store_true", help="start only Postgres and S3")
+    up.add_argument(
+        "--no-airflow",
+        action="store_true",
+        help="start only Postgres and S3 (no Airflow, no workbench)",
+    )
     add("down", cmd_down, "Stop what `catalogue up` started; configured services are left alone.")
     add("status", cmd_status, "Show each local service, its URL and whether it is healthy.")
 

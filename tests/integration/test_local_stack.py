@@ -44,6 +44,7 @@ def _stack_env(services, state_dir: Path) -> dict[str, str]:
         CATALOGUE_STATE_DIR=str(state_dir),
         CATALOGUE_S3_PORT=str(_free_port()),
         CATALOGUE_AIRFLOW_PORT=str(_free_port()),
+        CATALOGUE_WEB_PORT=str(_free_port()),
     )
     return env
 
@@ -237,7 +238,12 @@ def test_up_status_down_with_embedded_defaults(services, tmp_path):
         status = catalogue(env, "status")
         assert status.returncode == 0, status.stdout
         rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}
-        assert rows == {"postgres": "running", "s3": "running", "airflow": "running"}
+        assert rows == {
+            "postgres": "running",
+            "s3": "running",
+            "airflow": "running",
+            "web": "running",
+        }
         assert "embedded" in status.stdout
 
         airflow = record["airflow"]
@@ -264,9 +270,13 @@ def test_up_status_down_with_embedded_defaults(services, tmp_path):
     finally:
         down = catalogue(env, "down")
     assert down.returncode == 0, down.stderr
-    assert "airflow" in down.stdout and "postgres" in down.stdout
+    assert "airflow" in down.stdout and "postgres" in down.stdout and "web" in down.stdout
     assert _processes_under(state_dir) == []
-    for port in (env["CATALOGUE_S3_PORT"], env["CATALOGUE_AIRFLOW_PORT"]):
+    for port in (
+        env["CATALOGUE_S3_PORT"],
+        env["CATALOGUE_AIRFLOW_PORT"],
+        env["CATALOGUE_WEB_PORT"],
+    ):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", int(port))) != 0
     after = catalogue(env, "status")
