@@ -45,13 +45,14 @@ def thumbnail(image_id: int, request: Request, size: str = "thumb",
 @router.get("/catalogue")
 def catalogue_page(request: Request, session: users.SignedIn = Depends(viewer)):
     engine, params = request.app.state.engine, request.query_params
-    attribute = attribute_of(engine, params.get("attribute"))
+    taxonomy = pages.taxonomy(engine)
+    attribute = attribute_of(taxonomy, params.get("attribute"))
     offset = number(params.get("offset"), 0, 0, 10**9, "offset")
     rows, total = pages.products(engine, attribute=attribute, filters=review_filter(params),
                                  limit=PAGE, offset=offset)  # fmt: skip
     return render(request, session, "catalogue.html", title="Catalogue", rows=rows, total=total,
                   offset=offset, page=PAGE, attribute=attribute,
-                  attributes=list(pages.taxonomy(engine).attributes),
+                  attributes=list(taxonomy.attributes),
                   filters=filter_form(params), query=filter_query(params, attribute))  # fmt: skip
 
 

@@ -12,11 +12,10 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import Engine
 
 from pipeline.errors import CatalogueError
 from pipeline.labels.review import ReviewFilter
-from pipeline.web import pages
+from pipeline.labels.taxonomy import Taxonomy
 from pipeline.web.users import SignedIn
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
@@ -69,8 +68,8 @@ def a_date(text: str | None, name: str) -> date | None:
         raise RequestRefused(f"{name} '{text[:20]}' is not a date: write YYYY-MM-DD") from None
 
 
-def attribute_of(engine: Engine, name: str | None) -> str:
-    attributes = list(pages.taxonomy(engine).attributes)
+def attribute_of(taxonomy: Taxonomy, name: str | None) -> str:
+    attributes = list(taxonomy.attributes)
     if not name:
         return "category" if "category" in attributes else attributes[0]
     if name not in attributes:

@@ -50,7 +50,8 @@ def home(session: users.SignedIn = Depends(viewer)):
 @router.get("/review")
 def review(request: Request, session: users.SignedIn = Depends(viewer)):
     engine, params = request.app.state.engine, request.query_params
-    attribute = attribute_of(engine, params.get("attribute"))
+    taxonomy = pages.taxonomy(engine)
+    attribute = attribute_of(taxonomy, params.get("attribute"))
     limit = number(params.get("limit"), GRID_LIMIT, 1, MAX_GRID, "limit")
     offset = number(params.get("offset"), 0, 0, 10**9, "offset")
     found = review_page(engine=engine, limit=limit, attribute=attribute,
@@ -70,16 +71,16 @@ def review(request: Request, session: users.SignedIn = Depends(viewer)):
         })  # fmt: skip
     return render(
         request, session, "review.html", title="Review", attribute=attribute,
-        attributes=list(pages.taxonomy(engine).attributes), filters=filter_form(params),
+        attributes=list(taxonomy.attributes), filters=filter_form(params),
         cells=cells, total=found.total, offset=offset, limit=limit,
-        choices=pages.taxonomy_choices(engine)[attribute], query=filter_query(params, attribute),
+        choices=pages.taxonomy_choices(taxonomy)[attribute], query=filter_query(params, attribute),
     )  # fmt: skip
 
 
 @router.get("/api/review/count")
 def review_count(request: Request, session: users.SignedIn = Depends(viewer)):
     engine, params = request.app.state.engine, request.query_params
-    attribute = attribute_of(engine, params.get("attribute"))
+    attribute = attribute_of(pages.taxonomy(engine), params.get("attribute"))
     found = review_page(engine=engine, limit=1, attribute=attribute, filters=review_filter(params))
     return {"remaining": found.total}
 
@@ -168,8 +169,9 @@ def _picture(request: Request, session: users.SignedIn, image_id: int, status: i
              **extra: Any):  # fmt: skip
     engine = request.app.state.engine
     found = pages.picture(engine, image_id)
+    choices = pages.taxonomy_choices(pages.taxonomy(engine))
     return render(request, session, "picture.html", status, title=found.shortcode,
-                  picture=found, choices=pages.taxonomy_choices(engine), **extra)  # fmt: skip
+                  picture=found, choices=choices, **extra)  # fmt: skip
 
 
 @router.post("/pictures/{image_id}/labels")

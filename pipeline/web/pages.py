@@ -146,9 +146,8 @@ def products(
     return list(rows), (rows[0].total if rows else 0)
 
 
-def taxonomy_choices(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+def taxonomy_choices(spec: Taxonomy) -> dict[str, list[dict[str, Any]]]:
     """attribute -> its values with their other spellings, for typing a value's first letters."""
-    spec = taxonomy(engine)
     choices = {}
     for name, attribute in spec.attributes.items():
         aliases: dict[str, list[str]] = {}
