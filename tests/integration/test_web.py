@@ -36,6 +36,9 @@ def shop(migrated, settings, dataset, tmp_path_factory):
     reset_catalogue(migrated)
     with migrated.begin() as connection:
         connection.execute(text("TRUNCATE catalogue.moderators, catalogue.login_failures CASCADE"))
+        connection.execute(
+            text("TRUNCATE catalogue.model_versions, catalogue.dataset_snapshots CASCADE")
+        )
     archive = tmp_path_factory.mktemp("web-archive")
     generate_sample_accounts(dataset, archive, size=12, seed=5, carousel_share=0, video_share=0)
     import_archive(archive, engine=migrated, store=ObjectStore.for_images(settings), workers=4)
@@ -367,6 +370,41 @@ def test_search_by_picture_refuses_big_files_and_says_what_is_missing(
     photo = ObjectStore.for_images(settings).get(key)
     answer = moderator.post("/api/similar", files={"photo": ("mine.jpg", photo)})
     assert answer.status_code == 400 and "no category champion" in answer.json()["error"]
+
+
+def test_search_by_picture_finds_the_product_and_the_picture_page_its_models(
+    people, shop, settings, migrated, tmp_path
+):
+    """A champion whose embedding is the picture's mean colour, the shop predicted once: the photo
+    of a catalogued product finds that product first."""
+    from pipeline.predict.batch import PredictOptions, predict_catalogue
+    from tests.model_artefacts import KnownModel, colour_by_channel, register_model
+
+    known = colour_by_channel()
+    known.network.get_layer("colour").name = "category"
+    model = KnownModel(known.network, "category", ["Watches", "Handbags", "Sports Shoes"])
+    models = ObjectStore.for_models(settings)
+    version = register_model(migrated, models, model, tmp_path / "v1", champion=True)
+    predict_catalogue(
+        engine=migrated, images=ObjectStore.for_images(settings), models=models,
+        cache_dir=tmp_path / "artefacts", options=PredictOptions(batch_size=8, workers=2),
+    )  # fmt: skip
+    with migrated.connect() as connection:
+        key = connection.execute(
+            text("SELECT object_key FROM raw.images WHERE id = :i"), {"i": shop[5].id}
+        ).scalar_one()
+    photo = ObjectStore.for_images(settings).get(key)
+    viewer = people["vic"]
+    found = viewer.post("/api/similar", files={"photo": ("mine.jpg", photo)}, data={"limit": "3"})
+    assert found.status_code == 200, found.text
+    answer = found.json()
+    assert answer["model_version"] == version and len(answer["neighbours"]) == 3
+    assert answer["neighbours"][0]["image_id"] == shop[5].id
+    assert answer["neighbours"][0]["distance"] < 0.01
+    page = _form(viewer, "/search", {}, files={"photo": ("mine.jpg", photo)})
+    assert page.status_code == 200 and f"/pictures/{shop[5].id}" in page.text
+    picture = viewer.get(f"/pictures/{shop[5].id}").text
+    assert version in picture and "champion" in picture
 
 
 def test_users_command_line(services, migrated):
