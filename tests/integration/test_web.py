@@ -325,6 +325,9 @@ def _history(engine, job_id: int) -> list[tuple]:
 def test_bulk_relabel_and_its_undo_leave_the_history_the_cli_leaves(people, shop, migrated):
     moderator = people["mo"]
     account = shop[-1].account
+    picked = moderator.get("/relabel", params=[("shortcode", shop[0].shortcode),
+                                               ("shortcode", shop[1].shortcode)])  # fmt: skip
+    assert f"{shop[0].shortcode} {shop[1].shortcode}</textarea>" in picked.text
     fields = {"kind": "move", "attribute": "colour", "to": "Navy Blue", "account": account}
     dry = _form(moderator, "/relabel", fields)
     count = sum(1 for image in shop if image.account == account)

@@ -107,6 +107,12 @@
     } catch (error) { say(`undo failed: ${error.message}`); }
   }
 
+  const relabel = document.getElementById("relabel-selected");
+  if (relabel) relabel.addEventListener("click", () => {
+    const posts = targets().map((c) => "shortcode=" + encodeURIComponent(c.dataset.shortcode));
+    window.location = `/relabel?kind=move&attribute=${encodeURIComponent(attribute)}&${posts.join("&")}`;
+  });
+
   cells.forEach((cell, i) => {
     cell.addEventListener("click", (event) => {
       if (event.target.closest("a")) return;
