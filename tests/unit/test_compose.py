@@ -16,7 +16,7 @@ AIRFLOW_COMPONENTS = [
     "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
     "airflow-worker", "airflow-worker-gpu",
 ]  # fmt: skip
-LONG_RUNNING = ["postgres", "s3", "redis", *AIRFLOW_COMPONENTS]
+LONG_RUNNING = ["postgres", "s3", "redis", "web", *AIRFLOW_COMPONENTS]
 ONE_SHOT = ["s3-init", "airflow-init"]
 
 
@@ -44,7 +44,7 @@ def test_long_running_services_have_healthchecks(name):
     assert check["test"] and check["interval"] and check["retries"]
 
 
-@pytest.mark.parametrize("name", AIRFLOW_COMPONENTS + ONE_SHOT)
+@pytest.mark.parametrize("name", [*AIRFLOW_COMPONENTS, *ONE_SHOT, "web"])
 def test_airflow_images_are_built_from_infra(name):
     build = SERVICES[name]["build"]
     assert build["dockerfile"] == "infra/Dockerfile"

@@ -10,6 +10,8 @@ from airflow.plugins_manager import AirflowPlugin
 
 def workbench_url() -> str:
     host = os.environ.get("CATALOGUE_WEB_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # listening everywhere: the browser reaches it locally
+        host = "localhost"
     port = os.environ.get("CATALOGUE_WEB_PORT") or "8090"
     return f"http://{host}:{port}/review"
 
