@@ -34,6 +34,9 @@ EXPECTED_TABLES = {
         "image_hashes",
         "image_duplicates",
         "duplicate_checks",
+        "moderators",
+        "web_sessions",
+        "login_failures",
     },
     "marketplace": {"products", "product_attributes"},
 }

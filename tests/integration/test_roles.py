@@ -98,3 +98,14 @@ def test_application_role_writes_the_catalogue(login_as, settings):
     app = login_as(settings.role_names["app"])
     assert _can(app, "INSERT INTO raw.accounts (username) VALUES ('app_can_write')")
     assert not _can(app, "CREATE TABLE raw.not_allowed (id int)")
+
+
+@pytest.mark.parametrize("group", ["reader", "moderator"])
+def test_only_the_application_reads_the_workbench_people_and_sessions(login_as, settings, group):
+    """Password hashes and session tokens are nobody's data: the default privileges that give
+    analysts and moderators every new catalogue table stop short of these."""
+    other = login_as(settings.role_names[group])
+    for table in ("moderators", "web_sessions", "login_failures"):
+        assert not _can(other, f"SELECT count(*) FROM catalogue.{table}")
+    app = login_as(settings.role_names["app"])
+    assert _can(app, "SELECT count(*) FROM catalogue.moderators")
