@@ -15,7 +15,6 @@ from pipeline.web import pages, users
 from pipeline.web.auth import viewer
 from pipeline.web.forms import (
     RequestRefused,
-    a_date,
     attribute_of,
     filter_form,
     filter_query,
@@ -58,18 +57,11 @@ def catalogue_page(request: Request, session: users.SignedIn = Depends(viewer)):
 
 @router.get("/catalogue/labels.csv")
 def catalogue_csv(request: Request, session: users.SignedIn = Depends(viewer)):
-    """The current labels as the label CSV (`catalogue labels export`'s filters: an account, an
-    attribute's value, labelled since/until)."""
-    from pipeline.labels.label_csv import export_labels
-
-    params = request.query_params
+    """The products the page's filters select, as the label CSV to fill in and import."""
+    engine, params = request.app.state.engine, request.query_params
+    attribute = attribute_of(pages.taxonomy(engine), params.get("attribute"))
     out = io.StringIO()
-    export_labels(
-        out, engine=request.app.state.engine, account=params.get("account") or None,
-        attribute=(params.get("attribute") or None) if params.get("value") else None,
-        value=params.get("value") or None,
-        since=a_date(params.get("since"), "since"), until=a_date(params.get("until"), "until"),
-    )  # fmt: skip
+    pages.write_products_csv(out, engine, attribute=attribute, filters=review_filter(params))
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="labels.csv"'})  # fmt: skip
 

@@ -6,11 +6,13 @@ Writes are not here: every label goes through `pipeline.labels` (history, jobs),
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import Engine, Row, text
 
+from pipeline.labels.label_csv import header_for, neutralise
 from pipeline.labels.review import ReviewFilter
 from pipeline.labels.taxonomy import Taxonomy, taxonomy_from_database
 from pipeline.web.thumbnails import PictureNotFound
@@ -103,47 +105,85 @@ def latest_labels(engine: Engine, image_ids: list[int]) -> dict[int, dict[str, d
     return found
 
 
+PRODUCTS_MATCHING = """
+    FROM marketplace.products p
+    JOIN raw.post_images i ON i.id = p.image_id
+    WHERE (CAST(:account AS text) IS NULL OR p.account = :account)
+      AND (CAST(:since AS date) IS NULL OR i.taken_at >= :since)
+      AND (CAST(:until AS date) IS NULL OR i.taken_at < CAST(:until AS date) + 1)
+      AND (CAST(:value AS text) IS NULL OR EXISTS (
+              SELECT 1 FROM catalogue.current_labels fl
+              WHERE fl.image_id = p.image_id AND fl.attribute = :attribute
+                AND fl.value = :value))
+      AND (CAST(:predicted AS text) IS NULL OR EXISTS (
+              SELECT 1 FROM catalogue.predictions fp
+              WHERE fp.image_id = p.image_id AND fp.attribute = :attribute
+                AND fp.value = :predicted))
+      AND (CAST(:needs_review AS boolean) IS NULL OR p.needs_review = :needs_review)
+"""
+
+
+def _matching(spec: Taxonomy, attribute: str, filters: ReviewFilter) -> dict[str, Any]:
+    attribute_spec = spec.attribute(attribute)
+    return {
+        "attribute": attribute,
+        "account": filters.account,
+        "since": filters.since,
+        "until": filters.until,
+        "value": attribute_spec.canonical(filters.value) if filters.value else None,
+        "predicted": attribute_spec.canonical(filters.predicted) if filters.predicted else None,
+        "needs_review": filters.needs_review,
+    }
+
+
 def products(
     engine: Engine, *, attribute: str, filters: ReviewFilter, limit: int, offset: int = 0
 ) -> tuple[list[Row[Any]], int]:
     """A page of `marketplace.products` (with the review queue's filters) and how many match."""
     with engine.connect() as connection:
-        spec = taxonomy_from_database(connection).attribute(attribute)
+        params = _matching(taxonomy_from_database(connection), attribute, filters)
         rows = connection.execute(
             text(
-                """
-                SELECT p.*, count(*) OVER () AS total FROM marketplace.products p
-                JOIN raw.post_images i ON i.id = p.image_id
-                WHERE (CAST(:account AS text) IS NULL OR p.account = :account)
-                  AND (CAST(:since AS date) IS NULL OR i.taken_at >= :since)
-                  AND (CAST(:until AS date) IS NULL OR i.taken_at < CAST(:until AS date) + 1)
-                  AND (CAST(:value AS text) IS NULL OR EXISTS (
-                          SELECT 1 FROM catalogue.current_labels fl
-                          WHERE fl.image_id = p.image_id AND fl.attribute = :attribute
-                            AND fl.value = :value))
-                  AND (CAST(:predicted AS text) IS NULL OR EXISTS (
-                          SELECT 1 FROM catalogue.predictions fp
-                          WHERE fp.image_id = p.image_id AND fp.attribute = :attribute
-                            AND fp.value = :predicted))
-                  AND (CAST(:needs_review AS boolean) IS NULL
-                       OR p.needs_review = :needs_review)
-                ORDER BY i.taken_at DESC, p.shortcode, p.position
-                LIMIT :limit OFFSET :offset
-                """
+                f"SELECT p.*, count(*) OVER () AS total {PRODUCTS_MATCHING} "
+                "ORDER BY i.taken_at DESC, p.shortcode, p.position LIMIT :limit OFFSET :offset"
             ),
-            {
-                "attribute": attribute,
-                "account": filters.account,
-                "since": filters.since,
-                "until": filters.until,
-                "value": spec.canonical(filters.value) if filters.value else None,
-                "predicted": spec.canonical(filters.predicted) if filters.predicted else None,
-                "needs_review": filters.needs_review,
-                "limit": limit,
-                "offset": offset,
-            },
+            {**params, "limit": limit, "offset": offset},
         ).all()
     return list(rows), (rows[0].total if rows else 0)
+
+
+def write_products_csv(
+    out: IO[str], engine: Engine, *, attribute: str, filters: ReviewFilter
+) -> int:
+    """The products the filters select as the label CSV: each one's current labels with their
+    ids (0: none yet), so a file filled in and imported never overwrites a label given since."""
+    with engine.connect() as connection:
+        spec = taxonomy_from_database(connection)
+        rows = connection.execute(
+            text(
+                f"""
+                SELECT p.shortcode, p.position,
+                       (SELECT jsonb_object_agg(l.attribute, jsonb_build_array(l.value, l.label_id))
+                        FROM catalogue.latest_labels l WHERE l.image_id = p.image_id) AS labels
+                {PRODUCTS_MATCHING}
+                ORDER BY p.shortcode, p.position
+                """
+            ),
+            _matching(spec, attribute, filters),
+        )
+        attributes = list(spec.attributes)
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header_for(spec))
+        count = 0
+        for row in rows:
+            labels = row.labels or {}
+            writer.writerow([
+                neutralise(row.shortcode), row.position,
+                *(neutralise(labels.get(a, [None])[0]) for a in attributes), "", "",
+                *((labels.get(a) or [None, 0])[1] or 0 for a in attributes),
+            ])  # fmt: skip
+            count += 1
+    return count
 
 
 def taxonomy_choices(spec: Taxonomy) -> dict[str, list[dict[str, Any]]]:

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from pipeline.collect.archive import import_archive
 from pipeline.labels.history import Who
 from pipeline.labels.jobs import Selection, run_job, undo_job
+from pipeline.labels.label_csv import import_labels
 from pipeline.samples import generate_sample_accounts
 from pipeline.storage import ObjectStore
 from pipeline.web import users
@@ -349,15 +350,22 @@ def test_bulk_relabel_and_its_undo_leave_the_history_the_cli_leaves(people, shop
     assert len(web[0]) == count and {row.value for row in web[1]} == {None}
 
 
-def test_jobs_catalogue_and_the_label_csv(people, shop):
+def test_jobs_catalogue_and_the_label_csv(people, shop, migrated):
     viewer = people["vic"]
     jobs = viewer.get("/jobs")
     assert jobs.status_code == 200 and "mo" in jobs.text and "Undo" not in jobs.text
     page = viewer.get("/catalogue", params={"attribute": "category", "predicted": "Tshirts"})
     assert page.status_code == 200 and "8 products" in page.text
-    exported = viewer.get("/catalogue/labels.csv")
+    exported = viewer.get("/catalogue/labels.csv", params={"predicted": "Tshirts"})
     assert exported.headers["content-type"].startswith("text/csv")
-    assert exported.text.splitlines()[0].startswith("shortcode,position,colour,category")
+    lines = exported.text.splitlines()
+    assert lines[0].startswith("shortcode,position,colour,category") and len(lines) == 1 + 8
+    labelled = next(line for line in lines if line.startswith(shop[4].shortcode))
+    assert ",Shirts," in labelled  # the label given on the picture page, with its id
+    # the label CSV as exported imports without changing anything
+    report = import_labels(io.BytesIO(exported.content), engine=migrated, who=Who(name="vic"),
+                           dry_run=True)  # fmt: skip
+    assert report.refused == [] and report.labels_wanted == report.unchanged
 
 
 def test_search_by_picture_refuses_big_files_and_says_what_is_missing(
