@@ -136,6 +136,14 @@ def test_an_expired_session_signs_out(app, migrated):
     assert client.get("/jobs", follow_redirects=False).status_code == 303
 
 
+def test_signing_out_ends_the_session(app):
+    client = _signed_in(app, "vic")
+    cookie = client.cookies["catalogue_session"]
+    assert _form(client, "/logout", {}, follow_redirects=False).status_code == 303
+    again = TestClient(app, cookies={"catalogue_session": cookie})
+    assert again.get("/review", follow_redirects=False).status_code == 303
+
+
 def test_a_viewer_sees_but_cannot_label(people, shop, migrated):
     viewer = people["vic"]
     assert viewer.get("/review").status_code == 200
