@@ -131,6 +131,12 @@ def write(
             if isinstance(exc, CatalogueError):
                 raise
             raise RequestRefused("each label needs image_id, value, expected_label_id") from None
+    ids = [w.image_id for w in wanted]
+    if len(set(ids)) != len(ids):
+        raise RequestRefused("a picture appears twice: send each picture once")
+    unknown = sorted(set(ids) - pages.live_images(engine, ids))
+    if unknown:
+        raise RequestRefused(f"no picture {unknown[0]} in the catalogue (taken down?)", 404)
     outcome = label_transaction(
         engine,
         lambda connection: write_labels(

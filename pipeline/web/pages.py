@@ -87,6 +87,17 @@ def picture(engine: Engine, image_id: int) -> Picture:
     )  # fmt: skip
 
 
+def live_images(engine: Engine, image_ids: list[int]) -> set[int]:
+    """Which of these pictures the catalogue holds (not taken down, still in their post)."""
+    with engine.connect() as connection:
+        return set(
+            connection.execute(
+                text("SELECT id FROM raw.images WHERE id = ANY(:ids) AND removed_at IS NULL"),
+                {"ids": list(image_ids)},
+            ).scalars()
+        )
+
+
 def latest_labels(engine: Engine, image_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
     """image id -> attribute -> the latest label (value None: cleared) with its id and author."""
     with engine.connect() as connection:

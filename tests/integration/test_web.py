@@ -282,6 +282,20 @@ def test_a_label_from_the_grid_is_the_signed_in_persons_and_undoes(people, shop,
     assert "undo" in page.text and f"{result['job_id']}</a> label (web)" in page.text
 
 
+def test_labels_for_unknown_or_repeated_pictures_are_refused_whole(people, shop, migrated):
+    moderator = people["mo"]
+    label = {"image_id": shop[6].id, "value": "Tops", "expected_label_id": 0}
+    unknown = moderator.post("/api/labels", json={"attribute": "category", "labels": [
+        label, {**label, "image_id": 999_999_999}]})  # fmt: skip
+    assert unknown.status_code == 404 and "999999999" in unknown.json()["error"]
+    twice = moderator.post("/api/labels", json={"attribute": "category", "labels": [label, label]})
+    assert twice.status_code == 400 and "twice" in twice.json()["error"]
+    wrong = moderator.post("/api/labels", json={"attribute": "category", "labels": [
+        {**label, "value": "Spaceship"}]})  # fmt: skip
+    assert wrong.status_code == 400 and "Spaceship" in wrong.json()["error"]
+    assert _labels(migrated, shop[6].id) == []
+
+
 def test_two_moderators_at_once_nobody_is_overwritten_silently(people, shop, migrated):
     first, second = people["mo"], people["max"]
     image = shop[4].id
