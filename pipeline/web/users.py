@@ -5,7 +5,8 @@ Roles rank `viewer` (sees) < `moderator` (labels, runs and undoes jobs) < `admin
 people). Passwords are hashed with scrypt and a random salt of each person's own; a session is a
 random token in an HttpOnly cookie, stored only as its SHA-256, with its CSRF token and expiry.
 After `max_failures` failed sign-ins for one name within `FAILURE_WINDOW`, that name is refused
-until the window passes, whatever the password: guessing is slowed to a few tries per window.
+until the window passes, whatever the password, and one address that failed `CLIENT_FACTOR` times
+as often (trying many names) is refused too: guessing is slowed to a few tries per window.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.errors import CatalogueError
 
 ROLES = ("viewer", "moderator", "admin")
 FAILURE_WINDOW = timedelta(minutes=15)
+CLIENT_FACTOR = 4  # one address may fail this many times a name's allowance (names guessed)
 MIN_PASSWORD = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 # scrypt's cost: 16 MiB and about 50 ms per hash on one core
@@ -191,6 +193,18 @@ def authenticate(
             ),
             {"n": name[:64], "window": FAILURE_WINDOW},
         ).scalar_one()
+        from_client = connection.execute(
+            text(
+                "SELECT count(*) FROM catalogue.login_failures "
+                "WHERE client = :c AND failed_at > now() - :window"
+            ),
+            {"c": client, "window": FAILURE_WINDOW},
+        ).scalar_one()
+        if client is not None and from_client >= max_failures * CLIENT_FACTOR:
+            raise LoginThrottled(
+                f"too many failed sign-ins from this address: try again in "
+                f"{int(FAILURE_WINDOW.total_seconds() // 60)} minutes"
+            )
         if failures >= max_failures:
             raise LoginThrottled(
                 f"too many failed sign-ins for this name: try again in "

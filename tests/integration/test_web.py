@@ -209,6 +209,19 @@ def test_repeated_failed_sign_ins_are_refused_for_a_while(app, migrated, setting
     assert attempt(PASSWORD).status_code == 303
 
 
+def test_an_address_trying_many_names_is_refused_for_a_while(app, settings):
+    client = TestClient(app, client=("192.0.2.7", 50000))
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    for n in range(settings.web_login_attempts * users.CLIENT_FACTOR):
+        answer = client.post("/login", data={"name": f"guess{n}", "password": "guess",
+                                             "csrf_token": token})  # fmt: skip
+        assert answer.status_code == 401
+    refused = client.post("/login", data={"name": "vic", "password": PASSWORD,
+                                          "csrf_token": token})  # fmt: skip
+    assert refused.status_code == 429 and "from this address" in refused.text
+    assert _signed_in(app, "vic").get("/review").status_code == 200  # others sign in
+
+
 # -- pages --------------------------------------------------------------------------------------
 def test_the_review_grid_shows_the_queue_best_first_with_small_thumbnails(people, shop):
     viewer = people["vic"]
