@@ -12,10 +12,15 @@ from pipeline.config import load_settings
 def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pipeline.db import get_engine
     from pipeline.web.app import create_app
+    from pipeline.web.users import list_people
 
     settings = load_settings()
     host, port = args.host or settings.web_host, args.port or settings.web_port
+    people = list_people(engine=get_engine(settings.database_url))
+    if not any(p.role == "admin" and not p.disabled for p in people):
+        say("nobody manages people yet: `catalogue users add NAME --role admin` first")
     say(f"workbench at http://{host}:{port}/ (Ctrl-C stops it); people: `catalogue users add`")
     uvicorn.run(
         create_app(settings), host=host, port=port, log_level="warning",
