@@ -32,7 +32,7 @@ from typing import IO, Any
 from sqlalchemy import Engine, text
 
 from pipeline.labels.label_csv import header_for, neutralise
-from pipeline.labels.taxonomy import UnknownValue, taxonomy_from_database
+from pipeline.labels.taxonomy import Taxonomy, UnknownValue, taxonomy_from_database
 from pipeline.storage import ObjectStore
 
 NEAR_DUPLICATE = 0
@@ -100,12 +100,13 @@ def review_queue(
 
 def review_page(
     *, engine: Engine, limit: int, attribute: str | None = None,
-    filters: ReviewFilter | None = None, offset: int = 0,
+    filters: ReviewFilter | None = None, offset: int = 0, taxonomy: Taxonomy | None = None,
 ) -> ReviewPage:  # fmt: skip
-    """A page of the queue, best first, and how many pictures the whole queue holds."""
+    """A page of the queue, best first, and how many pictures the whole queue holds
+    (`taxonomy`: the one the caller read already)."""
     filters = filters or ReviewFilter()
     with engine.connect() as connection:
-        taxonomy = taxonomy_from_database(connection)
+        taxonomy = taxonomy or taxonomy_from_database(connection)
         attributes = [attribute] if attribute else list(taxonomy.attributes)
         if attribute:
             spec = taxonomy.attribute(attribute)

@@ -54,7 +54,7 @@ def review(request: Request, session: users.SignedIn = Depends(viewer)):
     attribute = attribute_of(taxonomy, params.get("attribute"))
     limit = number(params.get("limit"), GRID_LIMIT, 1, MAX_GRID, "limit")
     offset = number(params.get("offset"), 0, 0, 10**9, "offset")
-    found = review_page(engine=engine, limit=limit, attribute=attribute,
+    found = review_page(engine=engine, limit=limit, attribute=attribute, taxonomy=taxonomy,
                         filters=review_filter(params), offset=offset)  # fmt: skip
     latest = pages.latest_labels(engine, [item.image_id for item in found.items])
     cells = []
@@ -80,8 +80,10 @@ def review(request: Request, session: users.SignedIn = Depends(viewer)):
 @router.get("/api/review/count")
 def review_count(request: Request, session: users.SignedIn = Depends(viewer)):
     engine, params = request.app.state.engine, request.query_params
-    attribute = attribute_of(pages.taxonomy(engine), params.get("attribute"))
-    found = review_page(engine=engine, limit=1, attribute=attribute, filters=review_filter(params))
+    taxonomy = pages.taxonomy(engine)
+    attribute = attribute_of(taxonomy, params.get("attribute"))
+    found = review_page(engine=engine, limit=1, attribute=attribute, taxonomy=taxonomy,
+                        filters=review_filter(params))  # fmt: skip
     return {"remaining": found.total}
 
 
