@@ -1,12 +1,14 @@
 """Duplicate listings: the pictures that show the same product, grouped, refreshed incrementally.
 
 Many shops post the same supplier photo, re-encoded, resized, cropped, mirrored, with a caption
-or watermark drawn over it. Two pictures show the same product when both signals the predict
-stage stored agree:
-- their perceptual hashes (`hashing`) differ in at most `max_hamming` bits (the smaller of the
-  direct and the mirrored comparison, so a flipped repost counts);
-- their embeddings (the category champion's, `embeddings`) are within cosine distance
-  `max_distance`.
+or watermark drawn over it. Two pictures show the same product when the two signals the predict
+stage stored agree, the perceptual hashes (`hashing`: the bits they differ in, the smaller of the
+direct and the mirrored comparison, so a flipped repost counts) and the category champion's
+embeddings (`embeddings`: cosine distance), in either of two ways:
+- the hashes differ in at most `max_hamming` bits and the embeddings are within `max_distance`
+  (a copy whose hash barely moved: re-encoded, resized, mirrored, reposted);
+- the embeddings are within `close_distance` (closer) and the hashes differ in at most
+  `close_max_hamming` bits (more: a crop shifts the picture under the hash).
 The candidates of a picture are its `neighbours` nearest embeddings found through the
 version's HNSW index; it is linked to the nearest of them that passes both tests (one link per
 picture: linking to every passing candidate chains look-alike products of the same pose into
@@ -37,6 +39,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from pipeline.config import Settings, configured, setting
+from pipeline.errors import CatalogueError
 from pipeline.predict.champions import current_champions
 from pipeline.similar import EMBEDDING_ATTRIBUTE
 from pipeline.similar.embeddings import distance_sql
@@ -52,9 +55,12 @@ HAMMING_SQL = (
 class DuplicateOptions:
     max_hamming: int = setting("duplicate_max_hamming")
     max_distance: float = setting("duplicate_max_distance")
+    close_distance: float = setting("duplicate_close_distance")
+    close_max_hamming: int = setting("duplicate_close_max_hamming")
     neighbours: int = setting("duplicate_neighbours")
     batch_size: int = 500  # pictures checked per transaction
     limit: int | None = None  # check at most this many pictures
+    regroup: bool = False  # forget every group and check first (after changing the thresholds)
 
     @classmethod
     def from_settings(cls, settings: Settings, **choices: Any) -> DuplicateOptions:
@@ -102,7 +108,7 @@ def refresh_duplicates(
     if run.nothing_embedded:
         run.seconds = time.perf_counter() - started
         return run
-    run.started_over = _start_over_if_another_version(engine, version_id)
+    run.started_over = _start_over(engine, version_id, always=options.regroup)
     after = 0
     while options.limit is None or run.checked < options.limit:
         size = options.batch_size
@@ -137,19 +143,22 @@ def refresh_duplicates(
     return run
 
 
-def _start_over_if_another_version(engine: Engine, version_id: int) -> bool:
-    """Forget the groups and checks of another embedding version (a new champion, a rollback);
-    True when there were some."""
+def _start_over(engine: Engine, version_id: int, *, always: bool = False) -> bool:
+    """Forget the groups and checks of another embedding version (a new champion, a rollback),
+    or every one when asked (`always`); True when it did."""
     with engine.begin() as connection:
         connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": LOCK})
-        other = connection.execute(
-            text(
-                "SELECT EXISTS (SELECT 1 FROM catalogue.duplicate_checks "
-                "WHERE model_version_id <> :v) OR EXISTS (SELECT 1 FROM "
-                "catalogue.image_duplicates WHERE model_version_id IS DISTINCT FROM :v)"
-            ),
-            {"v": version_id},
-        ).scalar_one()
+        other = (
+            always
+            or connection.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM catalogue.duplicate_checks "
+                    "WHERE model_version_id <> :v) OR EXISTS (SELECT 1 FROM "
+                    "catalogue.image_duplicates WHERE model_version_id IS DISTINCT FROM :v)"
+                ),
+                {"v": version_id},
+            ).scalar_one()
+        )
         if not other:
             return False
         connection.execute(text("DELETE FROM catalogue.image_duplicates"))
@@ -206,10 +215,18 @@ def _same_product_pairs(
         text(
             "SELECT DISTINCT ON (c.image_id) c.image_id, c.other "
             f"FROM ({candidates_sql(version_id=version_id, dims=dims)}) c "
-            "WHERE c.distance <= :d AND c.hamming <= :h "
+            "WHERE (c.distance <= :d AND c.hamming <= :h) "
+            "OR (c.distance <= :close_d AND c.hamming <= :close_h) "
             "ORDER BY c.image_id, c.distance, c.other"
         ),
-        {"ids": ids, "k": k, "d": options.max_distance, "h": options.max_hamming},
+        {
+            "ids": ids,
+            "k": k,
+            "d": options.max_distance,
+            "h": options.max_hamming,
+            "close_d": options.close_distance,
+            "close_h": options.close_max_hamming,
+        },
     ).all()
     return [(min(a, b), max(a, b)) for a, b in rows]
 
@@ -326,3 +343,74 @@ def _reconcile_products(engine: Engine) -> None:
         for statement in _RECONCILE.split(";"):
             if statement.strip():
                 connection.execute(text(statement))
+
+
+# -- reading the groups -------------------------------------------------------------------------
+class UnknownAccount(CatalogueError, LookupError):
+    """An account with no listing in the marketplace."""
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    group_id: int
+    listings: int
+    accounts: int
+    category: str | None
+    pictures: list[tuple[str, str, int]]  # (account, shortcode, position), in image id order
+
+
+@dataclass(frozen=True)
+class DuplicateListings:
+    total: int  # groups (with the account, when one is asked for)
+    largest: list[DuplicateGroup]  # the largest `limit` of them
+    checked: bool  # whether any picture was ever checked
+
+
+_GROUPS = """
+SELECT group_id, listings, accounts, category FROM marketplace.duplicate_listings
+WHERE CAST(:account AS text) IS NULL OR :account = ANY(account_names)
+ORDER BY listings DESC, group_id
+"""
+_LISTINGS = """
+SELECT duplicate_group, account, shortcode, position FROM marketplace.products
+WHERE duplicate_group = ANY(CAST(:groups AS bigint[]))
+ORDER BY duplicate_group, image_id
+"""
+
+
+def duplicate_listings(engine: Engine, *, account: str | None = None, limit: int = 20):
+    """The groups of `marketplace.duplicate_listings` (those with a listing of `account`),
+    largest first, the first `limit` with their pictures. Raises `UnknownAccount` for an account
+    with no listing in the marketplace."""
+    with engine.connect() as connection:
+        if (
+            account is not None
+            and not connection.execute(
+                text("SELECT EXISTS (SELECT 1 FROM marketplace.products WHERE account = :a)"),
+                {"a": account},
+            ).scalar_one()
+        ):
+            raise UnknownAccount(
+                f"no listing of @{account} in the marketplace: check the name with "
+                "`catalogue accounts list` (its pictures appear once `catalogue predict` ran)"
+            )
+        groups = connection.execute(text(_GROUPS), {"account": account}).all()
+        shown = groups[:limit]
+        pictures: dict[int, list[tuple[str, str, int]]] = {}
+        for row in connection.execute(text(_LISTINGS), {"groups": [g.group_id for g in shown]}):
+            pictures.setdefault(row.duplicate_group, []).append(
+                (row.account, row.shortcode, row.position)
+            )
+        checked = connection.execute(
+            text("SELECT EXISTS (SELECT 1 FROM catalogue.duplicate_checks)")
+        ).scalar_one()
+    return DuplicateListings(
+        total=len(groups),
+        largest=[
+            DuplicateGroup(
+                g.group_id, g.listings, g.accounts, g.category, pictures.get(g.group_id, [])
+            )
+            for g in shown
+        ],
+        checked=bool(checked),
+    )

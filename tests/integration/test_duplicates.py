@@ -253,6 +253,12 @@ def test_a_rerun_adds_nothing(migrated, cases, grouped, services):
     assert "nothing new to check" in result.stdout
     assert _groups(migrated) == groups
 
+    regrouped = catalogue(services.env(), "duplicates", "--regroup")  # as after new thresholds
+    assert regrouped.returncode == 0, regrouped.stderr
+    assert f"checked {len(cases.pictures)} new pictures" in regrouped.stdout
+    assert "started over" in regrouped.stdout
+    assert _groups(migrated) == groups
+
 
 def test_pictures_checked_a_few_at_a_time_join_and_merge_the_same_groups(migrated, cases, grouped):
     _, groups = grouped
