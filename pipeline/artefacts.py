@@ -60,14 +60,22 @@ def load_artefact(folder: Path) -> tuple[Any, dict[str, Any]]:
     return model, metadata
 
 
+def embedding_head(heads: list[str]) -> str:
+    """The head whose input is the picture's embedding: the category head when there is one."""
+    from pipeline.similar import EMBEDDING_ATTRIBUTE
+
+    return EMBEDDING_ATTRIBUTE if EMBEDDING_ATTRIBUTE in heads else heads[0]
+
+
 def with_embedding(model, heads: list[str]):
-    """The network answering its heads and, as output `embedding`, the layer the heads read (the
-    penultimate layer: backbone features and colour features, after dropout, which is a no-op
-    when scoring). One pass gives both; the weights are the model's own."""
+    """The network answering its heads and, as output `embedding`, the layer its category head
+    reads (the penultimate layer: the unit-length embedding of a network built with one, else
+    the shared features, after dropout, which is a no-op when scoring). One pass gives both; the
+    weights are the model's own."""
     import keras
 
     outputs = {name: model.get_layer(name).output for name in heads}
-    outputs[EMBEDDING] = model.get_layer(heads[0]).input
+    outputs[EMBEDDING] = model.get_layer(embedding_head(heads)).input
     return keras.Model(model.inputs, outputs, name=f"{model.name}_with_embedding")
 
 

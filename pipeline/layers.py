@@ -52,5 +52,43 @@ class ColourHistogram(layers.Layer):
         return {**super().get_config(), "bins": self.bins, "white": self.white, "pool": self.pool}
 
 
+@keras.saving.register_keras_serializable(package="catalogue")
+class CosineClassifier(layers.Layer):
+    """Class probabilities from the cosine between a picture's embedding and each class's
+    direction, scaled by `scale`, through a softmax (NormFace). Classes are then regions of the
+    unit sphere, so the pictures nearest to a picture by cosine tend to be of its class: the
+    embedding this layer reads is what the similar-items search stores.
+
+    With a plain dense softmax the layer before it is shaped for the classifier only: on the
+    26,550 product photos its nearest 5 by cosine shared the query's article type 0.72 of the time
+    while the classifier's own accuracy was 0.87."""
+
+    def __init__(self, classes: int, scale: float = 16.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # softmax and the loss stay exact
+        super().__init__(**kwargs)
+        self.classes, self.scale = int(classes), float(scale)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(int(input_shape[-1]), self.classes),
+            initializer="glorot_uniform",
+        )  # fmt: skip
+
+    def call(self, embedding):
+        from keras import ops
+
+        directions = ops.normalize(ops.cast(self.kernel, embedding.dtype), axis=0)
+        cosines = ops.matmul(ops.normalize(embedding, axis=-1), directions)
+        return ops.softmax(self.scale * ops.cast(cosines, "float32"), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.classes)
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes, "scale": self.scale}
+
+
 # what a saved network may hold beyond Keras' own layers, by the name its config records
-CUSTOM_OBJECTS = {keras.saving.get_registered_name(c): c for c in (ColourHistogram,)}
+CUSTOM_OBJECTS = {
+    keras.saving.get_registered_name(c): c for c in (ColourHistogram, CosineClassifier)
+}

@@ -66,7 +66,8 @@ def add_commands(add: AddCommand) -> None:
         "for a carousel's slide, from 0) "
         "or like a photo (--image FILE: a shopper's photo, a supplier's page; checked like any "
         "imported picture), by the category champion's embeddings (written by `catalogue "
-        "predict`). Analysts: SELECT * FROM marketplace.similar_products('SHORTCODE', 0, 10).",
+        "predict`). Analysts call the SQL function marketplace.similar_products(shortcode, "
+        "position, k) (docs/similar.md).",
         tensorflow=True,
     )
     similar.add_argument("picture", nargs="?", metavar="SHORTCODE[/POSITION]")

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, text
 
 from pipeline.artefacts import (
     EMBEDDING,
+    embedding_head,
     fetch_artefact,
     head_probabilities,
     load_artefact,
@@ -61,7 +62,8 @@ class ScoringModel:
     @property
     def dims(self) -> int:
         """The embedding's width."""
-        return int(self.network.get_layer(self.trained_attributes[0]).input.shape[-1])
+        head = embedding_head(self.trained_attributes)
+        return int(self.network.get_layer(head).input.shape[-1])
 
 
 def current_champions(*, engine: Engine, attributes: list[str] | None = None) -> list[Champion]:

@@ -15,7 +15,8 @@ import keras
 from keras import layers
 
 from pipeline.config import Settings
-from pipeline.layers import ColourHistogram
+from pipeline.layers import ColourHistogram, CosineClassifier
+from pipeline.similar import EMBEDDING_ATTRIBUTE
 from pipeline.train.errors import UnknownArchitecture
 
 Heads = dict[str, int]
@@ -51,12 +52,23 @@ def _colour_features(pixels):
     )
 
 
-def _heads(x, heads: Heads) -> dict[str, keras.KerasTensor]:
-    # float32 outputs even under a mixed-precision policy: softmax and the loss stay exact
-    return {
-        name: layers.Dense(classes, activation="softmax", dtype="float32", name=name)(x)
-        for name, classes in heads.items()
-    }
+EMBEDDING_WIDTH = 256  # the similar-items embedding a pretrained network's category head reads
+
+
+def _heads(x, heads: Heads, *, embedding: int | None = None) -> dict[str, keras.KerasTensor]:
+    """A softmax head per attribute on `x`. With `embedding`, the category head reads a learnt
+    unit-length embedding of that width through a `CosineClassifier`: the vector the
+    similar-items search stores (`pipeline.artefacts.with_embedding`)."""
+    outputs = {}
+    for name, classes in heads.items():
+        if embedding and name == EMBEDDING_ATTRIBUTE:
+            vector = layers.Dense(embedding, name=f"{name}_embedding")(x)
+            vector = layers.UnitNormalization(name=f"{name}_unit")(vector)
+            outputs[name] = CosineClassifier(classes, name=name)(vector)
+        else:  # float32 even under a mixed-precision policy: softmax and the loss stay exact
+            outputs[name] = layers.Dense(classes, activation="softmax", dtype="float32",
+                                         name=name)(x)  # fmt: skip
+    return outputs
 
 
 def colour_cnn11(input_shape: tuple[int, int, int], heads: Heads) -> keras.Model:
@@ -159,7 +171,8 @@ def _mobilenet_v2(alpha: float) -> Callable[[tuple[int, int, int], Heads], keras
         )  # fmt: skip
         features = layers.Concatenate()([backbone(x), colours])
         features = layers.Dropout(0.2)(features)
-        return keras.Model(inputs, _heads(features, heads), name=f"mobilenet_v2_{alpha}")
+        outputs = _heads(features, heads, embedding=EMBEDDING_WIDTH)
+        return keras.Model(inputs, outputs, name=f"mobilenet_v2_{alpha}")
 
     return build
 
@@ -177,7 +190,8 @@ def _efficientnet_lite(variant: str) -> Callable[[tuple[int, int, int], Heads], 
         backbone = efficientnet_lite.efficientnet_lite(variant, input_shape, name=BACKBONE)
         features = layers.Concatenate()([backbone(x), colours])
         features = layers.Dropout(0.2)(features)
-        return keras.Model(inputs, _heads(features, heads), name=f"efficientnet_{variant}")
+        outputs = _heads(features, heads, embedding=EMBEDDING_WIDTH)
+        return keras.Model(inputs, outputs, name=f"efficientnet_{variant}")
 
     return build
 
