@@ -329,6 +329,7 @@ class Settings(BaseSettings):
     duplicate_max_distance: float = Field(0.3, ge=0, le=2, description="their cosine distance")
     duplicate_close_distance: float = Field(0.1, ge=0, le=2, description="closer embeddings...")
     duplicate_close_max_hamming: int = Field(16, ge=0, le=64, description="...may differ more")
+    duplicate_min_colour_overlap: Share = Field(0.8, description="colour histograms' shared mass")
     duplicate_neighbours: int = Field(3, ge=1, le=1000, description="nearest pictures compared")
     # the moderators' workbench (`catalogue web`)
     web_host: str = Field("127.0.0.1", description="the address `catalogue web` listens on")

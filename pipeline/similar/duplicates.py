@@ -8,7 +8,10 @@ embeddings (`embeddings`: cosine distance), in either of two ways:
 - the hashes differ in at most `max_hamming` bits and the embeddings are within `max_distance`
   (a copy whose hash barely moved: re-encoded, resized, mirrored, reposted);
 - the embeddings are within `close_distance` (closer) and the hashes differ in at most
-  `close_max_hamming` bits (more: a crop shifts the picture under the hash).
+  `close_max_hamming` bits (more: a crop shifts the picture under the hash);
+and, either way, their colour histograms (`hashing.colour_overlap`, stored with the hashes) share
+at least `min_colour_overlap` of their mass: the hash is greyscale, and shops list every colour of
+a model shot the same way.
 The candidates of a picture are its `neighbours` nearest embeddings found through the
 version's HNSW index; it is linked to the nearest of them that passes both tests (one link per
 picture: linking to every passing candidate chains look-alike products of the same pose into
@@ -45,6 +48,9 @@ from pipeline.similar import EMBEDDING_ATTRIBUTE
 from pipeline.similar.embeddings import distance_sql
 
 LOCK = "catalogue.image_duplicates"  # the advisory lock every refresh batch takes
+COLOUR_OVERLAP_SQL = (
+    "(SELECT sum(least(x, y)) FROM unnest({a}.colours, {b}.colours) AS shares(x, y))"
+)
 HAMMING_SQL = (
     "least(bit_count(({a}.phash # {b}.phash)::bit(64)), "
     "bit_count(({a}.phash # {b}.phash_mirrored)::bit(64)))"
@@ -57,6 +63,7 @@ class DuplicateOptions:
     max_distance: float = setting("duplicate_max_distance")
     close_distance: float = setting("duplicate_close_distance")
     close_max_hamming: int = setting("duplicate_close_max_hamming")
+    min_colour_overlap: float = setting("duplicate_min_colour_overlap")
     neighbours: int = setting("duplicate_neighbours")
     batch_size: int = 500  # pictures checked per transaction
     limit: int | None = None  # check at most this many pictures
@@ -188,8 +195,10 @@ def candidates_sql(*, version_id: int, dims: int) -> str:
     difference. Parameters: ids, k."""
     distance = distance_sql(dims, "q.embedding")
     hamming = HAMMING_SQL.format(a="hq", b="hn")
+    overlap = COLOUR_OVERLAP_SQL.format(a="hq", b="hn")
     return f"""
-        SELECT q.image_id, n.image_id AS other, n.distance, {hamming} AS hamming
+        SELECT q.image_id, n.image_id AS other, n.distance, {hamming} AS hamming,
+               {overlap} AS colour_overlap
         FROM catalogue.image_embeddings q
         JOIN catalogue.image_hashes hq ON hq.image_id = q.image_id
         CROSS JOIN LATERAL (
@@ -215,8 +224,9 @@ def _same_product_pairs(
         text(
             "SELECT DISTINCT ON (c.image_id) c.image_id, c.other "
             f"FROM ({candidates_sql(version_id=version_id, dims=dims)}) c "
-            "WHERE (c.distance <= :d AND c.hamming <= :h) "
-            "OR (c.distance <= :close_d AND c.hamming <= :close_h) "
+            "WHERE ((c.distance <= :d AND c.hamming <= :h) "
+            "OR (c.distance <= :close_d AND c.hamming <= :close_h)) "
+            "AND c.colour_overlap >= :overlap "
             "ORDER BY c.image_id, c.distance, c.other"
         ),
         {
@@ -226,6 +236,7 @@ def _same_product_pairs(
             "h": options.max_hamming,
             "close_d": options.close_distance,
             "close_h": options.close_max_hamming,
+            "overlap": options.min_colour_overlap,
         },
     ).all()
     return [(min(a, b), max(a, b)) for a, b in rows]

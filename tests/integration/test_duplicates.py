@@ -31,7 +31,7 @@ from tests.model_artefacts import pretrained_category, register_model
 # What the default thresholds group (bench/duplicates.py: recall >= 0.94 for each); a crop and a
 # text band join at the looser, recall-oriented thresholds the settings' docs give.
 FOUND_BY_DEFAULT = ("reencoded", "resized", "mirrored", "reposted")
-LOOSER = DuplicateOptions(max_hamming=14, max_distance=0.4, neighbours=10)
+LOOSER = DuplicateOptions(max_hamming=14, max_distance=0.4, neighbours=10, min_colour_overlap=0.5)
 ARTICLE_TYPES = ("Tshirts", "Casual Shoes", "Handbags", "Watches", "Tops")
 CLASSES = list(ARTICLE_TYPES)
 SUPPLIER = "supplier.photos"  # posts every original; each kind of copy comes from its own shop
