@@ -513,7 +513,7 @@ def measure_scale(engine, *, queries: int, exact_queries: int, warmup: int) -> d
 
 
 def part_scale(args) -> None:
-    key = f"scale-{args.size}"
+    key = f"scale-{args.size}{_width(args)}"
     if key in load_results(args.out) and not args.force:
         print(f"{key} is done (--force to redo)")
         return
@@ -526,7 +526,9 @@ def part_scale(args) -> None:
     built = build_index(engine, args.maintenance_work_mem)
     if built:
         print(f"index: {built}", flush=True)
-        save_part(args.out, f"build-{args.size}", {"loaded": loaded_info, "index": built})
+        save_part(
+            args.out, f"build-{args.size}{_width(args)}", {"loaded": loaded_info, "index": built}
+        )
     measured = measure_scale(
         engine, queries=args.queries, exact_queries=args.exact_queries, warmup=args.warmup
     )
@@ -570,7 +572,7 @@ def part_write(args) -> None:
     from pipeline.predict.writeback import Embedding, _csv, write_scores
     from pipeline.similar.embeddings import vector_text
 
-    key = f"write-{args.size}"
+    key = f"write-{args.size}{_width(args)}"
     if key in load_results(args.out) and not args.force:
         print(f"{key} is done (--force to redo)")
         return
@@ -707,7 +709,7 @@ def part_quality(args) -> None:
     from pipeline.storage import ObjectStore
     from pipeline.train.snapshot import load_snapshot
 
-    key = "quality"
+    key = f"quality-{args.version}" if args.version else "quality"
     if key in load_results(args.out) and not args.force:
         print(f"{key} is done (--force to redo)")
         return
@@ -764,6 +766,15 @@ def part_quality(args) -> None:
             ),
             {"v": version.id},
         ).scalars().all()  # fmt: skip
+        # the product's use: a test picture's nearest among every labelled picture of the catalogue
+        gallery = connection.execute(
+            text(
+                "SELECT e.image_id, e.embedding::text, l.value FROM catalogue.image_embeddings e "
+                "JOIN catalogue.current_labels l ON l.image_id = e.image_id "
+                "AND l.attribute = 'category' WHERE e.model_version_id = :v"
+            ),
+            {"v": version.id},
+        ).all()
     catalogue.dispose()
     rows = [(i, v) for i, v in rows if i in labels]
     ids = np.asarray([i for i, _ in rows])
@@ -859,6 +870,7 @@ def part_quality(args) -> None:
             "queried": len(ids),
             "article_types": len(set(truth.tolist())),
             "precision_at_5_exact": round(exact, 4),
+            "precision_at_5_catalogue_gallery": catalogue_gallery(gallery, set(test)),
             "precision_at_5_hnsw": round(hnsw, 4),
             "precision_at_5_exact_by_part": parts,
             "precision_at_5_exact_learnt_types": learnt_only,
@@ -873,6 +885,26 @@ def part_quality(args) -> None:
     )
 
 
+def catalogue_gallery(gallery, test: set[int]) -> dict:
+    """Precision@5 of each labelled test picture's nearest among every other labelled picture of
+    the catalogue (train and validation pictures included: what a search meets)."""
+    ids = np.asarray([i for i, _, _ in gallery])
+    vectors = np.asarray([json.loads(v) for _, v, _ in gallery], dtype=np.float32)
+    truth = np.asarray([t for _, _, t in gallery])
+    queries = np.flatnonzero(np.isin(ids, list(test)))
+    hits = []
+    for start in range(0, len(queries), 512):
+        chunk = queries[start : start + 512]
+        similarity = vectors[chunk] @ vectors.T
+        similarity[np.arange(len(chunk)), chunk] = -np.inf
+        top = np.argpartition(-similarity, 5, axis=1)[:, :5]
+        hits.append((truth[top] == truth[chunk, None]).mean(axis=1))
+    found = np.concatenate(hits)
+    print(f"precision@5 against the whole catalogue {found.mean():.4f}", flush=True)
+    return {"queries": len(queries), "gallery": len(ids),
+            "precision_at_5": round(float(found.mean()), 4)}  # fmt: skip
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -882,6 +914,11 @@ def part_clean(args) -> None:
         server.cleanup()
         shutil.rmtree(args.pg, ignore_errors=True)
     print(f"removed {args.pg}")
+
+
+def _width(args) -> str:
+    """Result keys name the width unless it is 1,408 (the first runs': the old head's input)."""
+    return "" if args.dims == 1408 else f"-d{args.dims}"
 
 
 def main() -> None:
@@ -899,7 +936,14 @@ def main() -> None:
                         help="what else ran on the machine (recorded)")  # fmt: skip
     parser.add_argument("--version", help="quality: the category model version (default: champion)")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument(
+        "--dims", type=int, default=256,
+        help="synthetic vectors' width (256: the pretrained networks' category embedding; 1408: "
+        "mobilenet_v2_050's features, which networks trained before it stored)",
+    )  # fmt: skip
     args = parser.parse_args()
+    global DIMS
+    DIMS = args.dims
     {"scale": part_scale, "write": part_write, "quality": part_quality, "clean": part_clean}[
         args.part
     ](args)

@@ -84,8 +84,8 @@ def add_commands(add: AddCommand) -> None:
         "duplicates",
         cmd_duplicates,
         "List the groups of listings that show the same product (the same photo re-encoded, "
-        "resized, cropped, mirrored, overlaid with text, or reposted by another shop), largest "
-        "first. `catalogue predict` and the predict DAG keep them up to date; --refresh groups "
+        "resized, cropped, mirrored or reposted by another shop; a text band drawn over it is "
+        "seldom found), largest first. `catalogue predict` and the predict DAG keep them up to date; --refresh groups "
         "what is new now. Analysts read the view marketplace.duplicate_listings.",
     )
     duplicates.add_argument("--account", metavar="A", help="only the groups with a listing of A")
