@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, text
@@ -110,8 +111,12 @@ def catalogued_query(engine: Engine, version: EmbeddingVersion, name: str) -> Qu
     )
 
 
+_LOADED: dict[str, Any] = {}  # champion version -> its loaded network, kept by a process
+
+
 def photo_query(engine: Engine, *, settings, path: Path) -> Query:
-    """A photo's embedding by the champion, after the checks every imported picture passes."""
+    """A photo's embedding by the champion, after the checks every imported picture passes. The
+    champion's network is loaded once per process (a web server answers many searches)."""
     from pipeline.artefacts import EMBEDDING, artefact_cache, decode
     from pipeline.collect.images import MAX_BYTES, ImageRefused, check_image
     from pipeline.predict.champions import current_champions, load_scoring_models
@@ -120,13 +125,18 @@ def photo_query(engine: Engine, *, settings, path: Path) -> Query:
     data = read_photo(path, max_bytes=MAX_BYTES)
     try:
         check_image(data)
-        champion = current_champions(engine=engine, attributes=[EMBEDDING_ATTRIBUTE])[0]
+    except ImageRefused as exc:
+        raise SimilarError(f"{path}: {exc}") from exc
+    champion = current_champions(engine=engine, attributes=[EMBEDDING_ATTRIBUTE])[0]
+    model = _LOADED.get(champion.version)
+    if model is None:
         (model,) = load_scoring_models(
             [champion], store=ObjectStore.for_models(settings), cache_dir=artefact_cache(settings)
         )
+        _LOADED.clear()  # only the current champion's network stays in memory
+        _LOADED[champion.version] = model
+    try:
         picture = decode(data, model.image_size)
-    except ImageRefused as exc:
-        raise SimilarError(f"{path}: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's refusals
         raise SimilarError(f"{path}: not a picture Pillow can decode ({exc})") from exc
     answers = model.probabilities(picture[None])
