@@ -29,25 +29,27 @@ from pipeline.storage import ObjectStore
 from pipeline.train import registry
 from tests.catalogue_rows import reset_catalogue
 from tests.cli import catalogue
-from tests.model_artefacts import SIZE, KnownModel, colour_by_channel, register_model
+from tests.model_artefacts import (
+    KnownModel,
+    colour_by_channel,
+    pretrained_category,
+    register_model,
+)
 
 TYPES = ("Watches", "Handbags", "Sports Shoes")
 PER_TYPE = 5
-WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "weights"
 
 
 def imagenet_category_model() -> KnownModel:
-    """The product's mobilenet_v2_035 with ImageNet's backbone and an untrained category head: its
-    embeddings are ImageNet features, which tell watches, handbags and shoes apart."""
-    from pipeline.train.fit import load_pretrained
-    from pipeline.train.models import architecture, build_model
+    """The product's mobilenet_v2_035 with ImageNet's backbone and a seeded, untrained category
+    head and embedding layer: its embeddings are (a fixed projection of) ImageNet features, which
+    tell watches, handbags and shoes apart."""
+    from pipeline.train.pretrained import MissingWeights
 
-    if not any(WEIGHTS.glob("*0.35_224_no_top.h5")):
-        pytest.skip(f"MobileNetV2 0.35 ImageNet weights are not in {WEIGHTS}")
-    network = build_model("mobilenet_v2_035", {"category": len(TYPES)}, image_size=SIZE)
-    load_pretrained(network, architecture("mobilenet_v2_035"), weights_dir=WEIGHTS,
-                    download=False)  # fmt: skip
-    return KnownModel(network, "category", list(TYPES))
+    try:
+        return pretrained_category(list(TYPES))
+    except MissingWeights as exc:
+        pytest.skip(f"the ImageNet weights are not at hand: {exc}")
 
 
 def mean_colour_category_model() -> KnownModel:
