@@ -84,6 +84,38 @@ class ReviewFilter:
     since: date | None = None  # post taken on or after
     until: date | None = None  # post taken on or before
 
+    def conditions(self, *, image: str, account: str) -> str:
+        """Its SQL conditions but `needs_review` (which callers read from different rows), for
+        a query naming the picture's id `image`, its account `account` and its
+        `raw.post_images` row `i`; the values are `parameters`'s."""
+        return f"""
+            (CAST(:account AS text) IS NULL OR {account} = :account)
+            AND (CAST(:since AS date) IS NULL OR i.taken_at >= :since)
+            AND (CAST(:until AS date) IS NULL OR i.taken_at < CAST(:until AS date) + 1)
+            AND (CAST(:value AS text) IS NULL OR EXISTS (
+                    SELECT 1 FROM catalogue.current_labels fl
+                    WHERE fl.image_id = {image} AND fl.attribute = :attribute
+                      AND fl.value = :value))
+            AND (CAST(:predicted AS text) IS NULL OR EXISTS (
+                    SELECT 1 FROM catalogue.predictions fp
+                    WHERE fp.image_id = {image} AND fp.attribute = :attribute
+                      AND fp.value = :predicted))
+        """
+
+    def parameters(self, taxonomy: Taxonomy, attribute: str | None) -> dict[str, Any]:
+        """The values of its conditions, label and prediction in the taxonomy's spelling; one
+        needs the attribute."""
+        value = predicted = None
+        if attribute:
+            spec = taxonomy.attribute(attribute)
+            value = spec.canonical(self.value) if self.value else None
+            predicted = spec.canonical(self.predicted) if self.predicted else None
+        elif self.value or self.predicted or self.needs_review is not None:
+            raise UnknownValue("filtering by label or prediction needs the attribute")
+        return {"attribute": attribute, "account": self.account, "since": self.since,
+                "until": self.until, "value": value, "predicted": predicted,
+                "needs_review": self.needs_review}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ReviewPage:
@@ -108,17 +140,10 @@ def review_page(
     with engine.connect() as connection:
         taxonomy = taxonomy or taxonomy_from_database(connection)
         attributes = [attribute] if attribute else list(taxonomy.attributes)
-        if attribute:
-            spec = taxonomy.attribute(attribute)
-            value = spec.canonical(filters.value) if filters.value else None
-            predicted = spec.canonical(filters.predicted) if filters.predicted else None
-        elif filters.value or filters.predicted or filters.needs_review is not None:
-            raise UnknownValue("filtering by label or prediction needs the attribute")
-        else:
-            value = predicted = None
+        matching = filters.parameters(taxonomy, attribute)
         rows = connection.execute(
             text(
-                """
+                f"""
                 WITH considered AS (
                     SELECT i.id AS image_id, at.name AS attribute,
                            array_position(at.levels, at.train_at) AS train_depth
@@ -208,17 +233,7 @@ def review_page(
                 JOIN raw.post_images i ON i.id = r.image_id
                 LEFT JOIN catalogue.image_duplicates d
                        ON d.image_id = r.image_id AND r.tier = :near_duplicate
-                WHERE (CAST(:account AS text) IS NULL OR i.account = :account)
-                  AND (CAST(:since AS date) IS NULL OR i.taken_at >= :since)
-                  AND (CAST(:until AS date) IS NULL OR i.taken_at < CAST(:until AS date) + 1)
-                  AND (CAST(:value AS text) IS NULL OR EXISTS (
-                          SELECT 1 FROM catalogue.current_labels fl
-                          WHERE fl.image_id = r.image_id AND fl.attribute = :attribute
-                            AND fl.value = :value))
-                  AND (CAST(:predicted AS text) IS NULL OR EXISTS (
-                          SELECT 1 FROM catalogue.predictions fp
-                          WHERE fp.image_id = r.image_id AND fp.attribute = :attribute
-                            AND fp.value = :predicted))
+                WHERE {filters.conditions(image="r.image_id", account="i.account")}
                   AND (CAST(:needs_review AS boolean) IS NULL OR EXISTS (
                           SELECT 1 FROM catalogue.predictions fp
                           WHERE fp.image_id = r.image_id AND fp.attribute = :attribute
@@ -233,13 +248,7 @@ def review_page(
                 "limit": limit,
                 "offset": offset,
                 "near_duplicate": NEAR_DUPLICATE,
-                "attribute": attribute,
-                "account": filters.account,
-                "since": filters.since,
-                "until": filters.until,
-                "value": value,
-                "predicted": predicted,
-                "needs_review": filters.needs_review,
+                **matching,
             },
         ).all()
     items = [

@@ -116,35 +116,14 @@ def latest_labels(engine: Engine, image_ids: list[int]) -> dict[int, dict[str, d
     return found
 
 
-PRODUCTS_MATCHING = """
+def _products_matching(filters: ReviewFilter) -> str:
+    """The products the review queue's filters select (the product's own `needs_review`)."""
+    return f"""
     FROM marketplace.products p
     JOIN raw.post_images i ON i.id = p.image_id
-    WHERE (CAST(:account AS text) IS NULL OR p.account = :account)
-      AND (CAST(:since AS date) IS NULL OR i.taken_at >= :since)
-      AND (CAST(:until AS date) IS NULL OR i.taken_at < CAST(:until AS date) + 1)
-      AND (CAST(:value AS text) IS NULL OR EXISTS (
-              SELECT 1 FROM catalogue.current_labels fl
-              WHERE fl.image_id = p.image_id AND fl.attribute = :attribute
-                AND fl.value = :value))
-      AND (CAST(:predicted AS text) IS NULL OR EXISTS (
-              SELECT 1 FROM catalogue.predictions fp
-              WHERE fp.image_id = p.image_id AND fp.attribute = :attribute
-                AND fp.value = :predicted))
+    WHERE {filters.conditions(image="p.image_id", account="p.account")}
       AND (CAST(:needs_review AS boolean) IS NULL OR p.needs_review = :needs_review)
 """
-
-
-def _matching(spec: Taxonomy, attribute: str, filters: ReviewFilter) -> dict[str, Any]:
-    attribute_spec = spec.attribute(attribute)
-    return {
-        "attribute": attribute,
-        "account": filters.account,
-        "since": filters.since,
-        "until": filters.until,
-        "value": attribute_spec.canonical(filters.value) if filters.value else None,
-        "predicted": attribute_spec.canonical(filters.predicted) if filters.predicted else None,
-        "needs_review": filters.needs_review,
-    }
 
 
 def products(
@@ -152,10 +131,10 @@ def products(
 ) -> tuple[list[Row[Any]], int]:
     """A page of `marketplace.products` (with the review queue's filters) and how many match."""
     with engine.connect() as connection:
-        params = _matching(taxonomy_from_database(connection), attribute, filters)
+        params = filters.parameters(taxonomy_from_database(connection), attribute)
         rows = connection.execute(
             text(
-                f"SELECT p.*, count(*) OVER () AS total {PRODUCTS_MATCHING} "
+                f"SELECT p.*, count(*) OVER () AS total {_products_matching(filters)} "
                 "ORDER BY i.taken_at DESC, p.shortcode, p.position LIMIT :limit OFFSET :offset"
             ),
             {**params, "limit": limit, "offset": offset},
@@ -176,11 +155,11 @@ def write_products_csv(
                 SELECT p.shortcode, p.position,
                        (SELECT jsonb_object_agg(l.attribute, jsonb_build_array(l.value, l.label_id))
                         FROM catalogue.latest_labels l WHERE l.image_id = p.image_id) AS labels
-                {PRODUCTS_MATCHING}
+                {_products_matching(filters)}
                 ORDER BY p.shortcode, p.position
                 """
             ),
-            _matching(spec, attribute, filters),
+            filters.parameters(spec, attribute),
         )
         attributes = list(spec.attributes)
         writer = csv.writer(out, lineterminator="\n")
