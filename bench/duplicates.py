@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
 from bench.header import result_header
+from bench.scratch import add_category_champion, add_images_of_posts
 from pipeline.config import Settings, load_settings
 from pipeline.samples.copies import COPIES
 from pipeline.similar.hashing import signature
@@ -413,32 +414,10 @@ def through_postgres(settings: Settings, found: dict) -> dict:
                 ),
                 {"kinds": [(*KINDS, "distractor")[k] for k in kinds]},
             )
-            connection.execute(
-                text(
-                    "INSERT INTO raw.images (media_id, post_id, position, object_key, sha256, "
-                    "width, height, bytes, content_type) SELECT media_id, id, 0, "
-                    "'images/' || media_id || '.jpg', md5(media_id::text) || md5('x' || media_id),"
-                    " 60, 80, 1000, 'image/jpeg' FROM raw.posts"
-                )
+            add_images_of_posts(connection)
+            version = add_category_champion(
+                connection, version="bench-1", architecture="bench", image_size=(128, 96)
             )
-            snapshot = connection.execute(
-                text(
-                    "INSERT INTO catalogue.dataset_snapshots (checksum, manifest_key, "
-                    "taxonomy_version_id, attributes, counts, images, created_by) SELECT "
-                    "md5('bench'), 'snapshots/bench.json', max(id), '{}', '{}', 0, 'bench' "
-                    "FROM catalogue.taxonomy_versions RETURNING id"
-                )
-            ).scalar_one()
-            version = connection.execute(
-                text(
-                    "INSERT INTO catalogue.model_versions (attribute, version, run, "
-                    "artefact_key, architecture, snapshot_id, backend, classes, image_size, "
-                    "metrics, status, created_by, promoted_at, promoted_by) VALUES ('category', "
-                    "'bench-1', 'bench', 'models/bench', 'bench', :s, 'tensorflow', '[]', "
-                    "'{128,96}', '{}', 'champion', 'bench', now(), 'bench') RETURNING id"
-                ),
-                {"s": snapshot},
-            ).scalar_one()
             connection.execute(
                 text(
                     "INSERT INTO marketplace.products (image_id, shortcode, position, account, "

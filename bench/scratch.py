@@ -69,3 +69,40 @@ def scratch_services(settings, bucket: str) -> Iterator[tuple[ObjectStore, Engin
     finally:
         drop_database(settings, db)
         empty_bucket(store)
+
+
+def add_images_of_posts(connection) -> None:
+    """One 60x80 JPEG row per post of the scratch catalogue (rows only, no picture)."""
+    connection.execute(
+        text(
+            "INSERT INTO raw.images (media_id, post_id, position, object_key, sha256, width, "
+            "height, bytes, content_type) SELECT media_id, id, 0, 'images/' || media_id || "
+            "'.jpg', md5(media_id::text) || md5('x' || media_id), 60, 80, 1000, 'image/jpeg' "
+            "FROM raw.posts"
+        )
+    )
+
+
+def add_category_champion(
+    connection, *, version: str, architecture: str, image_size: tuple[int, int]
+) -> int:
+    """A category champion's registry row (and the snapshot it names) with no artefact: what
+    embeddings and groups are keyed by. Returns its id."""
+    snapshot = connection.execute(
+        text(
+            "INSERT INTO catalogue.dataset_snapshots (checksum, manifest_key, "
+            "taxonomy_version_id, attributes, counts, images, created_by) SELECT "
+            "md5('bench'), 'snapshots/bench.json', max(id), '{}', '{}', 0, 'bench' "
+            "FROM catalogue.taxonomy_versions RETURNING id"
+        )
+    ).scalar_one()
+    return connection.execute(
+        text(
+            "INSERT INTO catalogue.model_versions (attribute, version, run, artefact_key, "
+            "architecture, snapshot_id, backend, classes, image_size, metrics, status, "
+            "created_by, promoted_at, promoted_by) VALUES ('category', :v, 'bench', "
+            "'models/bench', :a, :s, 'tensorflow', '[]', CAST(:size AS integer[]), '{}', "
+            "'champion', 'bench', now(), 'bench') RETURNING id"
+        ),
+        {"v": version, "a": architecture, "s": snapshot, "size": list(image_size)},
+    ).scalar_one()

@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 
 from bench.header import result_header  # noqa: E402
+from bench.scratch import add_category_champion, add_images_of_posts  # noqa: E402
 
 DIMS = 1408
 BATCH = 256  # the predict stage's write-back batch (one batch of pictures, one transaction)
@@ -257,35 +258,10 @@ def make_catalogue(engine, size: int, spare: int = 40_000) -> dict:
             ),
             {"count": count},
         )
-        connection.execute(
-            text(
-                """
-                INSERT INTO raw.images (media_id, post_id, position, object_key, sha256, width,
-                                        height, bytes, content_type)
-                SELECT media_id, id, 0, 'images/' || media_id || '.jpg',
-                       md5(media_id::text) || md5('x' || media_id), 60, 80, 1000, 'image/jpeg'
-                FROM raw.posts
-                """
-            )
+        add_images_of_posts(connection)
+        version = add_category_champion(
+            connection, version=VERSION, architecture="mobilenet_v2_050", image_size=(96, 128)
         )
-        snapshot = connection.execute(
-            text(
-                "INSERT INTO catalogue.dataset_snapshots (checksum, manifest_key, "
-                "taxonomy_version_id, attributes, counts, images, created_by) SELECT "
-                "md5('bench'), 'snapshots/bench.json', max(id), '{}', '{}', 0, 'bench' "
-                "FROM catalogue.taxonomy_versions RETURNING id"
-            )
-        ).scalar_one()
-        version = connection.execute(
-            text(
-                "INSERT INTO catalogue.model_versions (attribute, version, run, artefact_key, "
-                "architecture, snapshot_id, backend, classes, image_size, metrics, status, "
-                "created_by, promoted_at, promoted_by) VALUES ('category', :v, 'bench', "
-                "'models/bench', 'mobilenet_v2_050', :s, 'tensorflow', '[]', '{96,128}', '{}', "
-                "'champion', 'bench', now(), 'bench') RETURNING id"
-            ),
-            {"v": VERSION, "s": snapshot},
-        ).scalar_one()
         connection.execute(
             text(
                 """
