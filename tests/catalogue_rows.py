@@ -80,6 +80,16 @@ def add_posts(
     return Catalogued(image_ids, shortcodes)
 
 
+def two_shops(engine: Engine) -> Catalogued:
+    """An emptied catalogue with `shop_a`'s 6 posts and `shop_b`'s 3 carousels of 2 pictures."""
+    reset_catalogue(engine)
+    a = add_posts(engine, {"shop_a": 6}, prefix="A")
+    b = add_posts(engine, {"shop_b": 3}, images_per_post=2, prefix="B")
+    a.image_ids.update(b.image_ids)
+    a.accounts.update(b.accounts)
+    return a
+
+
 def add_prediction(
     engine: Engine, image_id: int, attribute: str, top: list[tuple[str, float]],
     *, model_version: str = "test-1", needs_review: bool | None = None,

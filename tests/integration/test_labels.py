@@ -18,7 +18,7 @@ from pipeline.labels.label_csv import LabelFileError, export_labels, import_labe
 from pipeline.labels.review import review_queue, write_review_csv
 from pipeline.labels.taxonomy import load_taxonomy, parse_taxonomy, sync_taxonomy
 from pipeline.storage import ObjectStore
-from tests.catalogue_rows import add_posts, add_prediction, reset_catalogue
+from tests.catalogue_rows import add_prediction, two_shops
 from tests.cli import catalogue
 
 ALICE = Who(name="alice")
@@ -28,12 +28,7 @@ BOB = Who(name="bob")
 @pytest.fixture
 def shop(migrated):
     """Two accounts: `shop_a` with 6 posts, `shop_b` with 3 carousels of 2 pictures."""
-    reset_catalogue(migrated)
-    a = add_posts(migrated, {"shop_a": 6}, prefix="A")
-    b = add_posts(migrated, {"shop_b": 3}, images_per_post=2, prefix="B")
-    a.image_ids.update(b.image_ids)
-    a.accounts.update(b.accounts)
-    return a
+    return two_shops(migrated)
 
 
 def _csv(tmp_path, content: str, name: str = "labels.csv"):

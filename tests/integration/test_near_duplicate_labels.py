@@ -19,7 +19,7 @@ from pipeline.labels.history import Who
 from pipeline.labels.jobs import JobError, Selection, run_job, undo_job
 from pipeline.labels.label_csv import import_labels
 from pipeline.labels.review import NEAR_DUPLICATE, review_queue, write_review_csv
-from tests.catalogue_rows import add_posts, add_prediction, reset_catalogue
+from tests.catalogue_rows import add_prediction, two_shops
 from tests.cli import catalogue
 
 ALICE = Who(name="alice")
@@ -29,12 +29,7 @@ BOB = Who(name="bob")
 @pytest.fixture
 def shop(migrated):
     """`shop_a` with 6 posts, `shop_b` with 3 carousels of 2 pictures."""
-    reset_catalogue(migrated)
-    a = add_posts(migrated, {"shop_a": 6}, prefix="A")
-    b = add_posts(migrated, {"shop_b": 3}, images_per_post=2, prefix="B")
-    a.image_ids.update(b.image_ids)
-    a.accounts.update(b.accounts)
-    return a
+    return two_shops(migrated)
 
 
 def _group(engine, *image_ids: int) -> int:
