@@ -10,6 +10,9 @@ When `CATALOGUE_DATABASE_URL` or `CATALOGUE_S3_ENDPOINT` is not set, the local s
 provides that service and records how to reach it under the state directory;
 `with_local_services` reads that record.
 
+How a variable's text becomes a value (the parsers, `ConfigError`, `describe_url`) is in
+`pipeline.setting_values`.
+
 A stage's options (`SnapshotOptions`, `TrainOptions`, `GateOptions`, `PredictOptions`) declare the
 fields a setting configures with `setting(name)`: their default is the setting's, written once
 here, and their `from_settings` (`configured`) fills them from the settings, with one run's
@@ -20,19 +23,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import field, fields
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
-from pipeline.errors import CatalogueError
+from pipeline import setting_values as values
+from pipeline.setting_values import ConfigError, describe_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_RECORD = "stack.json"
@@ -41,174 +42,6 @@ PREFIX = "CATALOGUE_"
 # Values shipped in .env.example; refused outside development so a copied example never reaches
 # production.
 PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "minioadmin", "password", "secret"})
-
-
-class ConfigError(CatalogueError, ValueError):
-    """A setting is missing or malformed; the message names the variable and what to do."""
-
-    def __init__(self, variable: str, problem: str, fix: str) -> None:
-        self.variable = variable
-        super().__init__(f"{variable}: {problem}. {fix}")
-
-
-# -- parsers: a text from the environment to a value, or a ConfigError naming the variable ------
-_ENVIRONMENTS = ("development", "production")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_ROLE_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
-_PERCENT_ENCODE = (
-    "Percent-encode special characters in the user and password: @ as %40, : as %3A, / as %2F, "
-    "# as %23, ? as %3F, % as %25"
-)
-# libpq's parameters that hold or name a secret, which a URL may carry after its `?`
-_SECRET_QUERY_KEYS = ("password", "sslpassword", "passfile", "sslkey")
-
-
-def _environment(name: str, text: str) -> str:
-    if text not in _ENVIRONMENTS:
-        raise ConfigError(
-            name,
-            f"'{text}' is not one of {', '.join(_ENVIRONMENTS)}",
-            "Set it to development (local stack) or production.",
-        )
-    return text
-
-
-def _database_url(name: str, text: str) -> URL:
-    try:
-        url = make_url(text)
-    except ArgumentError:
-        raise ConfigError(
-            name,
-            f"{describe_url(text)} is not a database URL",
-            f"Use the form postgresql://USER:PASSWORD@HOST:5432/DATABASE. {_PERCENT_ENCODE}",
-        ) from None
-    except ValueError:  # the text after the last ':' of the host part is not a number
-        raise ConfigError(
-            name,
-            f"the port of {describe_url(text)} is not a number (or the password holds an "
-            "unencoded '@' or ':')",
-            f"{_PERCENT_ENCODE}.",
-        ) from None
-    port = url.port
-    if "@" in (url.host or ""):
-        raise ConfigError(
-            name,
-            f"the user or password of {describe_url(url)} holds an unencoded '@'",
-            f"{_PERCENT_ENCODE}.",
-        )
-    if port is not None and not 0 < port < 65536:
-        raise ConfigError(
-            name,
-            f"port {port} of {describe_url(url)} is not a TCP port",
-            "Use a number from 1 to 65535.",
-        )
-    if url.get_backend_name() not in ("postgresql", "postgres"):
-        raise ConfigError(
-            name,
-            f"names the '{url.get_backend_name()}' backend; only PostgreSQL is supported",
-            "Use the form postgresql://USER:PASSWORD@HOST:5432/DATABASE.",
-        )
-    if not url.database:
-        raise ConfigError(
-            name,
-            "names no database",
-            "Add the database name: postgresql://USER@HOST:5432/DATABASE.",
-        )
-    return url.set(drivername="postgresql+psycopg2")
-
-
-def _url_parts(name: str, value: str, *, form: str, what: str = "an http(s) URL"):
-    """`value` split, or ConfigError naming `name`: never credentials in a URL, a numeric port."""
-    shown = describe_url(value if "://" in value else f"http://{value}")
-    try:
-        parts = urlsplit(value if "://" in value else f"http://{value}")
-        port = parts.port
-    except ValueError:  # a port that is not a number, a broken [IPv6] host
-        raise ConfigError(name, f"{shown} is not {what}", f"Use the form {form}.") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(name, f"{shown} is not {what}", f"Use the form {form}.")
-    if "@" in parts.netloc:
-        keys = {
-            "CATALOGUE_AIRFLOW_URL": "CATALOGUE_AIRFLOW_USERNAME and CATALOGUE_AIRFLOW_PASSWORD"
-        }.get(name, "CATALOGUE_S3_ACCESS_KEY and CATALOGUE_S3_SECRET_KEY")
-        raise ConfigError(
-            name, f"{shown} holds credentials", f"Remove them from the URL and set {keys}."
-        )
-    if port == 0:
-        raise ConfigError(name, f"{shown} has port 0", "Use a port from 1 to 65535.")
-    return parts
-
-
-def _s3_endpoint(name: str, text: str) -> str:
-    parts = _url_parts(name, text, form="http://HOST:PORT", what="an http(s) endpoint")
-    if parts.path.strip("/") or parts.query:
-        raise ConfigError(
-            name,
-            f"'{describe_url(text)}' has a path; buckets are configured separately",
-            "Give only the scheme, host and port, e.g. http://127.0.0.1:8333.",
-        )
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _http_url(name: str, text: str) -> str:
-    if "://" not in text:
-        raise ConfigError(
-            name, f"'{describe_url('http://' + text).removeprefix('http://')}' has no http(s)://",
-            "Use the form http://HOST:PORT[/PATH].",
-        )  # fmt: skip
-    _url_parts(name, text, form="http://HOST:PORT[/PATH]")
-    return text.rstrip("/")
-
-
-def _session_file(name: str, text: str) -> Path:
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            name,
-            f"{path} is not a file",
-            "Create it with `instaloader --login USER` (it writes the session file) or unset the "
-            "variable to collect anonymously.",
-        )
-    return path
-
-
-def _bucket(name: str, text: str) -> str:
-    if not _BUCKET.match(text):
-        raise ConfigError(
-            name,
-            f"'{text}' is not a valid S3 bucket name",
-            "Use 3-63 lowercase letters, digits, dots and hyphens.",
-        )
-    return text
-
-
-def _role_prefix(name: str, text: str) -> str:
-    if not _ROLE_PREFIX.match(text):
-        raise ConfigError(
-            name,
-            f"'{text}' is not a plain lowercase SQL identifier",
-            "Use lowercase letters, digits and underscores, starting with a letter.",
-        )
-    return text
-
-
-def _port(name: str, text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ConfigError(name, f"'{text}' is not a TCP port", "Use a number from 1 to 65535.")
-    return int(text)
-
-
-def _boolean(name: str, text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(name, f"'{text}' is not a boolean", "Use true or false.")
-
-
-def _path(name: str, text: str) -> Path:
-    return Path(text).expanduser()
 
 
 def _parsed(parse: Callable[[str, str], Any]) -> BeforeValidator:
@@ -222,17 +55,20 @@ def _parsed(parse: Callable[[str, str], Any]) -> BeforeValidator:
 
 
 # -- the kinds of value; numbers are checked against their field's bounds (ge, le) -------------
-Environment = Annotated[str, _parsed(_environment)]
-DatabaseUrl = Annotated[URL | None, _parsed(_database_url)]
-Endpoint = Annotated[str | None, _parsed(_s3_endpoint)]
-HttpUrl = Annotated[str | None, _parsed(_http_url)]
-Bucket = Annotated[str, _parsed(_bucket)]
-RolePrefix = Annotated[str, _parsed(_role_prefix)]
-Port = Annotated[int, _parsed(_port)]
-Flag = Annotated[bool, _parsed(_boolean)]
-Folder = Annotated[Path, _parsed(_path)]
-OptionalFile = Annotated[Path | None, _parsed(_path)]
-SessionFile = Annotated[Path | None, _parsed(_session_file)]
+Environment = Annotated[str, _parsed(values.environment)]
+DatabaseUrl = Annotated[URL | None, _parsed(values.database_url)]
+Endpoint = Annotated[str | None, _parsed(values.s3_endpoint)]
+HttpUrl = Annotated[str | None, _parsed(values.http_url)]
+RedisUrl = Annotated[str, _parsed(values.redis_url)]
+Bucket = Annotated[str, _parsed(values.bucket)]
+RolePrefix = Annotated[str, _parsed(values.role_prefix)]
+Port = Annotated[int, _parsed(values.port)]
+Flag = Annotated[bool, _parsed(values.boolean)]
+Folder = Annotated[Path, _parsed(values.path)]
+OptionalFile = Annotated[Path | None, _parsed(values.path)]
+SessionFile = Annotated[Path | None, _parsed(values.session_file)]
+Executor = Annotated[str, _parsed(values.executor)]
+KerasBackend = Annotated[str, _parsed(values.keras_backend)]
 StateDir = Annotated[Path, AfterValidator(lambda path: path.expanduser().resolve())]
 Share = Annotated[float, Field(ge=0, le=1)]
 
@@ -296,6 +132,14 @@ class Settings(BaseSettings):
         repr=False,
         description="its password (default: the one the local stack generated)",
     )
+    # `catalogue up --executor celery`: Airflow's CeleryExecutor with a default and a `gpu` worker
+    airflow_executor: Executor = Field("local", description="local (standalone) or celery")
+    redis_url: RedisUrl = Field(
+        "redis://127.0.0.1:6379/0",
+        repr=False,
+        description="the Celery broker (may hold a password)",
+    )
+    gpu_queue_backend: KerasBackend = Field("jax", description="KERAS_BACKEND of the `gpu` worker")
     moderator: str | None = Field(None, description="who the CLI records as the moderator")
     taxonomy_file: OptionalFile = Field(None, description="taxonomy YAML (unset: the shipped one)")
     instagram_session_file: SessionFile = Field(None, description="instaloader's session file")
@@ -557,37 +401,6 @@ def read_stack_record(state_dir: Path) -> dict:
 def is_placeholder(secret: str | None) -> bool:
     """True for a secret copied from .env.example (`change-me`, `Change-Me`, `CHANGEME`...)."""
     return secret is not None and secret.strip().lower() in PLACEHOLDER_SECRETS
-
-
-def describe_url(url: URL | str) -> str:
-    """A URL fit for messages and logs, built from its parsed parts: credentials are masked.
-
-    A password holding an unencoded `@` parses with the rest of the password in the host
-    (`user:pa@ss@host`: password `pa`, host `ss@host`): whatever comes before the host's last `@`
-    is credentials too, and is dropped. A text that does not parse keeps only its scheme and host.
-    """
-    if isinstance(url, URL):
-        host = (url.host or "").rpartition("@")[2] or None
-        query = {k: "***" if k.lower() in _SECRET_QUERY_KEYS else v for k, v in url.query.items()}
-        return url.set(host=host, query=query).render_as_string(hide_password=True)
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "(not a URL)"
-    authority, slash, path = rest.partition("/")
-    if "@" in rest:  # the last @ ends the credentials, wherever a / or # in them cut the URL
-        authority, slash, path = rest.rpartition("@")[2].partition("/")
-        authority = "***@" + authority
-    host, colon, port = authority.rpartition(":")
-    if colon and not port.isdigit() and "]" not in port:
-        # `user:password/db` (the host forgotten) reads as a host and a port that is no number
-        authority = f"{host}:***"
-    path, question, query = path.partition("?")
-    if question:
-        query = "&".join(
-            f"{k}=***" if k.lower() in _SECRET_QUERY_KEYS else f"{k}{eq}{v}"
-            for k, eq, v in (pair.partition("=") for pair in query.split("&"))
-        )
-    return f"{scheme}://{authority}{slash}{path}{question}{query}"
 
 
 def _local_airflow_password(state_dir: Path, username: str) -> str | None:
