@@ -10,7 +10,10 @@ images after a collection, everything after a promotion.
 2. `score`: the work split into shards (image id modulo the number of shards) mapped over tasks,
    so more Celery workers finish sooner; each shard streams its pictures from the object store,
    scores both attributes in one pass and writes back set-based. A failed shard retries alone and
-   finishes only what is left: no duplicates.
+   finishes only what is left: no duplicates. Shards go to queue `score`, which every Celery
+   worker takes, the `gpu` worker too (docker-compose.yml, `catalogue up --executor celery`):
+   scoring spreads over all of them, while the rest of the CPU work stays on queue `default`, so
+   collection never waits behind a training. The LocalExecutor ignores queues.
 3. `report`: images scored, predictions that need review, pictures that could not be scored.
 4. `group_duplicates`: once every shard is done, the pictures embedded since the last refresh are
    grouped with the rest (listings that show the same product, `marketplace.duplicate_listings`;
@@ -97,7 +100,7 @@ def predict_catalogue():
     def shards_of(planned: dict) -> list[int]:
         return list(range(planned["shards"])) if planned["images"] else []
 
-    @task(map_index_template="shard {{ shard }}")
+    @task(queue="score", map_index_template="shard {{ shard }}")
     def score(shard: int, planned: dict) -> dict:
         from pipeline.artefacts import artefact_cache
         from pipeline.config import load_settings

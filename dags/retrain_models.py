@@ -9,7 +9,9 @@ the champions' snapshots; the weekly and manual runs always train.
    train/validation/test split by a hash of each post's id; the manifest in the models bucket).
 2. `train`: one network with a head per attribute (one artefact, a version per attribute), or
    with `separate` one task per attribute, on the `gpu` queue and pool (two trainings never share
-   a GPU), measured on the snapshot's test split and registered as candidates.
+   a GPU), measured on the snapshot's test split and registered as candidates. Only the `gpu`
+   worker takes that queue, with its own Keras backend (compose: JAX; the local stack:
+   CATALOGUE_GPU_QUEUE_BACKEND); `snapshot` and `promote` stay on queue `default`.
 3. `promote`: a candidate becomes champion only when it beats the champion on the same test
    pictures by CATALOGUE_PROMOTION_MARGIN and no well-supported class loses more than
    CATALOGUE_PROMOTION_MAX_CLASS_DROP recall (where a paired test says the fall is not chance);

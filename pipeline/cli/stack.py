@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 def cmd_up(args: argparse.Namespace) -> int:
     from infra.local_stack import LocalStack
 
-    statuses = LocalStack(Settings.from_env(), progress=say).up(airflow=not args.no_airflow)
+    statuses = LocalStack(Settings.from_env(), progress=say).up(
+        airflow=not args.no_airflow, executor=args.executor
+    )
     print_status(statuses)
     return EXIT_OK if all(s.healthy for s in statuses if s.state != "stopped") else EXIT_FAILED
 
@@ -40,9 +42,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def print_status(statuses: list[ServiceStatus]) -> None:
+    names = max(9, *(len(s.name) for s in statuses))
     width = max(len(s.url) for s in statuses)
     for s in statuses:
-        say(f"{s.name:<9} {s.state:<12} {s.url:<{width}}  {s.detail}")
+        say(f"{s.name:<{names}} {s.state:<12} {s.url:<{width}}  {s.detail}")
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -126,9 +129,17 @@ def add_commands(add: AddCommand) -> None:
         "up",
         cmd_up,
         "Start the local stack: Postgres (embedded unless CATALOGUE_DATABASE_URL is set), "
-        "SeaweedFS's S3 server (unless CATALOGUE_S3_ENDPOINT is set), Airflow standalone and the "
+        "SeaweedFS's S3 server (unless CATALOGUE_S3_ENDPOINT is set), Airflow standalone (or "
+        "with --executor celery its components and two Celery workers on Redis) and the "
         "moderators' workbench (`catalogue web`); "
         "migrate the catalogue and create the buckets. Safe to run again.",
+    )
+    up.add_argument(
+        "--executor",
+        choices=("local", "celery"),
+        help="local: Airflow standalone (LocalExecutor); celery: the CeleryExecutor on "
+        "CATALOGUE_REDIS_URL with a worker on the default queue and one on queue gpu "
+        "(default: CATALOGUE_AIRFLOW_EXECUTOR, local)",
     )
     up.add_argument(
         "--no-airflow",

@@ -74,15 +74,39 @@ def test_airflow_components_share_one_jwt_secret_and_the_execution_api():
         assert env["CATALOGUE_S3_ENDPOINT"] == "http://s3:8333"
 
 
+def _queues(service: str) -> set[str]:
+    command = SERVICES[service]["command"]
+    return set(command[command.index("--queues") + 1].split(","))
+
+
 def test_gpu_worker_takes_the_gpu_queue_with_a_reserved_nvidia_device():
     worker = SERVICES["airflow-worker-gpu"]
-    command = worker["command"]
-    assert command[command.index("--queues") + 1] == "gpu"
+    assert "gpu" in _queues("airflow-worker-gpu") and "gpu" not in _queues("airflow-worker")
+    assert worker["command"][worker["command"].index("--concurrency") + 1] == "1"
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert worker["environment"]["KERAS_BACKEND"] == "jax"
     assert worker["build"]["target"] == "gpu"
-    assert "--queues" in SERVICES["airflow-worker"]["command"]
+
+
+def test_the_workers_take_the_queues_the_local_stack_gives_them():
+    """docker-compose.yml and `catalogue up --executor celery` run the same two workers: the
+    default queue's CPU work never reaches the GPU machine, the predict shards reach both."""
+    from infra.local_stack import celery_workers
+    from pipeline.config import Settings
+
+    local = {w.name: set(w.queues) for w in celery_workers(Settings.from_env({}))}
+    assert _queues("airflow-worker") == local["default"] == {"default", "score"}
+    assert _queues("airflow-worker-gpu") == local["gpu"] == {"gpu", "score"}
+
+
+def test_the_dags_queues_are_ones_a_worker_takes():
+    """Every queue a DAG file names has a worker: a task on no worker's queue waits forever."""
+    named = set()
+    for source in (REPO / "dags").glob("*.py"):
+        named |= set(re.findall(r"queue=\"([a-z_]+)\"", source.read_text()))
+    taken = _queues("airflow-worker") | _queues("airflow-worker-gpu")
+    assert named and named <= taken, named - taken
 
 
 def test_secrets_come_from_env_never_literals():
