@@ -1,0 +1,565 @@
+"""A million pictures: a scratch catalogue filled with synthetic rows, and every statement the
+product runs per stage timed on it (issue 26).
+
+    env -u CATALOGUE_DATABASE_URL CATALOGUE_STATE_DIR=/tmp/rehearsal .venv/bin/catalogue up --no-airflow
+    export CATALOGUE_STATE_DIR=/tmp/rehearsal   # and no CATALOGUE_DATABASE_URL: the local stack's
+    .venv/bin/python bench/rehearsal.py fill --pictures 100000      # into database rehearsal_100000
+    .venv/bin/python bench/rehearsal.py measure --pictures 100000   # -> bench/results/rehearsal-100000.json
+    .venv/bin/python bench/rehearsal.py fill --pictures 1000000
+    .venv/bin/python bench/rehearsal.py measure --pictures 1000000
+    .venv/bin/python bench/rehearsal.py drop --pictures 1000000
+
+`fill` makes database `rehearsal_<pictures>` beside the configured one (kept between runs, so a
+new migration is measured on the same rows: `measure` upgrades it to the tree's head first).
+
+The rows (no pictures: object keys point at nothing) follow the real schema and what the stages
+write: accounts (one per 100 pictures unless `--accounts`), posts taken over three years (7 in 10
+single pictures, the rest carousels of 2 to 4 slides; 1 % no longer listed, 3 % of later slides
+taken out), their images; two model versions per attribute (the retired first, the champion),
+both of whose scores of every picture but the newest 1 % are in `catalogue.model_predictions`,
+the champion's in `catalogue.predictions`; labels of colour and category for 30 % of the pictures
+(in 80 % of the accounts) from import and workbench jobs of 2,500 pictures, then the history of
+three relabel jobs (a colour rename, a category move over 2 % of the accounts, a colour clear
+over 1 % of them) and the undo of the clear; the marketplace rows `catalogue.refresh_products`
+would leave (decided by `catalogue.shown_label`), and pairs of near-duplicates across accounts
+for 2 % of the pictures. Values are drawn from the taxonomy's leaves with a skew (a few common
+colours and articles); the champion agrees with the label 87 % of the time.
+
+The rows are made by the server (INSERT ... SELECT over generate_series, which is faster here
+than COPY from the client), with triggers and foreign-key checks off for the load
+(`session_replication_role = replica`: it needs a superuser, as the embedded server's is), then
+VACUUM ANALYZE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
+
+from sqlalchemy import Connection, Engine, create_engine, text  # noqa: E402
+
+SLIDE_POST = (0, 1, 2, 3, 4, 5, 6, 7, 7, 8, 8, 8, 9, 9, 9, 9)  # 16 pictures in 10 posts
+SLIDE_POSITION = (0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 2, 0, 1, 2, 3)
+LABELLED_SHARE = 0.30
+LABELLED_ACCOUNTS = 5  # every fifth account has no label (the review queue's "new account")
+JOB_PICTURES = 2_500
+UNSCORED_SHARE = 0.01
+CHAMPION_ACCURACY = 0.87
+RETIRED_ACCURACY = 0.80
+MODERATORS = 20
+DAYS = 3 * 365
+
+
+def uniform(expr: str, salt: int, seed: int) -> str:
+    """SQL for a number in [0, 1) fixed by `expr`, `salt` and `seed`."""
+    return (
+        f"((hashint8extended(({expr})::bigint, {seed * 1000 + salt}) & 4294967295)::float8 "
+        "/ 4294967296.0)"
+    )
+
+
+def fill(engine: Engine, *, pictures: int, accounts: int | None = None, seed: int = 0) -> dict:
+    """Fill an empty, migrated catalogue with `pictures` pictures' rows (see the module's
+    docstring) in `accounts` accounts (default: one per 100 pictures). Returns the rows per
+    table."""
+    accounts = accounts or max(1, pictures // 100)
+    posts = (pictures // 16) * 10 + (SLIDE_POST[(pictures - 1) % 16] + 1 if pictures % 16 else 0)
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        connection.execute(text("SET LOCAL session_replication_role = replica"))
+        connection.execute(text("SET LOCAL work_mem = '256MB'"))
+        _raw(connection, pictures=pictures, accounts=accounts, posts=posts, seed=seed)
+        versions = _models(connection)
+        _predictions(connection, pictures=pictures, versions=versions, seed=seed)
+        _labels(connection, pictures=pictures, seed=seed)
+        _marketplace(connection, pictures=pictures)
+        _sequences(connection)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE"))
+    with engine.connect() as connection:
+        counts = {
+            table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in (
+                "raw.accounts", "raw.posts", "raw.images", "raw.live_images",
+                "catalogue.model_predictions", "catalogue.predictions", "catalogue.labels",
+                "catalogue.label_jobs", "catalogue.image_duplicates", "marketplace.products",
+                "catalogue.unscorable_images",
+            )
+        }  # fmt: skip
+        counts["labelled_pictures"] = connection.execute(
+            text("SELECT count(DISTINCT image_id) FROM catalogue.current_labels")
+        ).scalar_one()
+    counts["seconds"] = round(time.perf_counter() - started, 1)
+    return counts
+
+
+def _raw(connection: Connection, *, pictures: int, accounts: int, posts: int, seed: int) -> None:
+    u = lambda expr, salt: uniform(expr, salt, seed)  # noqa: E731
+    connection.execute(
+        text(
+            f"""
+            INSERT INTO raw.accounts (id, username, instagram_id, full_name, is_business,
+                follower_count, created_at, updated_at, last_attempt_at, last_success_at)
+            SELECT a, 'shop_' || a, 5000000000 + a, 'Shop ' || a, true,
+                   (1000 + 200000 * {u("a", 1)} ^ 3)::bigint,
+                   timestamptz '2024-01-01 00:00+00', now(), now(), now()
+            FROM generate_series(1, {accounts}) AS a
+            """
+        )
+    )
+    connection.execute(
+        text(
+            "INSERT INTO raw.account_names (account_id, username, seen_from, seen_until) "
+            "SELECT id, username, created_at, updated_at FROM raw.accounts"
+        )
+    )
+    taken = f"timestamptz '2023-12-01 00:00+00' + (p - 1) * interval '{DAYS} days' / {posts}"
+    connection.execute(
+        text(
+            f"""
+            INSERT INTO raw.posts (id, shortcode, media_id, account_id, taken_at, caption,
+                hashtags, like_count, comment_count, media_type, node, source, collected_at,
+                listed_at, unavailable_since)
+            SELECT p, substr(md5('{seed}/' || p), 1, 6) || p, 2000000000000 + p,
+                   1 + floor({accounts} * {u("p", 2)})::bigint, {taken},
+                   'post ' || p, ARRAY['shop', 'new'], (500 * {u("p", 3)})::bigint, 3,
+                   CASE WHEN (p - 1) % 10 >= 7 THEN 'sidecar' ELSE 'image' END, '{{}}',
+                   'instagram', {taken} + interval '1 day', {taken} + interval '1 day',
+                   CASE WHEN {u("p", 4)} < 0.01 THEN now() - interval '3 days' END
+            FROM generate_series(1, {posts}) AS p
+            """
+        )
+    )
+    connection.execute(
+        text(
+            f"""
+            INSERT INTO raw.images (id, media_id, post_id, position, object_key, sha256, width,
+                height, bytes, content_type, created_at, removed_at)
+            SELECT s.n, 1000000000000 + s.n, s.p, s.position,
+                   'images/' || left(s.sha, 2) || '/' || s.sha || '.jpg', s.sha, 1080, 1350,
+                   (120000 + 80000 * {u("s.n", 5)})::bigint, 'image/jpeg',
+                   {taken.replace("(p - 1)", "(s.p - 1)")} + interval '1 day',
+                   CASE WHEN s.position > 0 AND {u("s.n", 6)} < 0.03
+                        THEN now() - interval '2 days' END
+            FROM (
+                SELECT n, ((n - 1) / 16) * 10 + (CAST(:post AS int[]))[(n - 1) % 16 + 1] + 1 AS p,
+                       (CAST(:position AS int[]))[(n - 1) % 16 + 1] AS position,
+                       md5('{seed}/' || n) || md5('{seed}/x' || n) AS sha
+                FROM generate_series(1, {pictures}) AS n
+            ) AS s
+            """
+        ),
+        {"post": list(SLIDE_POST), "position": list(SLIDE_POSITION)},
+    )
+
+
+def _models(connection: Connection) -> dict[str, list[tuple[int, str, float]]]:
+    """Two versions per active attribute: (id, version, accuracy), the retired one first."""
+    snapshot = connection.execute(
+        text(
+            "INSERT INTO catalogue.dataset_snapshots (checksum, manifest_key, "
+            "taxonomy_version_id, attributes, counts, images, created_by) SELECT "
+            "md5('rehearsal'), 'snapshots/rehearsal.json', max(id), '{}', '{}', 0, 'rehearsal' "
+            "FROM catalogue.taxonomy_versions RETURNING id"
+        )
+    ).scalar_one()
+    versions: dict[str, list[tuple[int, str, float]]] = {}
+    attributes = connection.execute(
+        text("SELECT name FROM catalogue.attributes WHERE active ORDER BY position")
+    ).scalars()
+    for attribute in attributes:
+        versions[attribute] = []
+        for number, (status, accuracy) in enumerate(
+            (("retired", RETIRED_ACCURACY), ("champion", CHAMPION_ACCURACY)), start=1
+        ):
+            version = f"{attribute}-rehearsal-{number}"
+            version_id = connection.execute(
+                text(
+                    "INSERT INTO catalogue.model_versions (attribute, version, run, "
+                    "artefact_key, architecture, snapshot_id, backend, classes, image_size, "
+                    "metrics, status, created_by, promoted_at, promoted_by, retired_at) VALUES "
+                    "(:a, :v, 'rehearsal', 'models/' || :v, 'mobilenet_v2_050', :s, "
+                    "'tensorflow', '[]', ARRAY[160, 160], CAST(:m AS jsonb), :status, "
+                    "'rehearsal', now(), 'rehearsal', CASE WHEN :status = 'retired' THEN now() "
+                    "END) RETURNING id"
+                ),
+                {"a": attribute, "v": version, "s": snapshot, "status": status,
+                 "m": json.dumps(_metrics(accuracy))},
+            ).scalar_one()  # fmt: skip
+            versions[attribute].append((version_id, version, accuracy))
+    return versions
+
+
+def _metrics(accuracy: float) -> dict:
+    """A test split's metrics as training records them (`pipeline.report` reads these keys)."""
+    return {
+        "accuracy": accuracy, "macro_f1": accuracy - 0.08, "top2_accuracy": accuracy + 0.07,
+        "majority_accuracy": 0.12, "random_accuracy": 0.02, "test_images": 4000,
+        "classes": [], "automation": {"threshold": 0.4, "target_precision": 0.95,
+                                      "coverage": 0.8, "precision": 0.95},
+    }  # fmt: skip
+
+
+def _leaves(attribute: str) -> str:
+    """A FROM item: the attribute's leaf values (what labels and the models name), as the
+    array `leaves`."""
+    return f"""(SELECT array_agg(v.value ORDER BY v.value) FROM catalogue.attribute_values v
+                WHERE v.attribute = '{attribute}' AND v.retired_at IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM catalogue.attribute_values c
+                                  WHERE c.attribute = v.attribute AND c.parent = v.value))
+               AS lv(leaves)"""
+
+
+def _true_value(attribute: str, salt: int, seed: int) -> str:
+    """SQL for picture n's true value of the attribute, from `leaves`: a skewed choice."""
+    return f"leaves[1 + floor(cardinality(leaves) * {uniform('n', salt, seed)} ^ 2)::int]"
+
+
+def _predictions(
+    connection: Connection, *, pictures: int, versions: dict, seed: int
+) -> None:  # fmt: skip
+    scored = int(pictures * (1 - UNSCORED_SHARE))
+    for a, (attribute, attribute_versions) in enumerate(versions.items()):
+        for v, (version_id, _, accuracy) in enumerate(attribute_versions):
+            salt = 100 + 10 * a + v
+            u = lambda expr, offset, salt=salt: uniform(expr, salt * 10 + offset, seed)  # noqa: E731
+            connection.execute(
+                text(
+                    f"""
+                    INSERT INTO catalogue.model_predictions (model_version_id, image_id, value,
+                        confidence, margin, top, needs_review, predicted_at)
+                    SELECT {version_id}, n, value, confidence, margin,
+                           jsonb_build_array(
+                               jsonb_build_object('value', value, 'confidence', confidence),
+                               jsonb_build_object('value', second, 'confidence',
+                                                  confidence - margin),
+                               jsonb_build_object('value', third, 'confidence',
+                                                  (confidence - margin) / 2)),
+                           confidence < 0.4, now() - interval '1 day' * {len(attribute_versions) - v}
+                    FROM (
+                        SELECT n,
+                               CASE WHEN {u("n", 1)} < {accuracy} THEN truth
+                                    ELSE leaves[1 + floor(cardinality(leaves) * {u("n", 2)})::int]
+                               END AS value,
+                               leaves[1 + floor(cardinality(leaves) * {u("n", 3)})::int] AS second,
+                               leaves[1 + floor(cardinality(leaves) * {u("n", 4)})::int] AS third,
+                               round((0.25 + 0.75 * {u("n", 5)})::numeric, 4)::real AS confidence,
+                               {u("n", 6)} AS share
+                        FROM (SELECT n, leaves, {_true_value(attribute, a, seed)} AS truth
+                              FROM generate_series(1, {scored}) AS n,
+                                   {_leaves(attribute)}) AS t
+                    ) AS s, LATERAL (SELECT (confidence * share)::real AS margin) AS m
+                    """
+                )
+            )
+        champion_id = attribute_versions[-1][0]
+        connection.execute(
+            text(
+                """
+                INSERT INTO catalogue.predictions (image_id, attribute, value, confidence,
+                    margin, top, needs_review, model_version, predicted_at)
+                SELECT mp.image_id, v.attribute, mp.value, mp.confidence, mp.margin, mp.top,
+                       mp.needs_review, v.version, mp.predicted_at
+                FROM catalogue.model_predictions mp
+                JOIN catalogue.model_versions v ON v.id = mp.model_version_id
+                WHERE v.id = :v
+                """
+            ),
+            {"v": champion_id},
+        )
+    # a few of the newest, not yet scored pictures cannot be decoded
+    connection.execute(
+        text(
+            f"""
+            INSERT INTO catalogue.unscorable_images (image_id, kind, reason)
+            SELECT n, 'undecodable', 'UnidentifiedImageError: cannot identify image file'
+            FROM generate_series({scored + 1}, {pictures}) AS n
+            WHERE {uniform("n", 7, seed)} < 0.05
+            """
+        )
+    )
+
+
+def _labels(connection: Connection, *, pictures: int, seed: int) -> None:
+    """Import and workbench jobs labelling 30 % of the pictures, then three relabel jobs and
+    the undo of the last one."""
+    within = LABELLED_SHARE * LABELLED_ACCOUNTS / (LABELLED_ACCOUNTS - 1)
+    connection.execute(
+        text(
+            f"""
+            CREATE TEMP TABLE labelled ON COMMIT DROP AS
+            SELECT i.id AS picture, p.account_id,
+                   (row_number() OVER (ORDER BY i.id) - 1) / {JOB_PICTURES} + 1 AS job
+            FROM raw.images i JOIN raw.posts p ON p.id = i.post_id
+            WHERE p.account_id % {LABELLED_ACCOUNTS} <> 0 AND {uniform("i.id", 8, seed)} < {within}
+            """
+        )
+    )
+    jobs = connection.execute(text("SELECT COALESCE(max(job), 0) FROM labelled")).scalar_one()
+    connection.execute(
+        text(
+            f"""
+            INSERT INTO catalogue.label_jobs (id, kind, arguments, created_by, db_role, origin,
+                labels_written, created_at)
+            SELECT j, CASE WHEN j % 5 = 0 THEN 'label' ELSE 'import' END,
+                   CASE WHEN j % 5 = 0 THEN '{{}}'::jsonb
+                        ELSE jsonb_build_object('file', 'labels-' || j || '.csv') END,
+                   'moderator-' || (j % {MODERATORS}), current_user,
+                   CASE WHEN j % 5 = 0 THEN 'web' ELSE 'cli' END, 0,
+                   timestamptz '2024-01-01 00:00+00' + (j - 1) * interval '{DAYS - 40} days'
+                       / GREATEST({jobs}, 1)
+            FROM generate_series(1, {jobs}) AS j
+            """
+        )
+    )
+    for a, attribute in enumerate(("colour", "category")):
+        connection.execute(
+            text(
+                f"""
+                INSERT INTO catalogue.labels (image_id, attribute, value, source, moderator,
+                    created_by, db_role, job_id, created_at)
+                SELECT x.n, '{attribute}', {_true_value(attribute, a, seed)},
+                       catalogue.label_source(j.kind), j.created_by, j.created_by, current_user,
+                       j.id, j.created_at
+                FROM labelled l JOIN catalogue.label_jobs j ON j.id = l.job,
+                     {_leaves(attribute)}, LATERAL (SELECT l.picture) AS x(n)
+                ORDER BY x.n
+                """
+            )
+        )
+    # three relabel jobs, then the undo of the third
+    common = connection.execute(
+        text(
+            "SELECT value FROM catalogue.labels WHERE attribute = :a GROUP BY value "
+            "ORDER BY count(*) DESC, value LIMIT 2"
+        ),
+        {"a": "colour"},
+    ).scalars().all()  # fmt: skip
+    article = connection.execute(
+        text(
+            "SELECT value FROM catalogue.labels WHERE attribute = 'category' GROUP BY value "
+            "ORDER BY count(*) DESC, value LIMIT 1"
+        )
+    ).scalar()
+    if len(common) < 2 or article is None:  # too few pictures for a history
+        return
+    relabels = [
+        ("rename", "colour", common[1], {"attribute": "colour", "from": [common[0]],
+                                         "to": common[1]},
+         f"l.value = '{common[0]}'"),
+        ("move", "category", article, {"attribute": "category", "to": article,
+                                       "filter": {"account": "2 % of the accounts"}},
+         "l.image_id IN (SELECT picture FROM labelled WHERE account_id % 50 = 1)"),
+        ("clear", "colour", None, {"attribute": "colour", "filter": {"account": "1 %"}},
+         "l.image_id IN (SELECT picture FROM labelled WHERE account_id % 100 = 7)"),
+    ]  # fmt: skip
+    for number, (kind, attribute, value, arguments, where) in enumerate(relabels, start=1):
+        job = _add_job(connection, jobs + number, kind, arguments)
+        connection.execute(
+            text(
+                f"""
+                INSERT INTO catalogue.labels (image_id, attribute, value, source, moderator,
+                    created_by, db_role, replaces_label_id, job_id, created_at)
+                SELECT l.image_id, l.attribute, CAST(:value AS text), 'relabel', j.created_by,
+                       j.created_by, current_user, l.label_id, j.id, j.created_at
+                FROM catalogue.current_labels l, catalogue.label_jobs j
+                WHERE j.id = :job AND l.attribute = :attribute AND ({where})
+                  AND l.value IS DISTINCT FROM CAST(:value AS text)
+                ORDER BY l.image_id
+                """
+            ),
+            {"job": job, "attribute": attribute, "value": value},
+        )
+    undo = _add_job(connection, jobs + 4, "undo", {"job": jobs + 3}, undoes=jobs + 3)
+    connection.execute(
+        text(
+            """
+            INSERT INTO catalogue.labels (image_id, attribute, value, source, moderator,
+                created_by, db_role, note, replaces_label_id, job_id, created_at)
+            SELECT n.image_id, n.attribute, old.value, 'undo', old.moderator, j.created_by,
+                   current_user, 'undo of job ' || n.job_id, n.id, j.id, j.created_at
+            FROM catalogue.labels n
+            JOIN catalogue.labels old ON old.id = n.replaces_label_id
+            CROSS JOIN catalogue.label_jobs j
+            WHERE n.job_id = :undone AND j.id = :job
+            ORDER BY n.image_id
+            """
+        ),
+        {"undone": jobs + 3, "job": undo},
+    )
+    connection.execute(
+        text(
+            "UPDATE catalogue.label_jobs j SET labels_written = c.n FROM (SELECT job_id, "
+            "count(*) AS n FROM catalogue.labels GROUP BY job_id) AS c WHERE j.id = c.job_id"
+        )
+    )
+
+
+def _add_job(
+    connection: Connection, job: int, kind: str, arguments: dict, undoes: int | None = None
+) -> int:
+    return connection.execute(
+        text(
+            f"""
+            INSERT INTO catalogue.label_jobs (id, kind, arguments, created_by, db_role, origin,
+                labels_written, undoes_job_id, created_at)
+            VALUES (:job, :kind, CAST(:arguments AS jsonb), 'moderator-1', current_user, 'cli',
+                    0, :undoes, timestamptz '2024-01-01 00:00+00' + interval '{DAYS - 40} days'
+                                + :job * interval '1 hour')
+            RETURNING id
+            """
+        ),
+        {"job": job, "kind": kind, "arguments": json.dumps(arguments), "undoes": undoes},
+    ).scalar_one()
+
+
+def _marketplace(connection: Connection, *, pictures: int) -> None:
+    """What `catalogue.refresh_products` leaves for every live picture, decided by the same
+    `catalogue.shown_label`; then pairs of near-duplicates across accounts."""
+    connection.execute(
+        text(
+            """
+            INSERT INTO marketplace.products (image_id, shortcode, position, account, image_key,
+                colour, colour_source, colour_confidence, category, category_source,
+                category_confidence, model_version, needs_review, updated_at)
+            SELECT i.id, i.shortcode, i.position, i.account, i.object_key,
+                   c.value, c.source, c.confidence, g.value, g.source, g.confidence,
+                   COALESCE(c.model_version, g.model_version),
+                   c.needs_review OR g.needs_review, now()
+            FROM raw.live_images i
+            LEFT JOIN catalogue.current_labels cl
+                   ON cl.image_id = i.id AND cl.attribute = 'colour'
+            LEFT JOIN catalogue.predictions cp ON cp.image_id = i.id AND cp.attribute = 'colour'
+            LEFT JOIN catalogue.current_labels gl
+                   ON gl.image_id = i.id AND gl.attribute = 'category'
+            LEFT JOIN catalogue.predictions gp
+                   ON gp.image_id = i.id AND gp.attribute = 'category'
+            CROSS JOIN LATERAL catalogue.shown_label(cl.value, cp.value, cp.confidence,
+                                                     cp.model_version, cp.needs_review) AS c
+            CROSS JOIN LATERAL catalogue.shown_label(gl.value, gp.value, gp.confidence,
+                                                     gp.model_version, gp.needs_review) AS g
+            WHERE c.value IS NOT NULL OR g.value IS NOT NULL
+            """
+        )
+    )
+    pairs = max(1, pictures // 100)
+    step = max(1, pictures // pairs)
+    partner = pictures // 2 + 3
+    connection.execute(
+        text(
+            f"""
+            INSERT INTO catalogue.image_duplicates (image_id, group_id)
+            SELECT image_id, group_id FROM (
+                SELECT n AS group_id, unnest(ARRAY[n, (n + {partner} - 1) % {pictures} + 1])
+                       AS image_id
+                FROM generate_series(1, {pictures}, {step}) AS n
+            ) AS d
+            ON CONFLICT (image_id) DO NOTHING
+            """
+        )
+    )
+    connection.execute(
+        text(
+            "UPDATE marketplace.products m SET duplicate_group = d.group_id "
+            "FROM catalogue.image_duplicates d WHERE d.image_id = m.image_id"
+        )
+    )
+
+
+def _sequences(connection: Connection) -> None:
+    for table, column in (
+        ("raw.accounts", "id"), ("raw.posts", "id"), ("raw.images", "id"),
+        ("catalogue.labels", "id"), ("catalogue.label_jobs", "id"),
+    ):  # fmt: skip
+        connection.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                f"(SELECT COALESCE(max({column}), 0) + 1 FROM {table}), false)"
+            )
+        )
+
+
+# ---------------------------------------------------------------- the scratch database
+
+
+def database_name(pictures: int) -> str:
+    return f"rehearsal_{pictures}"
+
+
+def rehearsal_database(settings, pictures: int, *, create: bool) -> Engine:
+    """The kept database of one size, migrated to the tree's head."""
+    from pipeline.db import get_engine
+    from pipeline.db.migrate import upgrade
+
+    name = database_name(pictures)
+    admin = create_engine(
+        settings.database_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        exists = connection.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+        ).scalar()
+        if not exists:
+            if not create:
+                raise SystemExit(f"no database {name}: run `fill --pictures {pictures}` first")
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    engine = get_engine(settings.database_url.set(database=name))
+    upgrade(engine, role_names=settings.role_names)
+    return engine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("fill", "measure", "drop"))
+    parser.add_argument("--pictures", type=int, default=100_000)
+    parser.add_argument("--accounts", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--label", default="before", help="key of this measurement in --out")
+    args = parser.parse_args()
+
+    from bench.scratch import drop_database
+    from pipeline.config import Settings
+
+    settings = Settings.from_env().with_local_services()
+    if args.action == "drop":
+        drop_database(settings, database_name(args.pictures))
+        return
+    out = args.out or REPO / "bench" / "results" / f"rehearsal-{args.pictures}.json"
+    if args.action == "fill":
+        engine = rehearsal_database(settings, args.pictures, create=True)
+        with engine.connect() as connection:
+            filled = connection.execute(text("SELECT count(*) FROM raw.images")).scalar_one()
+        if filled:
+            raise SystemExit(f"{database_name(args.pictures)} is filled already: drop it first")
+        counts = fill(engine, pictures=args.pictures, accounts=args.accounts, seed=args.seed)
+        print(json.dumps(counts, indent=2))
+        _save(out, "fill", counts)
+        return
+    from bench.rehearsal_measure import measure
+
+    engine = rehearsal_database(settings, args.pictures, create=False)
+    results = measure(engine, settings=settings, pictures=args.pictures, repeat=args.repeat)
+    _save(out, args.label, results)
+
+
+def _save(out: Path, key: str, value: dict) -> None:
+    from bench.header import result_header
+
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results[key] = {**result_header(f"rehearsal {key}"), **value}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"wrote {out} [{key}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The million-picture rehearsal's generator (bench/rehearsal.py) at a small size: the rows it
+writes are ones the product's own code reads as it reads a collected, labelled, scored catalogue."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from bench.rehearsal import fill
+from pipeline.db import get_engine
+from pipeline.db.migrate import upgrade
+from pipeline.labels.history import Who
+from pipeline.labels.jobs import Selection, run_job, undo_job
+from pipeline.labels.review import review_page
+from pipeline.report import catalogue_report
+
+PICTURES = 2_000
+
+
+@pytest.fixture
+def rehearsal(fresh_database, settings):
+    engine = get_engine(fresh_database)
+    upgrade(engine, role_names=settings.role_names)
+    counts = fill(engine, pictures=PICTURES, seed=3)
+    yield engine, counts
+    engine.dispose()
+
+
+def test_generated_catalogue_reads_like_a_real_one(rehearsal):
+    engine, counts = rehearsal
+    assert counts["raw.images"] == PICTURES
+    assert counts["raw.accounts"] == PICTURES // 100
+    assert 0.27 < counts["labelled_pictures"] / PICTURES < 0.33
+
+    report = catalogue_report(engine=engine)
+    assert report.images == counts["raw.live_images"]
+    assert report.labelled == counts["labelled_pictures"]
+    assert report.products == counts["marketplace.products"]
+    assert {c["attribute"] for c in report.champions} == {"colour", "category"}
+    sources = report.sources["colour"]
+    assert sources["moderator"] > 0 and sources["model"] > 0
+
+    page = review_page(engine=engine, limit=20)
+    assert len(page.items) == 20
+    assert page.total > PICTURES // 2  # every unlabelled picture is in the queue
+    assert [i.tier for i in page.items] == sorted(i.tier for i in page.items)
+
+    with engine.connect() as connection:
+        kinds = connection.execute(text("SELECT DISTINCT kind FROM catalogue.label_jobs")).scalars()
+        kinds = set(kinds)
+        forked = connection.execute(
+            text(
+                "SELECT count(*) FROM catalogue.labels l WHERE l.replaces_label_id IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM catalogue.labels o WHERE o.id = "
+                "l.replaces_label_id AND o.image_id = l.image_id AND o.attribute = l.attribute)"
+            )
+        ).scalar_one()
+    assert {"import", "rename", "move", "clear", "undo"} <= kinds
+    assert forked == 0
+
+
+def test_a_relabel_job_and_its_undo_run_on_the_generated_history(rehearsal):
+    engine, _ = rehearsal
+    with engine.connect() as connection:
+        account = connection.execute(
+            text(
+                "SELECT i.account FROM catalogue.current_labels l "
+                "JOIN raw.live_images i ON i.id = l.image_id "
+                "WHERE l.attribute = 'category' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+            )
+        ).scalar_one()
+    moved = run_job(
+        engine=engine, kind="move", attribute="category", to="Tshirts",
+        selection=Selection(account=account), who=Who("rehearsal"),
+    )  # fmt: skip
+    assert moved.images > 0
+    undone = undo_job(engine=engine, job_id=moved.job_id, who=Who("rehearsal"))
+    assert undone.images == moved.images and undone.skipped == 0
