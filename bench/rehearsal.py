@@ -74,10 +74,14 @@ def fill(engine: Engine, *, pictures: int, accounts: int | None = None, seed: in
     with engine.begin() as connection:
         connection.execute(text("SET LOCAL session_replication_role = replica"))
         connection.execute(text("SET LOCAL work_mem = '256MB'"))
+        # each step reads what the one before wrote: the planner needs its statistics
         _raw(connection, pictures=pictures, accounts=accounts, posts=posts, seed=seed)
+        connection.execute(text("ANALYZE raw.accounts, raw.posts, raw.images"))
         versions = _models(connection)
         _predictions(connection, pictures=pictures, versions=versions, seed=seed)
+        connection.execute(text("ANALYZE catalogue.model_predictions, catalogue.predictions"))
         _labels(connection, pictures=pictures, seed=seed)
+        connection.execute(text("ANALYZE catalogue.labels, catalogue.label_jobs"))
         _marketplace(connection, pictures=pictures)
         _sequences(connection)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -424,6 +428,13 @@ def _marketplace(connection: Connection, *, pictures: int) -> None:
     `catalogue.shown_label`; then pairs of near-duplicates across accounts."""
     connection.execute(
         text(
+            "CREATE TEMP TABLE shown_labels ON COMMIT DROP AS "
+            "SELECT image_id, attribute, value FROM catalogue.current_labels"
+        )
+    )
+    connection.execute(text("ANALYZE shown_labels"))
+    connection.execute(
+        text(
             """
             INSERT INTO marketplace.products (image_id, shortcode, position, account, image_key,
                 colour, colour_source, colour_confidence, category, category_source,
@@ -433,11 +444,9 @@ def _marketplace(connection: Connection, *, pictures: int) -> None:
                    COALESCE(c.model_version, g.model_version),
                    c.needs_review OR g.needs_review, now()
             FROM raw.live_images i
-            LEFT JOIN catalogue.current_labels cl
-                   ON cl.image_id = i.id AND cl.attribute = 'colour'
+            LEFT JOIN shown_labels cl ON cl.image_id = i.id AND cl.attribute = 'colour'
             LEFT JOIN catalogue.predictions cp ON cp.image_id = i.id AND cp.attribute = 'colour'
-            LEFT JOIN catalogue.current_labels gl
-                   ON gl.image_id = i.id AND gl.attribute = 'category'
+            LEFT JOIN shown_labels gl ON gl.image_id = i.id AND gl.attribute = 'category'
             LEFT JOIN catalogue.predictions gp
                    ON gp.image_id = i.id AND gp.attribute = 'category'
             CROSS JOIN LATERAL catalogue.shown_label(cl.value, cp.value, cp.confidence,
