@@ -178,12 +178,10 @@ class LocalStack:
         url = self.settings.redis_url
         problem = redis_answers(url)
         if problem is not None:
-            raise ConfigError(
-                "CATALOGUE_REDIS_URL",
-                f"no Redis answers at {describe_url(url)} ({problem})",
-                "Start Redis there (Debian: `apt-get install redis-server`), or point "
-                "CATALOGUE_REDIS_URL at one that answers; `catalogue up` without `--executor "
-                "celery` needs none",
+            raise StackError(
+                f"CATALOGUE_REDIS_URL: no Redis answers at {describe_url(url)} ({problem}). Start "
+                "Redis there (Debian: `apt-get install redis-server`), or point CATALOGUE_REDIS_URL "
+                "at one that answers; `catalogue up` without `--executor celery` needs none."
             )
         if importlib.util.find_spec("airflow.providers.celery") is None:
             raise StackError(
@@ -238,11 +236,15 @@ class LocalStack:
     def _up_airflow(self, previous: dict, settings: Settings, executor: str) -> dict:
         port = self.settings.airflow_port
         url = f"http://127.0.0.1:{port}"
-        if previous.get("managed") and _airflow_alive(previous):
+        if previous.get("managed") and _airflow_alive(previous, any_component=True):
             was = previous.get("executor", "local")
+            dead = [name for name, c in previous.get("components", {}).items() if not alive(c)]
             if was != executor:
                 self.progress(f"airflow: running with the {was} executor; restarting it with the "
                               f"{executor} executor")  # fmt: skip
+                _stop_airflow(previous)
+            elif dead or not alive(previous):
+                self.progress(f"airflow: {', '.join(dead) or 'api-server'} stopped; restarting it")
                 _stop_airflow(previous)
             elif _airflow_healthy_within(url, seconds=20):
                 self.progress(f"airflow: already running at {url} ({executor} executor)")
