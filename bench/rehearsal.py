@@ -34,15 +34,23 @@ VACUUM ANALYZE.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import random
+import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
-from sqlalchemy import Connection, Engine, create_engine, text  # noqa: E402
+from sqlalchemy import Connection, Engine, create_engine, event, text  # noqa: E402
 
 SLIDE_POST = (0, 1, 2, 3, 4, 5, 6, 7, 7, 8, 8, 8, 9, 9, 9, 9)  # 16 pictures in 10 posts
 SLIDE_POSITION = (0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 2, 0, 1, 2, 3)
@@ -494,6 +502,264 @@ def _sequences(connection: Connection) -> None:
         )
 
 
+# ---------------------------------------------------------------- measuring
+
+BATCH = 128  # the predict stage's batch (CATALOGUE_PREDICT_BATCH_SIZE's default)
+REVIEW_PAGE = 200  # the workbench's grid (pipeline/web/labelling.py GRID_LIMIT)
+ANALYSTS = {
+    # the analysts' common queries (docs/moderation.md)
+    "analysts: products by category and colour": """
+        SELECT shortcode, position, account, image_key, colour_confidence, category_confidence
+        FROM marketplace.products WHERE category = :category AND colour = :colour
+        ORDER BY updated_at DESC, image_id DESC LIMIT 100""",
+    "analysts: products per category and colour": """
+        SELECT category, colour, count(*) FROM marketplace.products GROUP BY 1, 2""",
+    "analysts: one account's catalogue": """
+        SELECT shortcode, position, colour, colour_source, category, category_source,
+               needs_review
+        FROM marketplace.products WHERE account = :account ORDER BY shortcode, position""",
+}
+
+
+@dataclass
+class Call:
+    statement: str
+    parameters: Any
+    seconds: float
+
+
+@contextmanager
+def recorded(engine: Engine) -> Iterator[list[Call]]:
+    """Every statement the product runs through `engine` inside the block, with its time."""
+    calls: list[Call] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        conn.info.setdefault("rehearsal_started", []).append(time.perf_counter())
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        started = conn.info["rehearsal_started"].pop()
+        calls.append(Call(statement, parameters, time.perf_counter() - started))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield calls
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+
+
+def _walk(node: dict) -> Iterator[dict]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _walk(child)
+
+
+def explain(engine: Engine, statement: str, parameters: Any, repeat: int) -> dict:
+    """EXPLAIN (ANALYZE, BUFFERS) `repeat` times, rolled back: the best and median execution
+    time, the top node, buffers and the relations read whole (sequential scans) of the best."""
+    raw = engine.raw_connection()
+    plans = []
+    try:
+        with raw.cursor() as cursor:
+            for _ in range(repeat):
+                cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}", parameters)
+                plans.append(cursor.fetchone()[0][0])
+        raw.rollback()
+    finally:
+        raw.close()
+    times = sorted(p["Execution Time"] for p in plans)
+    best = min(plans, key=lambda p: p["Execution Time"])
+    top = best["Plan"]
+    return {
+        "best_ms": round(times[0], 2),
+        "median_ms": round(statistics.median(times), 2),
+        "planning_ms": round(best["Planning Time"], 2),
+        "top_node": top["Node Type"],
+        "rows": top.get("Actual Rows"),
+        "shared_hit": top.get("Shared Hit Blocks"),
+        "shared_read": top.get("Shared Read Blocks"),
+        "temp_written": top.get("Temp Written Blocks"),
+        "seq_scans": sorted({n["Relation Name"] for n in _walk(top)
+                             if n["Node Type"] == "Seq Scan" and "Relation Name" in n}),
+        "statement": " ".join(statement.split())[:300],
+    }  # fmt: skip
+
+
+def _explained(engine: Engine, calls: list[Call], repeat: int) -> list[dict]:
+    """The plans of the reads among `calls` (the statements a temp table feeds are timed by the
+    wall clock only)."""
+    found = []
+    for call in calls:
+        head = call.statement.lstrip().split(None, 1)[0].upper()
+        if head in ("SELECT", "WITH") and "wanted_labels" not in call.statement:
+            found.append(explain(engine, call.statement, call.parameters, repeat))
+    return found
+
+
+def _timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return (time.perf_counter() - started) * 1000
+
+
+def _stage(
+    results: dict, name: str, kind: str, target_ms: float | None, engine: Engine,
+    action: Callable[[], Any], repeat: int, *, explain_main: bool = True,
+) -> None:  # fmt: skip
+    """Time `action` (wall, best and median of `repeat` runs, the first recording the statements
+    it runs and their times) and EXPLAIN its reads; the slowest plan is the stage's statement."""
+    with recorded(engine) as calls:
+        times = [_timed(action)]
+    times += [_timed(action) for _ in range(repeat - 1)]
+    wall = {"best_ms": round(min(times), 1), "median_ms": round(statistics.median(times), 1)}
+    entry: dict[str, Any] = {"kind": kind, "target_ms": target_ms, "wall": wall}
+    if explain_main:
+        plans = _explained(engine, calls, repeat)
+        entry["plans"] = plans
+        if plans:
+            entry["main"] = max(plans, key=lambda p: p["best_ms"])
+    entry["statements"] = [
+        {"ms": round(c.seconds * 1000, 1), "statement": " ".join(c.statement.split())[:160]}
+        for c in calls
+    ]
+    results["stages"][name] = entry
+    main = entry.get("main", {})
+    print(f"{name:<52} wall {entry['wall']['best_ms']:>9.1f} ms"
+          + (f"   plan {main['best_ms']:>9.1f} ms {main['top_node']}"
+             f" seq {','.join(main['seq_scans']) or '-'}" if main else ""), flush=True)  # fmt: skip
+
+
+def measure(engine: Engine, *, settings, pictures: int, repeat: int = 3) -> dict:
+    """Time every stage's statements on the filled catalogue (see the module's docstring)."""
+    from pipeline.labels.history import Who
+    from pipeline.labels.jobs import Selection, run_job, undo_job
+    from pipeline.labels.label_csv import export_labels
+    from pipeline.labels.review import review_page
+    from pipeline.predict.pictures import count_wanted, wanted_pages
+    from pipeline.predict.writeback import Score, write_scores
+    from pipeline.report import catalogue_report
+    from pipeline.train.snapshot import SnapshotOptions, snapshot_dataset
+
+    results: dict[str, Any] = {"pictures": pictures, "repeat": repeat, "stages": {}}
+    with engine.connect() as connection:
+        champions = connection.execute(
+            text("SELECT id, attribute FROM catalogue.model_versions WHERE status = 'champion' "
+                 "ORDER BY id")
+        ).all()  # fmt: skip
+        leaves = {
+            a: connection.execute(text(f"SELECT leaves FROM {_leaves(a)}")).scalar_one()
+            for _, a in champions
+        }
+        account = connection.execute(
+            text("SELECT username FROM raw.accounts WHERE id % :n = 1 ORDER BY id LIMIT 1"),
+            {"n": LABELLED_ACCOUNTS},
+        ).scalar_one()
+        common = connection.execute(
+            text("SELECT category, colour FROM marketplace.products GROUP BY 1, 2 "
+                 "ORDER BY count(*) DESC LIMIT 1")
+        ).one()  # fmt: skip
+        posts = connection.execute(text("SELECT count(*) FROM raw.posts")).scalar_one()
+        since = connection.execute(
+            text("SELECT taken_at::date FROM raw.posts ORDER BY taken_at DESC OFFSET :o LIMIT 1"),
+            {"o": posts // 10},
+        ).scalar_one()
+        scored = connection.execute(
+            text("SELECT max(image_id) FROM catalogue.model_predictions")
+        ).scalar_one()
+    version_ids = [c.id for c in champions]
+    rng = random.Random(pictures)
+    results["account"], results["since"] = account, str(since)
+
+    # predict
+    _stage(results, "predict: first page not scored yet", "per batch", 50, engine,
+           lambda: next(wanted_pages(engine=engine, version_ids=version_ids, everything=False,
+                                     shard=0, shards=1, page=BATCH), None), repeat)  # fmt: skip
+    _stage(results, "predict: count not scored yet (progress)", "whole catalogue", None,
+           engine, lambda: count_wanted(engine=engine, version_ids=version_ids,
+                                        everything=False), repeat)  # fmt: skip
+
+    def batch_ids() -> list[int]:
+        return sorted(rng.sample(range(1, scored + 1), BATCH))
+
+    def write_back() -> None:
+        ids = batch_ids()
+        scores = []
+        for version_id, attribute in champions:
+            for image_id in ids:
+                value, second = rng.choice(leaves[attribute]), rng.choice(leaves[attribute])
+                confidence = round(rng.uniform(0.3, 1.0), 4)
+                scores.append(Score(version_id, image_id, value, confidence, confidence / 2,
+                                    [{"value": value, "confidence": confidence},
+                                     {"value": second, "confidence": confidence / 2}],
+                                    confidence < 0.4))  # fmt: skip
+        write_scores(engine=engine, scores=scores, unscorable=[])
+
+    _stage(results, f"predict: write-back of a batch ({BATCH} pictures x 2 versions)",
+           "per batch", 50, engine, write_back, repeat, explain_main=False)  # fmt: skip
+
+    def refresh() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT catalogue.refresh_products(:ids)"),
+                               {"ids": batch_ids()})  # fmt: skip
+            connection.rollback()
+
+    _stage(results, f"marketplace refresh of a batch ({BATCH} pictures)", "per batch", 50,
+           engine, refresh, repeat, explain_main=False)  # fmt: skip
+
+    # moderation
+    _stage(results, f"review queue: first page ({REVIEW_PAGE})", "first page", 200, engine,
+           lambda: review_page(engine=engine, limit=REVIEW_PAGE), repeat)  # fmt: skip
+    _stage(
+        results,
+        f"label export of one account ({account})",
+        "per account",
+        50,
+        engine,
+        lambda: export_labels(io.StringIO(), engine=engine, account=account),
+        repeat,
+    )
+
+    def snapshot_query() -> None:
+        # the label query runs first; the manifest would go to the object store (none here)
+        with contextlib.suppress(AttributeError):
+            snapshot_dataset(engine=engine, store=None, options=SnapshotOptions())
+
+    _stage(results, "snapshot: labels of the training set", "whole catalogue", None, engine,
+           snapshot_query, 1)  # fmt: skip
+    _stage(results, "catalogue report", "whole catalogue", 2000, engine,
+           lambda: catalogue_report(engine=engine), repeat)  # fmt: skip
+    parameters = {"category": common.category, "colour": common.colour, "account": account}
+    for name, statement in ANALYSTS.items():
+        kind = "whole catalogue" if "per category" in name else "per query"
+        target = None if kind == "whole catalogue" else 50
+
+        def query(statement: str = statement) -> None:
+            with engine.connect() as connection:
+                connection.execute(text(statement), parameters).all()
+
+        _stage(results, name, kind, target, engine, query, repeat)
+
+    # a relabel job over a tenth of the pictures (the newest posts), and its undo: once each
+    job: dict[str, Any] = {}
+
+    def relabel() -> None:
+        job["outcome"] = run_job(
+            engine=engine, kind="move", attribute="category", to=common.category,
+            selection=Selection(since=since), who=Who("rehearsal"),
+        )  # fmt: skip
+
+    _stage(results, "relabel job: move the newest tenth's category", "job", 10_000, engine,
+           relabel, 1, explain_main=False)  # fmt: skip
+    results["stages"]["relabel job: move the newest tenth's category"]["labels"] = job[
+        "outcome"
+    ].images
+    _stage(results, "relabel job: its undo", "job", 10_000, engine,
+           lambda: undo_job(engine=engine, job_id=job["outcome"].job_id, who=Who("rehearsal")),
+           1, explain_main=False)  # fmt: skip
+    return results
+
+
 # ---------------------------------------------------------------- the scratch database
 
 
@@ -553,8 +819,6 @@ def main() -> None:
         print(json.dumps(counts, indent=2))
         _save(out, "fill", counts)
         return
-    from bench.rehearsal_measure import measure
-
     engine = rehearsal_database(settings, args.pictures, create=False)
     results = measure(engine, settings=settings, pictures=args.pictures, repeat=args.repeat)
     _save(out, args.label, results)
