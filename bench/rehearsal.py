@@ -608,7 +608,10 @@ def _stage(
     action: Callable[[], Any], repeat: int, *, explain_main: bool = True,
 ) -> None:  # fmt: skip
     """Time `action` (wall, best and median of `repeat` runs, the first recording the statements
-    it runs and their times) and EXPLAIN its reads; the slowest plan is the stage's statement."""
+    it runs and their times) and EXPLAIN its reads; the slowest plan is the stage's statement.
+    Stages whose name has none of `results["only"]` are left out."""
+    if results["only"] and not any(part in name for part in results["only"]):
+        return
     with recorded(engine) as calls:
         times = [_timed(action)]
     times += [_timed(action) for _ in range(repeat - 1)]
@@ -630,7 +633,9 @@ def _stage(
              f" seq {','.join(main['seq_scans']) or '-'}" if main else ""), flush=True)  # fmt: skip
 
 
-def measure(engine: Engine, *, settings, pictures: int, repeat: int = 3) -> dict:
+def measure(
+    engine: Engine, *, settings, pictures: int, repeat: int = 3, only: list[str] | None = None
+) -> dict:
     """Time every stage's statements on the filled catalogue (see the module's docstring)."""
     from pipeline.labels.history import Who
     from pipeline.labels.jobs import Selection, run_job, undo_job
@@ -641,7 +646,8 @@ def measure(engine: Engine, *, settings, pictures: int, repeat: int = 3) -> dict
     from pipeline.report import catalogue_report
     from pipeline.train.snapshot import SnapshotOptions, snapshot_dataset
 
-    results: dict[str, Any] = {"pictures": pictures, "repeat": repeat, "stages": {}}
+    results: dict[str, Any] = {"pictures": pictures, "repeat": repeat, "stages": {},
+                               "only": only or []}  # fmt: skip
     with engine.connect() as connection:
         champions = connection.execute(
             text("SELECT id, attribute FROM catalogue.model_versions WHERE status = 'champion' "
@@ -751,12 +757,13 @@ def measure(engine: Engine, *, settings, pictures: int, repeat: int = 3) -> dict
 
     _stage(results, "relabel job: move the newest tenth's category", "job", 10_000, engine,
            relabel, 1, explain_main=False)  # fmt: skip
-    results["stages"]["relabel job: move the newest tenth's category"]["labels"] = job[
-        "outcome"
-    ].images
-    _stage(results, "relabel job: its undo", "job", 10_000, engine,
-           lambda: undo_job(engine=engine, job_id=job["outcome"].job_id, who=Who("rehearsal")),
-           1, explain_main=False)  # fmt: skip
+    if job:
+        results["stages"]["relabel job: move the newest tenth's category"]["labels"] = job[
+            "outcome"
+        ].images
+        _stage(results, "relabel job: its undo", "job", 10_000, engine,
+               lambda: undo_job(engine=engine, job_id=job["outcome"].job_id,
+                                who=Who("rehearsal")), 1, explain_main=False)  # fmt: skip
     return results
 
 
@@ -799,6 +806,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--label", default="before", help="key of this measurement in --out")
+    parser.add_argument("--only", action="append", help="the stages whose name has this")
     args = parser.parse_args()
 
     from bench.scratch import drop_database
@@ -820,14 +828,19 @@ def main() -> None:
         _save(out, "fill", counts)
         return
     engine = rehearsal_database(settings, args.pictures, create=False)
-    results = measure(engine, settings=settings, pictures=args.pictures, repeat=args.repeat)
-    _save(out, args.label, results)
+    results = measure(engine, settings=settings, pictures=args.pictures, repeat=args.repeat,
+                      only=args.only)  # fmt: skip
+    _save(out, args.label, results, merge=bool(args.only))
 
 
-def _save(out: Path, key: str, value: dict) -> None:
+def _save(out: Path, key: str, value: dict, merge: bool = False) -> None:
+    """Write `value` under `key`; with `merge`, its stages into those already there."""
     from bench.header import result_header
 
     results = json.loads(out.read_text()) if out.exists() else {}
+    if merge and key in results:
+        stages = {**results[key]["stages"], **value["stages"]}
+        value = {**results[key], **value, "stages": stages}
     results[key] = {**result_header(f"rehearsal {key}"), **value}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")

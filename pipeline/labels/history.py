@@ -75,6 +75,15 @@ class WriteOutcome:
     stale: list[WantedLabel] = field(default_factory=list)
 
 
+# a staged label's picture's latest label (catalogue.latest_labels' row) as an index lookup: a
+# join with the view computes it for every label of the catalogue, whatever the job's size
+LATEST_OF_WANTED = """
+    SELECT lb.id AS label_id, lb.value FROM catalogue.labels lb
+    WHERE lb.image_id = w.image_id AND lb.attribute = w.attribute
+    ORDER BY lb.id DESC LIMIT 1
+"""
+
+
 def start_job(
     *, connection: Connection, kind: str, who: Who, arguments: dict[str, Any],
     undoes_job_id: int | None = None,
@@ -155,10 +164,9 @@ def write_staged(*, connection: Connection, job_id: int) -> WriteOutcome:
     lock_staged(connection)
     stale_rows = connection.execute(
         text(
-            """
+            f"""
             SELECT w.* FROM wanted_labels w
-            LEFT JOIN catalogue.latest_labels l
-                   ON l.image_id = w.image_id AND l.attribute = w.attribute
+            LEFT JOIN LATERAL ({LATEST_OF_WANTED}) AS l ON true
             WHERE w.expected_label_id IS NOT NULL
               AND COALESCE(l.label_id, 0) <> w.expected_label_id
               AND l.value IS DISTINCT FROM w.value
@@ -168,12 +176,11 @@ def write_staged(*, connection: Connection, job_id: int) -> WriteOutcome:
     ).all()
     row = connection.execute(
         text(
-            """
+            f"""
             WITH changes AS (
                 SELECT w.*, l.label_id AS latest_id
                 FROM wanted_labels w
-                LEFT JOIN catalogue.latest_labels l
-                       ON l.image_id = w.image_id AND l.attribute = w.attribute
+                LEFT JOIN LATERAL ({LATEST_OF_WANTED}) AS l ON true
                 WHERE l.value IS DISTINCT FROM w.value
                   AND (w.expected_label_id IS NULL
                        OR COALESCE(l.label_id, 0) = w.expected_label_id)

@@ -380,6 +380,21 @@ def _wanted(rows: list[_Row], images: dict, report: ImportReport) -> list[Wanted
 
 
 # -- export ---------------------------------------------------------------------------------------
+# the current labels (catalogue.current_labels' columns) of the pictures of account :account
+ACCOUNT_LABELS = """(
+    SELECT l.* FROM raw.post_images i
+    CROSS JOIN catalogue.attributes at
+    CROSS JOIN LATERAL (
+        SELECT lb.id AS label_id, lb.image_id, lb.attribute, lb.value, lb.source, lb.moderator,
+               lb.created_by, lb.note, lb.job_id, lb.created_at
+        FROM catalogue.labels lb
+        WHERE lb.image_id = i.id AND lb.attribute = at.name
+        ORDER BY lb.id DESC LIMIT 1
+    ) AS l
+    WHERE i.account = :account AND l.value IS NOT NULL
+) AS account_labels"""
+
+
 def export_labels(
     out: IO[str],
     *,
@@ -400,11 +415,14 @@ def export_labels(
             value = taxonomy.attribute(attribute).canonical(value)
         elif attribute is not None:
             taxonomy.attribute(attribute)
+        # one account's labels are looked up picture by picture (its time stays that of the
+        # account's size); the whole catalogue's are read from the view at once
+        current = "catalogue.current_labels" if account is None else ACCOUNT_LABELS
         rows = connection.execute(
             text(
-                """
-                WITH chosen AS (
-                    SELECT DISTINCT l.image_id FROM catalogue.current_labels l
+                f"""
+                WITH labelled AS MATERIALIZED (SELECT * FROM {current}), chosen AS (
+                    SELECT DISTINCT l.image_id FROM labelled l
                     JOIN raw.post_images i ON i.id = l.image_id
                     WHERE (CAST(:account AS text) IS NULL OR i.account = :account)
                       AND (CAST(:attribute AS text) IS NULL OR l.attribute = :attribute)
@@ -419,7 +437,7 @@ def export_labels(
                        (array_agg(l.note ORDER BY l.label_id DESC))[1] AS note
                 FROM chosen c
                 JOIN raw.post_images i ON i.id = c.image_id
-                JOIN catalogue.current_labels l ON l.image_id = c.image_id
+                JOIN labelled l ON l.image_id = c.image_id
                 GROUP BY i.shortcode, i.position
                 ORDER BY i.shortcode, i.position
                 """

@@ -44,6 +44,16 @@ def test_generated_catalogue_reads_like_a_real_one(rehearsal):
     assert len(page.items) == 20
     assert page.total > PICTURES // 2  # every unlabelled picture is in the queue
     assert [i.tier for i in page.items] == sorted(i.tier for i in page.items)
+    # the first page is ranked among candidates; a page longer than the queue ranks every picture
+    everything = review_page(engine=engine, limit=PICTURES * 2)
+    assert everything.total == page.total == len(everything.items)
+    first = [(i.image_id, i.tier, i.score) for i in everything.items[:20]]
+    assert [(i.image_id, i.tier, i.score) for i in page.items] == first
+    for attribute in ("colour", "category"):
+        one = review_page(engine=engine, limit=20, attribute=attribute)
+        every = review_page(engine=engine, limit=PICTURES * 2, attribute=attribute)
+        assert [i.image_id for i in one.items] == [i.image_id for i in every.items[:20]]
+        assert one.total == every.total == len(every.items)
 
     with engine.connect() as connection:
         kinds = connection.execute(text("SELECT DISTINCT kind FROM catalogue.label_jobs")).scalars()
