@@ -714,8 +714,12 @@ def measure(
            engine, refresh, repeat, explain_main=False)  # fmt: skip
 
     # moderation
-    _stage(results, f"review queue: first page ({REVIEW_PAGE})", "first page", 200, engine,
-           lambda: review_page(engine=engine, limit=REVIEW_PAGE), repeat)  # fmt: skip
+    _stage(results, f"review queue: first page ({REVIEW_PAGE}) with the queue's total",
+           "first page", 200, engine, lambda: review_page(engine=engine, limit=REVIEW_PAGE),
+           repeat)  # fmt: skip
+    _stage(results, f"review queue: first page ({REVIEW_PAGE}), no total (CLI)", "first page",
+           200, engine, lambda: review_page(engine=engine, limit=REVIEW_PAGE, count=False),
+           repeat)  # fmt: skip
     _stage(
         results,
         f"label export of one account ({account})",

@@ -1,12 +1,15 @@
 """Pictures to score, from the object store, fetched and decoded in parallel with bounded memory.
 
-The work is read from the database a page at a time (keyset order by image id, so a page never
-repeats), each statement looking through a window of at most `WINDOW` image ids: the pictures
-still to score are mostly the newest, and a statement that walked every scored picture to reach
-them took time in proportion to the catalogue (2.5 s at a million pictures). Each page's pictures are fetched and decoded by a thread pool (Pillow and the S3
-client release the GIL) while the model scores the page before it. At most `prefetch` pages are in
-flight, whatever the number of images. Each picture's perceptual hashes are taken from the same
-bytes (`pipeline.similar.hashing`), with its colour layout, so similar-items search reads nothing twice.
+The work is read from the database a page at a time, newest pictures first (keyset order by
+image id, descending, so a page never repeats), each statement looking through a window of at
+most `WINDOW` image ids: the pictures still to score are mostly the newest, and a statement that
+walked every scored picture to reach them took time in proportion to the catalogue (4 s at a
+million pictures); now the first page comes at once and each statement's time stays flat.
+Pictures collected during the run are walked after the older ones. Each page's pictures are
+fetched and decoded by a thread pool (Pillow and the S3 client release the GIL) while the model
+scores the page before it. At most `prefetch` pages are in flight, whatever the number of
+images. Each picture's perceptual hashes are taken from the same bytes
+(`pipeline.similar.hashing`), with its colour layout, so similar-items search reads nothing twice.
 """
 
 from __future__ import annotations
@@ -57,12 +60,12 @@ SELECT id, object_key, needed FROM (
                      SELECT 1 FROM catalogue.image_embeddings e
                      WHERE e.model_version_id = v AND e.image_id = i.id))) AS needed
     FROM raw.live_images i
-    WHERE i.id > :after AND i.id <= :until AND i.id % :shards = :shard
+    WHERE i.id > :after AND i.id < :before AND i.id % :shards = :shard
       AND NOT EXISTS (SELECT 1 FROM catalogue.unscorable_images u
                       WHERE u.image_id = i.id AND u.kind = 'undecodable')
 ) AS work
 WHERE cardinality(needed) > 0
-ORDER BY id
+ORDER BY id DESC
 LIMIT :page
 """
 
@@ -73,23 +76,27 @@ def wanted_pages(
 ) -> Iterator[list[Wanted]]:  # fmt: skip
     """Pages of images some version still has to score, or version `embed` to embed (every
     image with `everything`)."""
-    after, given, newest = 0, 0, _newest_image(engine)
+    ceiling, floor, given = _newest_image(engine), 0, 0
+    before = ceiling + 1
     while limit is None or given < limit:
         size = page if limit is None else min(page, limit - given)
         found: list = []
-        while len(found) < size and after < newest:
-            until = min(after + WINDOW, newest)
+        while len(found) < size:
+            if before <= floor + 1:  # walked down to the floor: pictures collected meanwhile?
+                newest = _newest_image(engine)
+                if newest <= ceiling:
+                    break
+                floor, ceiling, before = ceiling, newest, newest + 1
+            after = max(before - 1 - WINDOW, floor)
             with engine.connect() as connection:
                 rows = connection.execute(
                     text(_WANTED),
                     {"versions": version_ids, "everything": everything, "after": after,
-                     "until": until, "shard": shard, "shards": shards,
+                     "before": before, "shard": shard, "shards": shards,
                      "page": size - len(found), "embed": embed},
                 ).all()  # fmt: skip
-            after = rows[-1].id if len(rows) == size - len(found) else until
+            before = rows[-1].id if len(rows) == size - len(found) else after + 1
             found += rows
-            if after >= newest:  # pictures collected meanwhile are work too
-                newest = _newest_image(engine)
         if not found:
             return
         yield [Wanted(r.id, r.object_key, tuple(r.needed)) for r in found]
@@ -108,7 +115,7 @@ def count_wanted(
     with engine.connect() as connection:
         return connection.execute(
             text(f"SELECT count(*) FROM ({_WANTED.replace('LIMIT :page', '')}) AS c"),
-            {"versions": version_ids, "everything": everything, "after": 0, "until": EVERY_ID,
+            {"versions": version_ids, "everything": everything, "after": 0, "before": EVERY_ID,
              "shard": shard, "shards": shards, "embed": embed},
         ).scalar_one()  # fmt: skip
 
