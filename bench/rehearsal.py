@@ -801,9 +801,57 @@ def rehearsal_database(settings, pictures: int, *, create: bool) -> Engine:
     return engine
 
 
+BEFORE_NAMES = {  # a stage renamed since the "before" measurement: its earlier name
+    f"review queue: first page ({REVIEW_PAGE}) with the queue's total":
+        f"review queue: first page ({REVIEW_PAGE})",
+}  # fmt: skip
+
+
+def table(small: dict, large: dict) -> list[str]:
+    """docs/benchmarks.md's table from two sizes' result files: each stage's wall time as the
+    product runs it (best of the repeats) before and after, and at 1M after, the time of its
+    slowest read by EXPLAIN ANALYZE (best of the repeats)."""
+    lines = [
+        "| stage (statements as the product runs them) | kind | 100k before | 1M before | "
+        "100k after | 1M after | growth 100k to 1M (after) | slowest statement at 1M (EXPLAIN "
+        "ANALYZE) | target at 1M | met? |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def stage(results: dict, key: str, name: str) -> dict | None:
+        stages = results.get(key, {}).get("stages", {})
+        return stages.get(name) or (stages.get(BEFORE_NAMES.get(name, "")) if key == "before"
+                                    else None)  # fmt: skip
+
+    def shown(value: float | None) -> str:
+        if value is None:
+            return ""
+        return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
+
+    for name in large["after"]["stages"]:
+        walls = [
+            (entry or {}).get("wall", {}).get("best_ms")
+            for results in (small, large) for key in ("before", "after")
+            for entry in [stage(results, key, name)]
+        ]  # fmt: skip
+        small_before, small_after, large_before, large_after = walls
+        entry = large["after"]["stages"][name]
+        target = entry["target_ms"]
+        growth = f"{large_after / small_after:.1f}x" if small_after and large_after else ""
+        met = "" if target is None else "yes" if large_after < target else "**no**"
+        main = entry.get("main")
+        slowest = f"{shown(main['best_ms'])} ({main['top_node']})" if main else ""
+        lines.append(
+            f"| {name} | {entry['kind']} | {shown(small_before)} | {shown(large_before)} | "
+            f"{shown(small_after)} | {shown(large_after)} | {growth} | {slowest} | "
+            f"{'' if target is None else shown(target)} | {met} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("fill", "measure", "drop"))
+    parser.add_argument("action", choices=("fill", "measure", "drop", "table"))
     parser.add_argument("--pictures", type=int, default=100_000)
     parser.add_argument("--accounts", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -816,6 +864,12 @@ def main() -> None:
     from bench.scratch import drop_database
     from pipeline.config import Settings
 
+    if args.action == "table":
+        results = REPO / "bench" / "results"
+        small, large = (json.loads((results / f"rehearsal-{n}.json").read_text())
+                        for n in (100_000, 1_000_000))  # fmt: skip
+        print("\n".join(table(small, large)))
+        return
     settings = Settings.from_env().with_local_services()
     if args.action == "drop":
         drop_database(settings, database_name(args.pictures))

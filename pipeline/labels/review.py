@@ -331,18 +331,65 @@ def _candidates(
             )
     if not enough:
         return None
-    found.update(
-        connection.execute(
-            text(
-                """
-                SELECT d.image_id FROM catalogue.image_duplicates d
+    # Tier 0 is ordered by the share of the group's labels a picture disagrees with, then by
+    # group: the first `wanted` pictures disagreeing with every label of their group (share 1)
+    # in group order, when there are that many, are tier 0's first; else every group with a label.
+    own = CURRENT_LABEL.format(image="d.image_id", attribute="at.name")
+    other = CURRENT_LABEL.format(image="o.image_id", attribute="at.name")
+    differs = """CASE WHEN sl.value IS NOT NULL THEN ol.value <> sl.value
+                      ELSE pr.value <> ol.value AND pr.value <> CASE
+                          WHEN cardinality(v.path) >= array_position(at.levels, at.train_at)
+                          THEN v.path[array_position(at.levels, at.train_at)]
+                          ELSE v.value END END"""
+    edge = connection.execute(
+        text(
+            f"""
+            SELECT d.group_id FROM catalogue.image_duplicates d
+            JOIN raw.post_images i ON i.id = d.image_id
+            WHERE i.removed_at IS NULL
+              AND {filters.conditions(image="d.image_id", account="i.account")}
+              AND (CAST(:needs_review AS boolean) IS NULL OR EXISTS (
+                      SELECT 1 FROM catalogue.predictions fp
+                      WHERE fp.image_id = d.image_id AND fp.attribute = :attribute
+                        AND fp.needs_review = :needs_review))
+              AND EXISTS (
+                  SELECT 1 FROM catalogue.attributes at
+                  LEFT JOIN LATERAL ({own}) AS sl ON true
+                  LEFT JOIN catalogue.predictions pr
+                         ON pr.image_id = d.image_id AND pr.attribute = at.name
+                  WHERE at.active AND at.name = ANY(:active)
+                    AND EXISTS (SELECT 1 FROM catalogue.image_duplicates o
+                                JOIN raw.images oi ON oi.id = o.image_id
+                                CROSS JOIN LATERAL ({other}) AS ol
+                                LEFT JOIN catalogue.attribute_values v
+                                       ON v.attribute = at.name AND v.value = ol.value
+                                WHERE o.group_id = d.group_id AND o.image_id <> d.image_id
+                                  AND oi.removed_at IS NULL)
+                    AND NOT EXISTS (SELECT 1 FROM catalogue.image_duplicates o
+                                    JOIN raw.images oi ON oi.id = o.image_id
+                                    CROSS JOIN LATERAL ({other}) AS ol
+                                    LEFT JOIN catalogue.attribute_values v
+                                           ON v.attribute = at.name AND v.value = ol.value
+                                    WHERE o.group_id = d.group_id AND o.image_id <> d.image_id
+                                      AND oi.removed_at IS NULL
+                                      AND ({differs}) IS NOT TRUE))
+            ORDER BY d.group_id LIMIT :wanted
+            """
+        ),
+        {**matching, "active": active, "wanted": wanted},
+    ).scalars().all()  # fmt: skip
+    groups = (
+        "SELECT d.image_id FROM catalogue.image_duplicates d WHERE d.group_id <= :edge"
+        if len(edge) == wanted
+        else """SELECT d.image_id FROM catalogue.image_duplicates d
                 WHERE d.group_id IN (
                     SELECT o.group_id FROM catalogue.image_duplicates o
                     WHERE EXISTS (SELECT 1 FROM catalogue.labels lb
-                                  WHERE lb.image_id = o.image_id AND lb.attribute = ANY(:a)))
-                """
-            ),
-            {"a": active},
+                                  WHERE lb.image_id = o.image_id AND lb.attribute = ANY(:a)))"""
+    )
+    found.update(
+        connection.execute(
+            text(groups), {"a": active, "edge": edge[-1] if edge else None}
         ).scalars()
     )
     return sorted(found)
