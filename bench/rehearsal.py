@@ -896,10 +896,13 @@ def _save(out: Path, key: str, value: dict, merge: bool = False) -> None:
     from bench.header import result_header
 
     results = json.loads(out.read_text()) if out.exists() else {}
+    header = result_header(f"rehearsal {key}")
+    for stage in value.get("stages", {}).values():  # stages measured apart say when, on what
+        stage.update(commit=header["commit"], when=header["when"])
     if merge and key in results:
         stages = {**results[key]["stages"], **value["stages"]}
         value = {**results[key], **value, "stages": stages}
-    results[key] = {**result_header(f"rehearsal {key}"), **value}
+    results[key] = {**value, **header}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {out} [{key}]")
