@@ -224,14 +224,27 @@ def _stage_selection(
     values: list[str], predicted: list[str], group: int | None, note: str | None,
 ) -> None:  # fmt: skip
     empty_staging(connection)
+    # Selected by their labels alone (a rename), the pictures' labels are read from the view at
+    # once; otherwise each selected picture's label is an index probe, so a job over some
+    # pictures does not read every label of the catalogue.
+    by_label_only = selection.given() == ["value"]
+    labels = (
+        "LEFT JOIN catalogue.current_labels l ON l.image_id = i.id AND l.attribute = :attribute"
+        if by_label_only
+        else """LEFT JOIN LATERAL (
+                    SELECT latest.value FROM (
+                        SELECT lb.value FROM catalogue.labels lb
+                        WHERE lb.image_id = i.id AND lb.attribute = :attribute
+                        ORDER BY lb.id DESC LIMIT 1) AS latest
+                    WHERE latest.value IS NOT NULL) AS l ON true"""
+    )
     connection.execute(
         text(
-            """
+            f"""
             INSERT INTO wanted_labels (image_id, attribute, value, note)
             SELECT i.id, CAST(:attribute AS text), CAST(:target AS text), CAST(:note AS text)
             FROM raw.post_images i
-            LEFT JOIN catalogue.current_labels l
-                   ON l.image_id = i.id AND l.attribute = :attribute
+            {labels}
             LEFT JOIN catalogue.predictions pr
                    ON pr.image_id = i.id AND pr.attribute = :attribute
             WHERE i.removed_at IS NULL
@@ -295,10 +308,10 @@ def _sample(connection: Connection, job_id: int) -> list[dict[str, Any]]:
         text(
             """
             SELECT i.shortcode, i.position, old.value AS before, n.value AS after
-            FROM catalogue.labels n
+            FROM (SELECT * FROM catalogue.labels WHERE job_id = :job ORDER BY id LIMIT :n) AS n
             JOIN raw.post_images i ON i.id = n.image_id
             LEFT JOIN catalogue.labels old ON old.id = n.replaces_label_id
-            WHERE n.job_id = :job ORDER BY n.id LIMIT :n
+            ORDER BY n.id
             """
         ),
         {"job": job_id, "n": SAMPLE_SIZE},
