@@ -61,7 +61,8 @@ BEGIN
            s.category, s.category_source, s.category_confidence,
            COALESCE(s.colour_model, s.category_model), s.unsure, now()
     FROM shown s
-    WHERE s.decided OR EXISTS (SELECT 1 FROM marketplace.products x WHERE x.image_id = s.image_id)
+    LEFT JOIN marketplace.products listed ON listed.image_id = s.image_id
+    WHERE s.decided OR listed.image_id IS NOT NULL  -- a listing whose values went is emptied
     ORDER BY s.image_id
     ON CONFLICT (image_id) DO UPDATE SET
         shortcode = EXCLUDED.shortcode, position = EXCLUDED.position,

@@ -60,9 +60,9 @@ class Hashes:
 
 
 _STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS predict_staging (
+CREATE TEMP TABLE IF NOT EXISTS predict_scores (
     model_version_id integer, image_id bigint, value text, confidence real, margin real,
-    top text, needs_review boolean
+    top jsonb, needs_review boolean
 ) ON COMMIT DELETE ROWS
 """
 _STAGING_UNSCORABLE = """
@@ -89,22 +89,25 @@ INSERT INTO catalogue.image_hashes (image_id, phash, phash_mirrored, colours)
 SELECT DISTINCT ON (image_id) image_id, phash, phash_mirrored, colours FROM predict_hashes
 ON CONFLICT (image_id) DO NOTHING
 """
-_KEEP = """
-INSERT INTO catalogue.model_predictions AS mp (model_version_id, image_id, value, confidence,
-    margin, top, needs_review)
-SELECT model_version_id, image_id, value, confidence, margin, CAST(top AS jsonb), needs_review
-FROM predict_staging
-ON CONFLICT (model_version_id, image_id) DO UPDATE SET
-    value = EXCLUDED.value, confidence = EXCLUDED.confidence, margin = EXCLUDED.margin,
-    top = EXCLUDED.top, needs_review = EXCLUDED.needs_review, predicted_at = now()
-"""
-_SHOW = """
+# The scores kept per model version, and in the same statement those of champions shown: the
+# staged rows are read once, and `top` parsed once (by the COPY).
+_KEEP_AND_SHOW = """
+WITH kept AS (
+    INSERT INTO catalogue.model_predictions AS mp (model_version_id, image_id, value,
+        confidence, margin, top, needs_review)
+    SELECT model_version_id, image_id, value, confidence, margin, top, needs_review
+    FROM predict_scores
+    ON CONFLICT (model_version_id, image_id) DO UPDATE SET
+        value = EXCLUDED.value, confidence = EXCLUDED.confidence, margin = EXCLUDED.margin,
+        top = EXCLUDED.top, needs_review = EXCLUDED.needs_review, predicted_at = now()
+    RETURNING mp.model_version_id, mp.image_id, mp.value, mp.confidence, mp.margin, mp.top,
+              mp.needs_review
+)
 INSERT INTO catalogue.predictions AS p (image_id, attribute, value, confidence, margin, top,
     needs_review, model_version)
-SELECT s.image_id, v.attribute, s.value, s.confidence, s.margin, CAST(s.top AS jsonb),
-       s.needs_review, v.version
-FROM predict_staging s
-JOIN catalogue.model_versions v ON v.id = s.model_version_id
+SELECT k.image_id, v.attribute, k.value, k.confidence, k.margin, k.top, k.needs_review, v.version
+FROM kept k
+JOIN catalogue.model_versions v ON v.id = k.model_version_id
 WHERE v.status = 'champion'
 ON CONFLICT (image_id, attribute) DO UPDATE SET
     value = EXCLUDED.value, confidence = EXCLUDED.confidence, margin = EXCLUDED.margin,
@@ -115,7 +118,7 @@ WHERE (p.value, p.confidence, p.margin, p.needs_review, p.model_version)
                         EXCLUDED.needs_review, EXCLUDED.model_version)
 """
 _REFRESH = """
-SELECT catalogue.refresh_products(ARRAY(SELECT DISTINCT image_id FROM predict_staging))
+SELECT catalogue.refresh_products(ARRAY(SELECT DISTINCT image_id FROM predict_scores))
 """
 _UNSCORABLE = """
 INSERT INTO catalogue.unscorable_images AS u (image_id, kind, reason)
@@ -124,7 +127,7 @@ ON CONFLICT (image_id) DO UPDATE SET kind = EXCLUDED.kind, reason = EXCLUDED.rea
     attempts = u.attempts + 1, last_seen = now()
 """
 _SCORED_NOW = """
-DELETE FROM catalogue.unscorable_images u USING predict_staging s WHERE u.image_id = s.image_id
+DELETE FROM catalogue.unscorable_images u USING predict_scores s WHERE u.image_id = s.image_id
 """
 
 
@@ -153,10 +156,9 @@ def write_scores(
                 cursor.execute(_EMBED)
             if scores:
                 cursor.copy_expert(
-                    "COPY predict_staging FROM STDIN WITH (FORMAT csv)", _csv(_score_rows(scores))
+                    "COPY predict_scores FROM STDIN WITH (FORMAT csv)", _csv(_score_rows(scores))
                 )
-                cursor.execute(_KEEP)
-                cursor.execute(_SHOW)
+                cursor.execute(_KEEP_AND_SHOW)
                 cursor.execute(_REFRESH)
                 cursor.execute(_SCORED_NOW)
             if unscorable:
