@@ -94,10 +94,10 @@ class CeleryWorker:
 def celery_workers(settings: Settings) -> tuple[CeleryWorker, ...]:
     """The default queue's worker and the `gpu` queue's (one training at a time, on the configured
     Keras backend); both take `score`, so prediction shards spread over every worker while
-    collection and the other CPU work never wait behind a training on the GPU machine."""
-    cpus = os.cpu_count() or 2
+    collection and the other CPU work never wait behind a training on the GPU machine. Two tasks
+    at a time on the default worker: each Keras task wants a core of a development machine."""
     return (
-        CeleryWorker("default", ("default", "score"), concurrency=max(2, min(8, cpus))),
+        CeleryWorker("default", ("default", "score"), concurrency=2),
         CeleryWorker("gpu", ("gpu", "score"), concurrency=1,
                      keras_backend=settings.gpu_queue_backend),
     )  # fmt: skip

@@ -8,7 +8,9 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
+import tempfile
 import time
 from datetime import datetime
 from itertools import pairwise
@@ -33,7 +35,7 @@ from tests.integration.test_local_stack import (
 )
 
 SAMPLE_SIZE = 60
-SHARDS = 4  # more shards than the two workers have slots (2 + 1): both must take some
+SHARDS = 3  # more than the default worker's 2 slots: the gpu worker must take some
 
 
 @pytest.fixture
@@ -135,7 +137,10 @@ def _scored_exactly_once_since(env, since: str) -> None:
 def test_celery_workers_train_on_gpu_spread_predict_and_survive_a_killed_worker(
     services, dataset, redis_url, tmp_path
 ):
-    state_dir = tmp_path / "state"
+    # outside pytest's temporary folders, which another pytest session may close to all but their
+    # owner while the embedded Postgres (its own user when we are root) still needs to reach them
+    state_dir = Path(tempfile.mkdtemp(prefix="catalogue-celery-stack-"))
+    state_dir.chmod(0o755)
     env = _stack_env(services, state_dir)
     env.update(
         CATALOGUE_REDIS_URL=redis_url,
@@ -167,16 +172,26 @@ def test_celery_workers_train_on_gpu_spread_predict_and_survive_a_killed_worker(
         assert "worker gpu: already running" in again.stdout, again.stdout
         assert json.loads((state_dir / "stack.json").read_text())["workers"] == workers
 
-        # collection: CPU work, on the default worker only
-        archive = tmp_path / "archive"
+        # collection: CPU work, on the default worker only. Two accounts through Airflow (its
+        # pool collects one account at a time), the others imported beforehand
+        archive, by_airflow = tmp_path / "archive", tmp_path / "by-airflow"
         made = catalogue(env, "samples", str(archive), "--size", str(SAMPLE_SIZE))
         assert made.returncode == 0, made.stderr
+        by_airflow.mkdir()
+        for account in sorted(p for p in archive.iterdir() if p.is_dir())[:2]:
+            account.rename(by_airflow / account.name)
+        imported = catalogue(env, "import-archive", str(archive))
+        assert imported.returncode == 0, imported.stdout + imported.stderr
         run = _post(url, token, "/api/v2/dags/collect_posts/dagRuns",
-                    {"logical_date": None, "conf": {"archive_dir": str(archive)}})  # fmt: skip
+                    {"logical_date": None, "conf": {"archive_dir": str(by_airflow)}})  # fmt: skip
         collected = _wait_for_run(url, token, "collect_posts", run["dag_run_id"])
         tasks = _tasks(url, token, "collect_posts", collected)
         assert collected["state"] == "success", tasks
         assert {t["hostname"] for t in tasks if t["state"] == "success"} == {node["default"]}
+        assert len([t for t in tasks if t["task_id"] == "collect"]) == 2
+        # the new images started predict_catalogue, which skips without a champion; once those
+        # runs are over, the next one is the promotion's
+        _asset_runs_after(url, token, "predict_catalogue", collected["start_date"], quiet=5)
 
         # the labels, without telling Airflow: the retraining is triggered here, with tiny inputs
         quiet = {**env, "CATALOGUE_AIRFLOW_URL": f"http://127.0.0.1:{_free_port()}"}
@@ -250,3 +265,4 @@ def test_celery_workers_train_on_gpu_spread_predict_and_survive_a_killed_worker(
     assert down.returncode == 0, down.stderr
     assert "worker" in down.stdout and "airflow" in down.stdout, down.stdout
     assert _processes_under(state_dir) == []
+    shutil.rmtree(state_dir, ignore_errors=True)
