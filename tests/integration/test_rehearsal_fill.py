@@ -12,6 +12,7 @@ from pipeline.db.migrate import upgrade
 from pipeline.labels.history import Who
 from pipeline.labels.jobs import Selection, run_job, undo_job
 from pipeline.labels.review import review_page
+from pipeline.predict import pictures
 from pipeline.report import catalogue_report
 
 PICTURES = 2_000
@@ -90,3 +91,47 @@ def test_a_relabel_job_and_its_undo_run_on_the_generated_history(rehearsal):
     assert moved.images > 0
     undone = undo_job(engine=engine, job_id=moved.job_id, who=Who("rehearsal"))
     assert undone.images == moved.images and undone.skipped == 0
+
+
+def test_predict_reads_its_work_newest_first_window_by_window(rehearsal, monkeypatch):
+    engine, _ = rehearsal
+    monkeypatch.setattr(pictures, "WINDOW", 50)  # 40 windows over the 2,000 pictures
+    with engine.connect() as connection:
+        versions = connection.execute(
+            text("SELECT id FROM catalogue.model_versions WHERE status = 'champion' ORDER BY id")
+        ).scalars().all()  # fmt: skip
+    count = pictures.count_wanted(engine=engine, version_ids=versions, everything=False)
+    assert 0 < count < PICTURES // 50  # the newest 1 %, less the undecodable ones
+
+    pages = list(pictures.wanted_pages(engine=engine, version_ids=versions, everything=False,
+                                       shard=0, shards=1, page=7))  # fmt: skip
+    ids = [w.image_id for page in pages for w in page]
+    assert len(ids) == count and ids == sorted(set(ids), reverse=True)
+    assert all(len(page) == 7 for page in pages[:-1])
+    assert all(set(w.version_ids) == set(versions) for page in pages for w in page)
+
+    everything = [
+        w.image_id
+        for page in pictures.wanted_pages(engine=engine, version_ids=versions, everything=True,
+                                          shard=1, shards=2, page=64, limit=300)
+        for w in page
+    ]  # fmt: skip
+    assert len(everything) == 300 and all(i % 2 == 1 for i in everything)
+    assert everything == sorted(set(everything), reverse=True)
+
+    # a picture collected while a run walks the older ones is work of the same run
+    walk = pictures.wanted_pages(engine=engine, version_ids=versions, everything=False,
+                                 shard=0, shards=1, page=1)  # fmt: skip
+    first = next(walk)[0].image_id
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO raw.images (media_id, post_id, position, object_key, sha256, width, "
+                "height, bytes, content_type) SELECT 99999999, post_id, 9, 'images/new.jpg', "
+                "repeat('a', 64), 10, 10, 100, 'image/jpeg' FROM raw.images WHERE id = :i"
+            ),
+            {"i": first},
+        )
+        new = connection.execute(text("SELECT max(id) FROM raw.images")).scalar_one()
+    rest = [page[0].image_id for page in walk]
+    assert rest[-1] == new and [first, *rest[:-1]] == ids
