@@ -750,6 +750,14 @@ def measure(
 
         _stage(results, name, kind, target, engine, query, repeat)
 
+    from pipeline.labels.review import ReviewFilter
+    from pipeline.web import pages
+
+    _stage(results, "workbench: catalogue page (100 products and their count)", "first page",
+           200, engine, lambda: pages.products(engine, attribute="category",
+                                               filters=ReviewFilter(), limit=100),
+           repeat)  # fmt: skip
+
     # a relabel job over a tenth of the pictures (the newest posts), and its undo: once each
     job: dict[str, Any] = {}
 
