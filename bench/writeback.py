@@ -178,6 +178,10 @@ def main() -> None:
             .all()
         )
         catalogued = connection.execute(text("SELECT count(*) FROM raw.images")).scalar_one()
+        server = {
+            name: connection.execute(text(f"SHOW {name}")).scalar_one()
+            for name in ("server_version", "shared_buffers", "synchronous_commit")
+        }
     with engine.begin() as connection:
         connection.execute(
             text(
@@ -241,6 +245,7 @@ def main() -> None:
     result = {
         **result_header("writeback"),
         "catalogued_pictures": catalogued,
+        "server": server,
         "batch_pictures": args.batch,
         "rows_per_batch": rows_per_batch,
         "rounds": args.rounds,
