@@ -11,19 +11,22 @@ DECLARE
     written integer;
 BEGIN
     PERFORM catalogue.lock_images(ids);
-    -- a post no longer on Instagram, or a slide taken out of its carousel, leaves the marketplace
-    DELETE FROM marketplace.products m
-    WHERE m.image_id = ANY(ids)
-      AND NOT EXISTS (SELECT 1 FROM raw.live_images i WHERE i.id = m.image_id);
 
     WITH asked AS (
         SELECT DISTINCT id FROM unnest(ids) AS id
+    ), live AS MATERIALIZED (
+        SELECT i.id, i.shortcode, i.position, i.account, i.object_key
+        FROM asked JOIN raw.live_images i ON i.id = asked.id
+    ), gone AS (
+        -- a post no longer on Instagram, or a slide taken out of its carousel, leaves the
+        -- marketplace (rows `shown` below never name: it holds live pictures only)
+        DELETE FROM marketplace.products m USING asked
+        WHERE m.image_id = asked.id AND NOT EXISTS (SELECT 1 FROM live WHERE live.id = asked.id)
     ), decided AS (
         SELECT i.id AS image_id, i.shortcode, i.position, i.account, i.object_key,
                a.name AS attribute, s.value, s.source, s.confidence, s.model_version,
                s.needs_review AS unsure
-        FROM asked
-        JOIN raw.live_images i ON i.id = asked.id
+        FROM live i
         CROSS JOIN catalogue.attributes a
         LEFT JOIN LATERAL (
             -- catalogue.current_labels for one picture and attribute: the newest row, unless
