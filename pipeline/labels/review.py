@@ -129,10 +129,16 @@ CURRENT_LABEL = """
 """
 
 
+# where the workbench's count of the queue stops ("1,000+ left"): 10 ms at a million pictures,
+# where 10,000 take 80 ms, as long as the page itself (docs/benchmarks.md, "A million pictures")
+COUNT_CAP = 1_000
+
+
 @dataclass(frozen=True)
 class ReviewPage:
     items: list[ReviewItem]
-    total: int  # pictures in the (filtered) queue, beyond the page too
+    total: int  # pictures in the (filtered) queue, beyond the page too, at most the count's cap
+    more: bool = False  # the queue holds more than `total` pictures (the count stopped at its cap)
 
 
 def review_queue(
@@ -147,11 +153,13 @@ def review_queue(
 def review_page(
     *, engine: Engine, limit: int, attribute: str | None = None,
     filters: ReviewFilter | None = None, offset: int = 0, taxonomy: Taxonomy | None = None,
-    count: bool = True,
+    count: bool = True, count_cap: int | None = None,
 ) -> ReviewPage:  # fmt: skip
     """A page of the queue, best first, and how many pictures the whole queue holds
-    (`taxonomy`: the one the caller read already). The count reads every label (seconds at a
-    million pictures, where the page takes a fraction of one): `count=False` leaves it out
+    (`taxonomy`: the one the caller read already): exactly, or up to `count_cap` (the
+    workbench's `COUNT_CAP`), beyond which `total` is `count_cap` and `more` is true. An exact
+    count of a large queue judges every picture (seconds at a million pictures, where the page
+    takes a tenth of one); one up to 1,000 takes 10 ms. `count=False` leaves the count out
     (`total` is then the page's length)."""
     filters = filters or ReviewFilter()
     with engine.connect() as connection:
@@ -270,7 +278,11 @@ def review_page(
                 **matching,
             },
         ).all()
-        total = _total(connection, filters, attributes, matching) if count else len(rows)
+        total, more = (
+            _total(connection, filters, attributes, matching, count_cap)
+            if count
+            else (len(rows), False)
+        )
     items = [
         ReviewItem(
             r.image_id, r.shortcode, r.position, r.account, r.object_key, r.tier,
@@ -279,7 +291,21 @@ def review_page(
         )
         for r in rows
     ]  # fmt: skip
-    return ReviewPage(items, total)
+    return ReviewPage(items, total, more)
+
+
+def review_count(
+    *, engine: Engine, attribute: str | None = None, filters: ReviewFilter | None = None,
+    taxonomy: Taxonomy | None = None, cap: int | None = None,
+) -> tuple[int, bool]:  # fmt: skip
+    """How many pictures the (filtered) queue holds, at most `cap`, and whether it holds more:
+    `review_page`'s count without its page."""
+    filters = filters or ReviewFilter()
+    with engine.connect() as connection:
+        taxonomy = taxonomy or taxonomy_from_database(connection)
+        attributes = [attribute] if attribute else list(taxonomy.attributes)
+        matching = filters.parameters(taxonomy, attribute)
+        return _total(connection, filters, attributes, matching, cap)
 
 
 def _candidates(
@@ -397,68 +423,69 @@ def _candidates(
 
 def _total(
     connection: Connection, filters: ReviewFilter, attributes: list[str],
-    matching: dict[str, Any],
-) -> int:  # fmt: skip
-    """How many pictures the (filtered) queue holds: every picture the filters select but those
-    settled (each considered attribute labelled, the model agreeing or silent, no near-duplicate
-    labelled otherwise), which are labelled ones: counted from the labels, not ranked."""
-    selected = f"""
-        {filters.conditions(image="i.id", account="i.account")}
-        AND (CAST(:needs_review AS boolean) IS NULL OR EXISTS (
-                SELECT 1 FROM catalogue.predictions fp
-                WHERE fp.image_id = i.id AND fp.attribute = :attribute
-                  AND fp.needs_review = :needs_review))
-    """
+    matching: dict[str, Any], cap: int | None,
+) -> tuple[int, bool]:  # fmt: skip
+    """How many pictures the (filtered) queue holds, counting at most `cap` (None: all), and
+    whether it holds more: every picture the filters select but those settled (each considered
+    attribute labelled, the model agreeing or silent, no near-duplicate labelled otherwise).
+
+    Each picture is judged by index probes (its current labels, predictions, near-duplicates),
+    so the count stops at `cap` + 1 pictures instead of reading every label: most pictures are
+    unlabelled, in the queue, and its first `cap` + 1 are among the first pictures read."""
     label_of = {
-        name: CURRENT_LABEL.format(image=f"{name}.image_id", attribute="at.name")
-        for name in ("d", "o")
+        name: CURRENT_LABEL.format(image=image, attribute="at.name")
+        for name, image in (("i", "i.id"), ("d", "d.image_id"), ("o", "o.image_id"))
     }
-    return connection.execute(
+    counted = connection.execute(
         text(
             f"""
-            WITH settled AS (
-                -- labelled in every considered attribute, and the model agrees or is silent
-                SELECT l.image_id
-                FROM catalogue.current_labels l
-                JOIN catalogue.attributes at ON at.name = l.attribute
-                LEFT JOIN catalogue.attribute_values v
-                       ON v.attribute = l.attribute AND v.value = l.value
-                LEFT JOIN catalogue.predictions pr
-                       ON pr.image_id = l.image_id AND pr.attribute = l.attribute
-                WHERE at.active AND at.name = ANY(:attributes)
-                GROUP BY l.image_id
-                HAVING count(*) = (SELECT count(*) FROM catalogue.attributes
-                                   WHERE active AND name = ANY(:attributes))
-                   AND bool_and(pr.value IS NULL OR pr.value = l.value OR pr.value = CASE
-                           WHEN cardinality(v.path) >= array_position(at.levels, at.train_at)
-                           THEN v.path[array_position(at.levels, at.train_at)]
-                           ELSE v.value END)
-            ), differing AS (
-                -- labelled pictures whose near-duplicates are labelled otherwise (tier 0)
-                SELECT DISTINCT d.image_id
-                FROM catalogue.image_duplicates d
-                JOIN catalogue.image_duplicates o
-                  ON o.group_id = d.group_id AND o.image_id <> d.image_id
-                JOIN raw.images oi ON oi.id = o.image_id AND oi.removed_at IS NULL
-                CROSS JOIN catalogue.attributes at
-                CROSS JOIN LATERAL ({label_of["d"]}) AS dl
-                CROSS JOIN LATERAL ({label_of["o"]}) AS ol
-                WHERE at.active AND at.name = ANY(:attributes) AND ol.value <> dl.value
-            )
-            SELECT CASE WHEN EXISTS (SELECT 1 FROM catalogue.attributes
-                                     WHERE active AND name = ANY(:attributes))
-                   THEN (SELECT count(*) FROM raw.post_images i
-                         WHERE i.removed_at IS NULL AND {selected})
-                        - (SELECT count(*) FROM settled st
-                           JOIN raw.post_images i ON i.id = st.image_id
-                           WHERE i.removed_at IS NULL AND {selected}
-                             AND NOT EXISTS (SELECT 1 FROM differing x
-                                             WHERE x.image_id = st.image_id))
-                   ELSE 0 END
+            SELECT count(*) FROM (
+                SELECT 1 FROM raw.post_images i
+                WHERE i.removed_at IS NULL
+                  AND {filters.conditions(image="i.id", account="i.account")}
+                  AND (CAST(:needs_review AS boolean) IS NULL OR EXISTS (
+                          SELECT 1 FROM catalogue.predictions fp
+                          WHERE fp.image_id = i.id AND fp.attribute = :attribute
+                            AND fp.needs_review = :needs_review))
+                  AND (
+                      -- not settled: some considered attribute unlabelled, or the model
+                      -- disagreeing with its label
+                      EXISTS (
+                          SELECT 1 FROM catalogue.attributes at
+                          WHERE at.active AND at.name = ANY(:attributes)
+                            AND NOT EXISTS (
+                                SELECT 1 FROM ({label_of["i"]}) AS l
+                                LEFT JOIN catalogue.predictions pr
+                                       ON pr.image_id = i.id AND pr.attribute = at.name
+                                WHERE pr.value IS NULL OR pr.value = l.value OR pr.value = (
+                                    SELECT CASE
+                                        WHEN cardinality(v.path)
+                                             >= array_position(at.levels, at.train_at)
+                                        THEN v.path[array_position(at.levels, at.train_at)]
+                                        ELSE v.value END
+                                    FROM catalogue.attribute_values v
+                                    WHERE v.attribute = at.name AND v.value = l.value)))
+                      -- or a near-duplicate labelled otherwise (tier 0); `<> i.id`, not
+                      -- `<> d.image_id`: probed per picture, not hashed for every picture
+                      OR EXISTS (
+                          SELECT 1 FROM catalogue.image_duplicates d
+                          JOIN catalogue.image_duplicates o
+                            ON o.group_id = d.group_id AND o.image_id <> i.id
+                          JOIN raw.images oi ON oi.id = o.image_id AND oi.removed_at IS NULL
+                          CROSS JOIN catalogue.attributes at
+                          CROSS JOIN LATERAL ({label_of["d"]}) AS dl
+                          CROSS JOIN LATERAL ({label_of["o"]}) AS ol
+                          WHERE d.image_id = i.id AND at.active AND at.name = ANY(:attributes)
+                            AND ol.value <> dl.value))
+                LIMIT CAST(:counted AS bigint)
+            ) AS queue
             """
         ),
-        {"attributes": attributes, **matching},
+        {"attributes": attributes, "counted": None if cap is None else cap + 1, **matching},
     ).scalar_one()
+    if cap is not None and counted > cap:
+        return cap, True
+    return counted, False
 
 
 def write_review_csv(

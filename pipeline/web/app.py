@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from pipeline.config import Settings
 from pipeline.errors import CatalogueError
+from pipeline.labels.review import COUNT_CAP
 from pipeline.storage import ObjectStore
 from pipeline.web import auth, browse, labelling
 from pipeline.web.auth import Forbidden, NotSignedIn
@@ -37,14 +38,18 @@ SECURITY_HEADERS = {
 
 
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, store: ObjectStore | None = None
-) -> FastAPI:
+    settings: Settings, *, engine: Engine | None = None, store: ObjectStore | None = None,
+    count_cap: int = COUNT_CAP,
+) -> FastAPI:  # fmt: skip
+    """The workbench; its pages count the review queue and the catalogue up to `count_cap`
+    ("1,000+ left"), so a page costs the same at a million pictures as at a thousand."""
     from pipeline.db import get_engine
 
     engine = engine or get_engine(settings.database_url)
     store = store or ObjectStore.for_images(settings)
     app = FastAPI(title="Catalogue workbench", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.engine = settings, engine
+    app.state.count_cap = count_cap
     app.state.thumbnails = ThumbnailCache(engine=engine, store=store)
     app.mount(
         "/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), "static"

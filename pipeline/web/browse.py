@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.web import pages, users
@@ -16,9 +16,12 @@ from pipeline.web.auth import viewer
 from pipeline.web.forms import (
     RequestRefused,
     attribute_of,
+    counted,
     filter_form,
     filter_query,
     number,
+    place_text,
+    product_place,
     render,
     review_filter,
 )
@@ -43,27 +46,33 @@ def thumbnail(image_id: int, request: Request, size: str = "thumb",
 
 @router.get("/catalogue")
 def catalogue_page(request: Request, session: users.SignedIn = Depends(viewer)):
+    """A page of the products, newest post first; its Next link carries the last product's place
+    (`after`), so a page deep in a million products reads as few rows as the first."""
     engine, params = request.app.state.engine, request.query_params
     taxonomy = pages.taxonomy(engine)
     attribute = attribute_of(taxonomy, params.get("attribute"))
-    offset = number(params.get("offset"), 0, 0, 10**9, "offset")
-    rows, total = pages.products(engine, attribute=attribute, filters=review_filter(params),
-                                 limit=PAGE, offset=offset)  # fmt: skip
-    return render(request, session, "catalogue.html", title="Catalogue", rows=rows, total=total,
-                  offset=offset, page=PAGE, attribute=attribute,
-                  attributes=list(taxonomy.attributes),
-                  filters=filter_form(params), query=filter_query(params, attribute))  # fmt: skip
+    found = pages.products(engine, attribute=attribute, filters=review_filter(params), limit=PAGE,
+                           after=product_place(params.get("after")),
+                           count_cap=request.app.state.count_cap)  # fmt: skip
+    query = filter_query(params, attribute)
+    after = urlencode({"after": place_text(found.next)}) if found.next else None
+    return render(request, session, "catalogue.html", title="Catalogue", rows=found.rows,
+                  total=counted(found.total, found.more), after=after, page=PAGE,
+                  attribute=attribute, attributes=list(taxonomy.attributes),
+                  filters=filter_form(params), query=query)  # fmt: skip
 
 
 @router.get("/catalogue/labels.csv")
 def catalogue_csv(request: Request, session: users.SignedIn = Depends(viewer)):
-    """The products the page's filters select, as the label CSV to fill in and import."""
+    """Every product the page's filters select (not a page of them), as the label CSV to fill in
+    and import, streamed as it is read."""
     engine, params = request.app.state.engine, request.query_params
     attribute = attribute_of(pages.taxonomy(engine), params.get("attribute"))
-    out = io.StringIO()
-    pages.write_products_csv(out, engine, attribute=attribute, filters=review_filter(params))
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="labels.csv"'})  # fmt: skip
+    pieces = pages.products_csv(engine, attribute=attribute, filters=review_filter(params))
+    return StreamingResponse(
+        pieces, media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="labels.csv"'},
+    )  # fmt: skip
 
 
 @router.get("/search")

@@ -4,7 +4,7 @@ drawn (Jinja2, autoescaped: captions and names are text, never markup)."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from pipeline.errors import CatalogueError
 from pipeline.labels.review import ReviewFilter
 from pipeline.labels.taxonomy import Taxonomy
+from pipeline.web.pages import ProductPlace
 from pipeline.web.users import SignedIn
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
@@ -66,6 +67,32 @@ def a_date(text: str | None, name: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         raise RequestRefused(f"{name} '{text[:20]}' is not a date: write YYYY-MM-DD") from None
+
+
+def product_place(text: str | None) -> ProductPlace | None:
+    """Where a page of the catalogue starts: the `after` of its Next link (`place_text`)."""
+    if not text:
+        return None
+    parts = text.rsplit(",", 2)
+    try:
+        taken_at, shortcode, position = datetime.fromisoformat(parts[0]), parts[1], int(parts[2])
+        if taken_at.tzinfo is None or not 0 < len(shortcode) <= 64 or position < 0:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise RequestRefused(
+            f"after '{text[:60]}' is not a place in the catalogue: follow the Next link, or "
+            "leave it out for the first page"
+        ) from None
+    return ProductPlace(taken_at, shortcode, position)
+
+
+def place_text(place: ProductPlace) -> str:
+    return f"{place.taken_at.isoformat()},{place.shortcode},{place.position}"
+
+
+def counted(total: int, more: bool) -> str:
+    """A count as a page shows it: `1,234`, or `1,000+` where the count stopped at its cap."""
+    return f"{total:,}{'+' if more else ''}"
 
 
 def attribute_of(taxonomy: Taxonomy, name: str | None) -> str:

@@ -18,12 +18,13 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline.errors import CatalogueError
 from pipeline.labels.history import WantedLabel, label_transaction, write_labels
-from pipeline.labels.review import REASONS, review_page
+from pipeline.labels.review import REASONS, review_count, review_page
 from pipeline.web import pages, users
 from pipeline.web.auth import moderator, viewer, who
 from pipeline.web.forms import (
     RequestRefused,
     attribute_of,
+    counted,
     filter_form,
     filter_query,
     number,
@@ -54,11 +55,14 @@ def review(request: Request, session: users.SignedIn = Depends(viewer)):
     attribute = attribute_of(taxonomy, params.get("attribute"))
     limit = number(params.get("limit"), GRID_LIMIT, 1, MAX_GRID, "limit")
     offset = number(params.get("offset"), 0, 0, 10**9, "offset")
-    found = review_page(engine=engine, limit=limit, attribute=attribute, taxonomy=taxonomy,
-                        filters=review_filter(params), offset=offset)  # fmt: skip
-    latest = pages.latest_labels(engine, [item.image_id for item in found.items])
+    # one picture more than the page: whether a next page exists, whatever the count's cap
+    found = review_page(engine=engine, limit=limit + 1, attribute=attribute, taxonomy=taxonomy,
+                        filters=review_filter(params), offset=offset,
+                        count_cap=request.app.state.count_cap)  # fmt: skip
+    shown = found.items[:limit]
+    latest = pages.latest_labels(engine, [item.image_id for item in shown])
     cells = []
-    for item in found.items:
+    for item in shown:
         label = latest.get(item.image_id, {}).get(attribute, {})
         top = (item.suggestions.get(attribute) or [None])[0]
         cells.append({
@@ -72,19 +76,21 @@ def review(request: Request, session: users.SignedIn = Depends(viewer)):
     return render(
         request, session, "review.html", title="Review", attribute=attribute,
         attributes=list(taxonomy.attributes), filters=filter_form(params),
-        cells=cells, total=found.total, offset=offset, limit=limit,
+        cells=cells, remaining=counted(found.total, found.more), offset=offset, limit=limit,
+        more_pages=len(found.items) > limit,
         choices=pages.taxonomy_choices(taxonomy)[attribute], query=filter_query(params, attribute),
     )  # fmt: skip
 
 
 @router.get("/api/review/count")
-def review_count(request: Request, session: users.SignedIn = Depends(viewer)):
+def remaining_count(request: Request, session: users.SignedIn = Depends(viewer)):
     engine, params = request.app.state.engine, request.query_params
     taxonomy = pages.taxonomy(engine)
     attribute = attribute_of(taxonomy, params.get("attribute"))
-    found = review_page(engine=engine, limit=1, attribute=attribute, taxonomy=taxonomy,
-                        filters=review_filter(params))  # fmt: skip
-    return {"remaining": found.total}
+    total, more = review_count(engine=engine, attribute=attribute, taxonomy=taxonomy,
+                               filters=review_filter(params),
+                               cap=request.app.state.count_cap)  # fmt: skip
+    return {"remaining": total, "more": more, "shown": counted(total, more)}
 
 
 @router.post("/api/labels")

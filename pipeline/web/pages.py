@@ -7,13 +7,16 @@ Writes are not here: every label goes through `pipeline.labels` (history, jobs),
 from __future__ import annotations
 
 import csv
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, Row, text
 
 from pipeline.labels.label_csv import header_for, neutralise
-from pipeline.labels.review import ReviewFilter
+from pipeline.labels.review import COUNT_CAP, ReviewFilter
 from pipeline.labels.taxonomy import Taxonomy, taxonomy_from_database
 from pipeline.web.thumbnails import PictureNotFound
 
@@ -126,30 +129,85 @@ def _products_matching(filters: ReviewFilter) -> str:
 """
 
 
+@dataclass(frozen=True)
+class ProductPlace:
+    """Where a page of the catalogue ends: its last product's sort key (newest post first, then
+    shortcode and position), which the next page starts after."""
+
+    taken_at: datetime
+    shortcode: str
+    position: int
+
+
+@dataclass(frozen=True)
+class ProductsPage:
+    rows: list[Row[Any]]
+    total: int  # products the filters select, at most the count's cap
+    more: bool  # more than `total` (the count stopped at its cap)
+    next: ProductPlace | None  # where the next page starts; None: this is the last one
+
+
 def products(
-    engine: Engine, *, attribute: str, filters: ReviewFilter, limit: int, offset: int = 0
-) -> tuple[list[Row[Any]], int]:
-    """A page of `marketplace.products` (with the review queue's filters) and how many match."""
+    engine: Engine, *, attribute: str, filters: ReviewFilter, limit: int,
+    after: ProductPlace | None = None, count_cap: int | None = COUNT_CAP,
+) -> ProductsPage:  # fmt: skip
+    """A page of `marketplace.products` (with the review queue's filters), newest post first,
+    starting after `after` (keyset: the page reads its rows from the index on the posts' time,
+    whatever its depth), and how many products the filters select, counted up to `count_cap`."""
+    matching = _products_matching(filters)
+    place = ""
+    if after is not None:
+        # the first condition alone is what the index on raw.posts (taken_at) can use
+        place = """
+          AND i.taken_at <= :after_taken_at
+          AND (i.taken_at < :after_taken_at
+               OR (p.shortcode, p.position) > (:after_shortcode, :after_position))"""
     with engine.connect() as connection:
         params = filters.parameters(taxonomy_from_database(connection), attribute)
         rows = connection.execute(
             text(
-                f"SELECT p.*, count(*) OVER () AS total {_products_matching(filters)} "
-                "ORDER BY i.taken_at DESC, p.shortcode, p.position LIMIT :limit OFFSET :offset"
+                f"SELECT p.*, i.taken_at {matching} {place} "
+                "ORDER BY i.taken_at DESC, p.shortcode, p.position LIMIT :limit"
             ),
-            {**params, "limit": limit, "offset": offset},
-        ).all()
-    return list(rows), (rows[0].total if rows else 0)
+            {**params, "limit": limit + 1, "after_taken_at": after and after.taken_at,
+             "after_shortcode": after and after.shortcode,
+             "after_position": after and after.position},
+        ).all()  # fmt: skip
+        counted = connection.execute(
+            text(f"SELECT count(*) FROM (SELECT 1 {matching} LIMIT CAST(:counted AS bigint)) AS c"),
+            {**params, "counted": None if count_cap is None else count_cap + 1},
+        ).scalar_one()
+    shown = list(rows[:limit])
+    last = shown[-1] if len(rows) > limit else None
+    more = count_cap is not None and counted > count_cap
+    return ProductsPage(
+        shown, count_cap if more else counted, more,
+        ProductPlace(last.taken_at, last.shortcode, last.position) if last else None,
+    )  # fmt: skip
 
 
-def write_products_csv(
-    out: IO[str], engine: Engine, *, attribute: str, filters: ReviewFilter
-) -> int:
-    """The products the filters select as the label CSV: each one's current labels with their
-    ids (0: none yet), so a file filled in and imported never overwrites a label given since."""
+def products_csv(engine: Engine, *, attribute: str, filters: ReviewFilter) -> Iterator[str]:
+    """The products the filters select as the label CSV, every one of them, in pieces of
+    `CSV_PIECE` rows read from a server-side cursor (a million products are never in memory):
+    each one's current labels with their ids (0: none yet), so a file filled in and imported
+    never overwrites a label given since. A filter the taxonomy refuses is refused here, before
+    the first piece."""
+    spec = taxonomy(engine)
+    return _products_csv(engine, spec, filters, filters.parameters(spec, attribute))
+
+
+CSV_PIECE = 1000
+
+
+def _products_csv(
+    engine: Engine, spec: Taxonomy, filters: ReviewFilter, params: dict[str, Any]
+) -> Iterator[str]:
+    attributes = list(spec.attributes)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header_for(spec))
     with engine.connect() as connection:
-        spec = taxonomy_from_database(connection)
-        rows = connection.execute(
+        rows = connection.execution_options(stream_results=True, yield_per=CSV_PIECE).execute(
             text(
                 f"""
                 SELECT p.shortcode, p.position,
@@ -159,21 +217,20 @@ def write_products_csv(
                 ORDER BY p.shortcode, p.position
                 """
             ),
-            filters.parameters(spec, attribute),
+            params,
         )
-        attributes = list(spec.attributes)
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header_for(spec))
-        count = 0
-        for row in rows:
-            labels = row.labels or {}
-            writer.writerow([
-                neutralise(row.shortcode), row.position,
-                *(neutralise(labels.get(a, [None])[0]) for a in attributes), "", "",
-                *((labels.get(a) or [None, 0])[1] or 0 for a in attributes),
-            ])  # fmt: skip
-            count += 1
-    return count
+        for piece in rows.partitions():
+            for row in piece:
+                labels = row.labels or {}
+                writer.writerow([
+                    neutralise(row.shortcode), row.position,
+                    *(neutralise(labels.get(a, [None])[0]) for a in attributes), "", "",
+                    *((labels.get(a) or [None, 0])[1] or 0 for a in attributes),
+                ])  # fmt: skip
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()
 
 
 def taxonomy_choices(spec: Taxonomy) -> dict[str, list[dict[str, Any]]]:

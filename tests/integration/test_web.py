@@ -403,6 +403,83 @@ def test_jobs_catalogue_and_the_label_csv(people, shop, migrated):
     assert report.refused == [] and report.labels_wanted == report.unchanged
 
 
+def test_past_its_cap_the_review_counter_says_more_and_the_pages_go_on(people, shop, settings,
+                                                                     migrated):  # fmt: skip
+    """The queue is counted up to the cap (1,000 in the workbench; 5 here): beyond it the page
+    says "5+ left", a smaller queue its exact size, and the Next link follows the queue."""
+    exact = people["vic"].get("/api/review/count?attribute=category").json()
+    assert exact["more"] is False and exact["remaining"] > 6
+    capped = _signed_in(create_app(settings, engine=migrated, count_cap=5), "vic")
+    page = capped.get("/review", params={"attribute": "category", "limit": 4})
+    assert '<span id="remaining">5+</span> left in the queue' in page.text
+    assert capped.get("/api/review/count?attribute=category").json() == {
+        "remaining": 5, "more": True, "shown": "5+"}  # fmt: skip
+    account = shop[0].account  # a queue of a few pictures: its size, exactly
+    few = sum(1 for image in shop if image.account == account)
+    assert few <= 5
+    narrow = capped.get("/review", params={"attribute": "category", "account": account})
+    assert f'<span id="remaining">{few}</span> left' in narrow.text
+    seen = []
+    while page is not None:
+        seen += re.findall(r'data-image-id="(\d+)"', page.text)
+        following = re.search(r'<a href="(/review\?[^"]+)">Next 4</a>', page.text)
+        page = capped.get(following.group(1).replace("&amp;", "&")) if following else None
+    whole = people["vic"].get("/review", params={"attribute": "category"})
+    assert seen == re.findall(r'data-image-id="(\d+)"', whole.text)
+    assert len(seen) == exact["remaining"]
+
+
+def test_the_catalogue_pages_on_from_the_last_product_shown(people, shop, settings, migrated,
+                                                            monkeypatch):  # fmt: skip
+    """Each Next page starts after the last product shown: a product that comes to the front
+    meanwhile (a newer post) moves no product onto two pages, and none is left out."""
+    from pipeline.web import browse, pages
+
+    monkeypatch.setattr(browse, "PAGE", 3)
+    viewer = _signed_in(create_app(settings, engine=migrated, count_cap=5), "vic")
+    with migrated.connect() as connection:
+        products = connection.execute(
+            text(
+                "SELECT p.image_id, i.post_id, i.taken_at FROM marketplace.products p "
+                "JOIN raw.post_images i ON i.id = p.image_id "
+                "ORDER BY i.taken_at DESC, p.shortcode, p.position"
+            )
+        ).all()
+    assert len(products) > 6
+    page = viewer.get("/catalogue")
+    assert "5+ products" in page.text
+    first = re.findall(r'href="/pictures/(\d+)"', page.text)
+    assert first == [str(p.image_id) for p in products[:3]]
+    oldest = products[-1]
+    with migrated.begin() as connection:  # the oldest post comes to the front
+        connection.execute(text("UPDATE raw.posts SET taken_at = now() WHERE id = :p"),
+                           {"p": oldest.post_id})  # fmt: skip
+    try:
+        seen = list(first)
+        while following := re.search(r'<a id="next" href="([^"]+)">Next 3</a>', page.text):
+            page = viewer.get(following.group(1).replace("&amp;", "&"))
+            assert page.status_code == 200
+            seen += re.findall(r'href="/pictures/(\d+)"', page.text)
+    finally:
+        with migrated.begin() as connection:
+            connection.execute(text("UPDATE raw.posts SET taken_at = :t WHERE id = :p"),
+                               {"t": oldest.taken_at, "p": oldest.post_id})  # fmt: skip
+    assert len(seen) == len(set(seen))  # none twice
+    assert set(seen) == {str(p.image_id) for p in products[:-1] if p.post_id != oldest.post_id}
+    filtered = viewer.get("/catalogue", params={"predicted": "Tshirts", "after": "yesterday"})
+    assert filtered.status_code == 400 and "not a place in the catalogue" in filtered.text
+    few = viewer.get("/catalogue", params={"predicted": "Tshirts", "account": shop[0].account})
+    assert re.search(r"<small>\d products</small>", few.text) and 'id="next"' not in few.text
+    # the export is every product the filters select, not a page, read in pieces
+    monkeypatch.setattr(pages, "CSV_PIECE", 2)
+    exported = viewer.get("/catalogue/labels.csv").text.splitlines()[1:]
+    with migrated.connect() as connection:
+        every = connection.execute(
+            text("SELECT shortcode || ',' || position FROM marketplace.products")
+        ).scalars()  # fmt: skip
+        assert sorted(",".join(line.split(",")[:2]) for line in exported) == sorted(every)
+
+
 def test_search_by_picture_refuses_big_files_and_says_what_is_missing(
     people, shop, settings, migrated
 ):

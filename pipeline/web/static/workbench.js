@@ -56,7 +56,7 @@
   }
   async function recount() {
     const response = await fetch(`/api/review/count?${query}`, { credentials: "same-origin" });
-    if (response.ok) remaining.textContent = (await response.json()).remaining;
+    if (response.ok) remaining.textContent = (await response.json()).shown;
   }
   function show(answer) {
     for (const cell of cells) {
