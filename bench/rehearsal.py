@@ -640,7 +640,7 @@ def measure(
     from pipeline.labels.history import Who
     from pipeline.labels.jobs import Selection, run_job, undo_job
     from pipeline.labels.label_csv import export_labels
-    from pipeline.labels.review import review_page
+    from pipeline.labels.review import COUNT_CAP, review_page
     from pipeline.predict.pictures import count_wanted, wanted_pages
     from pipeline.predict.writeback import Score, write_scores
     from pipeline.report import catalogue_report
@@ -715,7 +715,8 @@ def measure(
 
     # moderation
     _stage(results, f"review queue: first page ({REVIEW_PAGE}) with the queue's total",
-           "first page", 200, engine, lambda: review_page(engine=engine, limit=REVIEW_PAGE),
+           "first page", 200, engine,
+           lambda: review_page(engine=engine, limit=REVIEW_PAGE, count_cap=COUNT_CAP),
            repeat)  # fmt: skip
     _stage(results, f"review queue: first page ({REVIEW_PAGE}), no total (CLI)", "first page",
            200, engine, lambda: review_page(engine=engine, limit=REVIEW_PAGE, count=False),
