@@ -1,9 +1,11 @@
 -- catalogue.refresh_products as revision 0014 defined it: 0011's rule (a moderator's label
 -- outranks the model, through catalogue.shown_label; a picture no longer live leaves the
--- marketplace), written as statements whose cost grows with the pictures asked for and not with
--- the catalogue: each picture's newest label per attribute is one backward probe of
--- ix_labels_image_id_attribute_id, and no temporary table is made (0011's, without statistics or
--- indexes, was joined to itself by nested seq scans: quadratic in the number of pictures).
+-- marketplace), written as one statement whose cost grows with the pictures asked for and not
+-- with the catalogue: each picture's newest label per attribute is one backward probe of
+-- ix_labels_image_id_attribute_id, the listings are found by their key, and no temporary table
+-- is made (0011's, without statistics or indexes, was joined to itself by nested seq scans:
+-- quadratic in the number of pictures; its EXISTS over marketplace.products was run as a hash
+-- of every listed product).
 -- Read by revision 0014 (upgrade); applied text, never edited.
 CREATE OR REPLACE FUNCTION catalogue.refresh_products(ids bigint[]) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -53,63 +55,55 @@ BEGIN
                bool_or(value IS NOT NULL) AS decided
         FROM decided
         GROUP BY image_id, shortcode, position, account, object_key
-    )
-    INSERT INTO marketplace.products AS m (
-        image_id, shortcode, position, account, image_key,
-        colour, colour_source, colour_confidence,
-        category, category_source, category_confidence,
-        model_version, needs_review, updated_at)
-    SELECT s.image_id, s.shortcode, s.position, s.account, s.object_key,
-           s.colour, s.colour_source, s.colour_confidence,
-           s.category, s.category_source, s.category_confidence,
-           COALESCE(s.colour_model, s.category_model), s.unsure, now()
-    FROM shown s
-    LEFT JOIN marketplace.products listed ON listed.image_id = s.image_id
-    WHERE s.decided OR listed.image_id IS NOT NULL  -- a listing whose values went is emptied
-    ORDER BY s.image_id
-    ON CONFLICT (image_id) DO UPDATE SET
-        shortcode = EXCLUDED.shortcode, position = EXCLUDED.position,
-        colour = EXCLUDED.colour, colour_source = EXCLUDED.colour_source,
-        colour_confidence = EXCLUDED.colour_confidence,
-        category = EXCLUDED.category, category_source = EXCLUDED.category_source,
-        category_confidence = EXCLUDED.category_confidence,
-        model_version = EXCLUDED.model_version, needs_review = EXCLUDED.needs_review,
-        updated_at = now()
-    WHERE (m.position, m.colour, m.colour_source, m.colour_confidence, m.category,
-           m.category_source, m.category_confidence, m.model_version, m.needs_review)
-          IS DISTINCT FROM
-          (EXCLUDED.position, EXCLUDED.colour, EXCLUDED.colour_source,
-           EXCLUDED.colour_confidence, EXCLUDED.category, EXCLUDED.category_source,
-           EXCLUDED.category_confidence, EXCLUDED.model_version, EXCLUDED.needs_review);
-    GET DIAGNOSTICS written = ROW_COUNT;
-
-    -- attributes beyond colour and category, for pictures the marketplace lists
-    IF EXISTS (SELECT 1 FROM catalogue.attributes
-               WHERE active AND name NOT IN ('colour', 'category')) THEN
+    ), kept AS (
+        SELECT s.* FROM shown s
+        LEFT JOIN marketplace.products was ON was.image_id = s.image_id
+        WHERE s.decided OR was.image_id IS NOT NULL  -- a listing whose values went is emptied
+    ), listed AS (
+        INSERT INTO marketplace.products AS m (
+            image_id, shortcode, position, account, image_key,
+            colour, colour_source, colour_confidence,
+            category, category_source, category_confidence,
+            model_version, needs_review, updated_at)
+        SELECT s.image_id, s.shortcode, s.position, s.account, s.object_key,
+               s.colour, s.colour_source, s.colour_confidence,
+               s.category, s.category_source, s.category_confidence,
+               COALESCE(s.colour_model, s.category_model), s.unsure, now()
+        FROM kept s
+        ORDER BY s.image_id
+        ON CONFLICT (image_id) DO UPDATE SET
+            shortcode = EXCLUDED.shortcode, position = EXCLUDED.position,
+            colour = EXCLUDED.colour, colour_source = EXCLUDED.colour_source,
+            colour_confidence = EXCLUDED.colour_confidence,
+            category = EXCLUDED.category, category_source = EXCLUDED.category_source,
+            category_confidence = EXCLUDED.category_confidence,
+            model_version = EXCLUDED.model_version, needs_review = EXCLUDED.needs_review,
+            updated_at = now()
+        WHERE (m.position, m.colour, m.colour_source, m.colour_confidence, m.category,
+               m.category_source, m.category_confidence, m.model_version, m.needs_review)
+              IS DISTINCT FROM
+              (EXCLUDED.position, EXCLUDED.colour, EXCLUDED.colour_source,
+               EXCLUDED.colour_confidence, EXCLUDED.category, EXCLUDED.category_source,
+               EXCLUDED.category_confidence, EXCLUDED.model_version, EXCLUDED.needs_review)
+        RETURNING 1
+    ), beyond AS (
+        -- attributes beyond colour and category, for the pictures the marketplace lists
         INSERT INTO marketplace.product_attributes AS m (
             image_id, attribute, value, source, confidence, model_version, needs_review,
             updated_at)
-        SELECT i.image_id, a.name, s.value, s.source, s.confidence, s.model_version,
-               s.needs_review, now()
-        FROM (SELECT DISTINCT id FROM unnest(ids) AS id) AS asked
-        JOIN marketplace.products i ON i.image_id = asked.id
-        CROSS JOIN catalogue.attributes a
-        LEFT JOIN LATERAL (
-            SELECT l.value FROM catalogue.labels l
-            WHERE l.image_id = i.image_id AND l.attribute = a.name
-            ORDER BY l.id DESC LIMIT 1
-        ) l ON true
-        LEFT JOIN catalogue.predictions p ON p.image_id = i.image_id AND p.attribute = a.name
-        CROSS JOIN LATERAL catalogue.shown_label(
-            l.value, p.value, p.confidence, p.model_version, p.needs_review) AS s
-        WHERE a.active AND a.name NOT IN ('colour', 'category')
+        SELECT d.image_id, d.attribute, d.value, d.source, d.confidence, d.model_version,
+               d.unsure, now()
+        FROM decided d
+        JOIN kept k ON k.image_id = d.image_id
+        WHERE d.attribute NOT IN ('colour', 'category')
         ON CONFLICT (image_id, attribute) DO UPDATE SET
             value = EXCLUDED.value, source = EXCLUDED.source,
             confidence = EXCLUDED.confidence, model_version = EXCLUDED.model_version,
             needs_review = EXCLUDED.needs_review, updated_at = now()
         WHERE (m.value, m.source, m.confidence, m.model_version, m.needs_review)
               IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.source, EXCLUDED.confidence,
-                                EXCLUDED.model_version, EXCLUDED.needs_review);
-    END IF;
+                                EXCLUDED.model_version, EXCLUDED.needs_review)
+    )
+    SELECT count(*) INTO written FROM listed;
     RETURN written;
 END $$;
