@@ -35,6 +35,14 @@ from airflow.sdk import Param, dag, task
 from assets import NEW_CHAMPION, NEW_IMAGES
 
 
+def _retry_delay() -> timedelta:
+    """How long a failed shard waits to be retried: CATALOGUE_PREDICT_RETRY_DELAY_S, read when
+    the DAG is parsed."""
+    from pipeline.config import Settings
+
+    return timedelta(seconds=Settings.from_env().predict_retry_delay_s)
+
+
 @dag(
     schedule=(NEW_IMAGES | NEW_CHAMPION),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
@@ -57,7 +65,7 @@ from assets import NEW_CHAMPION, NEW_IMAGES
     },
     default_args={
         "retries": 3,
-        "retry_delay": timedelta(minutes=1),
+        "retry_delay": _retry_delay(),
         "retry_exponential_backoff": True,
     },
 )

@@ -71,7 +71,7 @@ WORKER_START_TIMEOUT_S = 120
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")  # standalone's four
 # a task whose worker died (killed, out of memory) is failed and retried after this long, not 5 min;
 # a live task's supervisor heartbeats every few seconds
-TASK_HEARTBEAT_TIMEOUT_S = 60
+TASK_HEARTBEAT_TIMEOUT_S = 30
 
 Progress = Callable[[str], None]
 

@@ -168,6 +168,7 @@ class Settings(BaseSettings):
     predict_workers: int = Field(8, ge=1, le=256, description="fetch and decode threads")
     predict_max_shards: int = Field(4, ge=1, le=1024, description="mapped tasks of the predict DAG")
     predict_min_shard_images: int = Field(2000, ge=1, description="images a shard gets at least")
+    predict_retry_delay_s: int = Field(60, ge=1, le=3600, description="a failed shard's retry")
     # duplicate listings: precision 0.95, recall 0.60 in bench/duplicates.py (docs/benchmarks.md)
     duplicate_max_hamming: int = Field(6, ge=0, le=64, description="hash bits copies differ in")
     duplicate_max_distance: float = Field(0.3, ge=0, le=2, description="their cosine distance")

@@ -148,6 +148,7 @@ def test_celery_workers_train_on_gpu_spread_predict_and_survive_a_killed_worker(
         # the sample's pictures in SHARDS shards when a promotion starts predict_catalogue
         CATALOGUE_PREDICT_MIN_SHARD_IMAGES=str(SAMPLE_SIZE // SHARDS - 1),
         CATALOGUE_PREDICT_MAX_SHARDS=str(SHARDS),
+        CATALOGUE_PREDICT_RETRY_DELAY_S="5",  # the lost shard's retry: not a minute's wait
     )
     try:
         up = catalogue(env, "up", "--executor", "celery", timeout=600)
