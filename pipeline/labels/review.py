@@ -119,6 +119,12 @@ class ReviewFilter:
 
 # a picture's current label of an attribute (catalogue.current_labels' row) as an index lookup:
 # joined for a few pictures, the view is computed for every label first
+# The filters' "needs review" choice for a picture `{image}`: none, or the shown prediction of
+# the filtered attribute flagged (or not) for review.
+NEEDS_REVIEW = """(CAST(:needs_review AS boolean) IS NULL OR EXISTS (
+    SELECT 1 FROM catalogue.predictions fp
+    WHERE fp.image_id = {image} AND fp.attribute = :attribute
+      AND fp.needs_review = :needs_review))"""
 CURRENT_LABEL = """
     SELECT latest.label_id, latest.value FROM (
         SELECT lb.id AS label_id, lb.value FROM catalogue.labels lb
@@ -260,10 +266,7 @@ def review_page(
                 LEFT JOIN catalogue.image_duplicates d
                        ON d.image_id = r.image_id AND r.tier = :near_duplicate
                 WHERE {filters.conditions(image="r.image_id", account="i.account")}
-                  AND (CAST(:needs_review AS boolean) IS NULL OR EXISTS (
-                          SELECT 1 FROM catalogue.predictions fp
-                          WHERE fp.image_id = r.image_id AND fp.attribute = :attribute
-                            AND fp.needs_review = :needs_review))
+                  AND {NEEDS_REVIEW.format(image="r.image_id")}
                 ORDER BY r.tier, r.score NULLS LAST, d.group_id NULLS LAST, i.taken_at DESC,
                          i.shortcode, i.position
                 LIMIT :limit OFFSET :offset
@@ -333,10 +336,7 @@ def _candidates(
         WHERE pr.attribute = :candidate_attribute AND i.removed_at IS NULL
           AND NOT EXISTS ({unlabelled})
           AND {filters.conditions(image="pr.image_id", account="i.account")}
-          AND (CAST(:needs_review AS boolean) IS NULL OR EXISTS (
-                  SELECT 1 FROM catalogue.predictions fp
-                  WHERE fp.image_id = pr.image_id AND fp.attribute = :attribute
-                    AND fp.needs_review = :needs_review))
+          AND {NEEDS_REVIEW.format(image="pr.image_id")}
     """
     found: set[int] = set()
     enough = False
@@ -374,10 +374,7 @@ def _candidates(
             JOIN raw.post_images i ON i.id = d.image_id
             WHERE i.removed_at IS NULL
               AND {filters.conditions(image="d.image_id", account="i.account")}
-              AND (CAST(:needs_review AS boolean) IS NULL OR EXISTS (
-                      SELECT 1 FROM catalogue.predictions fp
-                      WHERE fp.image_id = d.image_id AND fp.attribute = :attribute
-                        AND fp.needs_review = :needs_review))
+              AND {NEEDS_REVIEW.format(image="d.image_id")}
               AND EXISTS (
                   SELECT 1 FROM catalogue.attributes at
                   LEFT JOIN LATERAL ({own}) AS sl ON true
@@ -443,10 +440,7 @@ def _total(
                 SELECT 1 FROM raw.post_images i
                 WHERE i.removed_at IS NULL
                   AND {filters.conditions(image="i.id", account="i.account")}
-                  AND (CAST(:needs_review AS boolean) IS NULL OR EXISTS (
-                          SELECT 1 FROM catalogue.predictions fp
-                          WHERE fp.image_id = i.id AND fp.attribute = :attribute
-                            AND fp.needs_review = :needs_review))
+                  AND {NEEDS_REVIEW.format(image="i.id")}
                   AND (
                       -- not settled: some considered attribute unlabelled, or the model
                       -- disagreeing with its label
